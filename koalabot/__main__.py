@@ -1,0 +1,5 @@
+import sys
+
+from koalabot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,44 @@
+"""`koalabot` command line: one module per subcommand, errors turned into one line here."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from koalabot.errors import KoalabotError
+
+# Each module defines register(subparsers) and sets a `handler(args) -> int` default.
+COMMANDS = ("run", "chat", "prompt", "db")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree (also used by the docs and the tests)."""
+    parser = argparse.ArgumentParser(
+        prog="koalabot",
+        description="A self-hosted Koala chat model in Slack and Discord, and its training data.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"koalabot.cli.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except KoalabotError as exc:
+        print(f"koalabot: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

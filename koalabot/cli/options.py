@@ -1,0 +1,45 @@
+"""Options shared by subcommands, and how they become Settings (command line wins)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from koalabot.config import Settings, load_settings
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """--config and --database-url: every command that reads settings or the store has them."""
+    parser.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file")
+    parser.add_argument(
+        "--database-url", dest="database_url", help="SQLAlchemy URL (default sqlite:///koalabot.db)"
+    )
+
+
+def add_backend(parser: argparse.ArgumentParser) -> None:
+    """Options naming the model server and the prompt template."""
+    parser.add_argument("--tgi-url", dest="tgi_url", help="TGI base URL (KOALABOT_TGI_URL)")
+    parser.add_argument("--template", help="prompt template: koala (default) or koala-fastchat")
+    parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--top-p", dest="top_p", type=float)
+
+
+_SETTING_OPTIONS = (
+    "database_url",
+    "tgi_url",
+    "template",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "port",
+    "log_level",
+    "log_format",
+)
+
+
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    """Settings with the command line's values (those given) on top of env, file and defaults."""
+    given = {name: getattr(args, name, None) for name in _SETTING_OPTIONS}
+    given.update(extra)
+    return load_settings(getattr(args, "config", None), **given)

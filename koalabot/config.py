@@ -1,0 +1,186 @@
+"""Settings: one object built at start-up from command line > environment > TOML file > defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from koalabot.errors import ConfigError
+
+DEFAULT_NOTICE = (
+    "Heads up: I am Koala, a research model. I can be wrong or biased, so check what matters. "
+    "This conversation and your 👍/👎 votes are stored and may become training data; "
+    "to opt out, ask the operator to add your user id to the opt-out list "
+    "(or type /optout in the terminal chat)."
+)
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept both the KOALABOT_-prefixed name and the platform's usual bare name."""
+    return AliasChoices(name.lower(), f"KOALABOT_{name}", name)
+
+
+class Settings(BaseSettings):
+    """Everything koalabot can be told, with defaults that work on a laptop."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KOALABOT_",
+        extra="forbid",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    # --- backend -----------------------------------------------------------------------
+    tgi_url: str | None = None
+    tgi_urls: CommaList = Field(default_factory=list)
+    template: str = "koala"
+    max_new_tokens: int = Field(512, gt=0)
+    temperature: float | None = Field(0.7, gt=0)
+    top_p: float | None = Field(0.95, gt=0, lt=1)
+    top_k: int | None = Field(None, gt=0)
+    repetition_penalty: float | None = Field(None, gt=0)
+    seed: int | None = Field(None, ge=0)
+    connect_timeout: float = Field(5.0, gt=0)
+    first_token_timeout: float = Field(60.0, gt=0)
+    idle_timeout: float = Field(30.0, gt=0)
+    retries: int = Field(3, ge=0)
+    retry_base_delay: float = Field(0.25, ge=0)
+    health_check_interval: float = Field(5.0, gt=0)
+
+    # --- storage -----------------------------------------------------------------------
+    database_url: str = "sqlite:///koalabot.db"
+
+    # --- access policy -----------------------------------------------------------------
+    allowed_workspaces: CommaList = Field(default_factory=list)
+    allowed_channels: CommaList = Field(default_factory=list)
+    allowed_users: CommaList = Field(default_factory=list)
+    blocked_users: CommaList = Field(default_factory=list)
+    rate_limit_per_minute: int = Field(20, ge=0)
+
+    # --- notice and consent ------------------------------------------------------------
+    notice: str = DEFAULT_NOTICE
+    optout_users: CommaList = Field(default_factory=list)
+
+    # --- platforms ---------------------------------------------------------------------
+    slack_bot_token: str | None = Field(None, validation_alias=_env("SLACK_BOT_TOKEN"))
+    slack_app_token: str | None = Field(None, validation_alias=_env("SLACK_APP_TOKEN"))
+    slack_signing_secret: str | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
+    slack_api_url: str = "https://slack.com/api/"
+    discord_token: str | None = Field(None, validation_alias=_env("DISCORD_TOKEN"))
+    discord_api_url: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = "wss://gateway.discord.gg/"
+    edit_interval: float = Field(1.0, gt=0)
+
+    # --- serving -----------------------------------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = Field(3000, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    shutdown_grace: float = Field(20.0, ge=0)
+
+    # --- export and review -------------------------------------------------------------
+    pseudonym_secret: str | None = None
+    review_token: str | None = None
+
+    @field_validator(
+        "tgi_urls",
+        "allowed_workspaces",
+        "allowed_channels",
+        "allowed_users",
+        "blocked_users",
+        "optout_users",
+        mode="before",
+    )
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("tgi_url", "tgi_urls")
+    @classmethod
+    def _http_urls(cls, value: Any) -> Any:
+        urls = value if isinstance(value, list) else [value] if value else []
+        for url in urls:
+            if not str(url).startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, value: str) -> str:
+        from koalabot.prompt import TEMPLATES
+
+        if value not in TEMPLATES:
+            raise ValueError(f"unknown template {value!r} (known: {', '.join(sorted(TEMPLATES))})")
+        return value
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The TGI base URLs to use, from KOALABOT_TGI_URLS, else KOALABOT_TGI_URL, else local."""
+        urls = list(self.tgi_urls) or ([self.tgi_url] if self.tgi_url else [])
+        return [u.rstrip("/") for u in urls] or ["http://127.0.0.1:8080"]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = _CONFIG_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+# pydantic-settings builds sources from the class, so the --config path travels in here for the
+# duration of one load_settings() call.
+_CONFIG_FILE: dict[str, Path | None] = {"path": None}
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    field = str(loc[0]) if loc else "settings"
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[1])
+    return f"KOALABOT_{field.upper()}"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings; command-line overrides (None means not given) win over everything."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+    _CONFIG_FILE["path"] = Path(config_file) if config_file is not None else None
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown setting {err['loc'][0]!r} in the config file") from None
+        raise ConfigError(f"invalid setting {_setting_name(err['loc'])}: {msg}") from None
+    finally:
+        _CONFIG_FILE["path"] = None

@@ -1,0 +1,102 @@
+"""What adapters hand to the engine, and what the engine hands back: plain data and one protocol.
+
+Adapters turn platform events into these; the engine never sees a platform SDK object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ThreadKey:
+    """Where a conversation lives: unique per platform, workspace, channel and thread."""
+
+    platform: str  # "slack", "discord", "terminal"
+    workspace: str  # Slack team id, Discord guild id, "" for DMs and the terminal
+    channel: str
+    thread: str  # Slack thread_ts or root ts; Discord thread/DM channel id; terminal thread n
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One human message meant for the bot, already stripped of the bot's mention."""
+
+    where: ThreadKey
+    user: str  # platform user id
+    text: str
+    message_id: str  # platform message id (Slack ts, Discord snowflake)
+    #: Delivery ids to drop duplicates by (Slack event_id, "C123:ts", Discord message id...).
+    dedupe_keys: tuple[str, ...] = ()
+    attachments: int = 0  # files or images the message carried (the model reads text only)
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """A thumbs vote, from a button (answer_id known) or a reaction (platform message id)."""
+
+    platform: str
+    user: str
+    rating: int  # +1 or -1; ignored when removed
+    answer_id: int | None = None
+    channel: str | None = None
+    platform_message_id: str | None = None
+    removed: bool = False
+    is_bot: bool = False
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """What happened to a vote, so the adapter can acknowledge it quietly."""
+
+    recorded: bool
+    answer_id: int | None = None
+    rating: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    """The outcome of one incoming message, for adapters and tests."""
+
+    status: str  # "ok", "failed", "duplicate", "denied", "rate_limited", "too_long"
+    answer_id: int | None = None
+    user_message_id: int | None = None
+    text: str = ""
+    dropped_turns: int = 0
+    notice: str = ""
+    message_ids: tuple[str, ...] = field(default_factory=tuple)
+
+
+class ReplySink(Protocol):
+    """The platform side of one answer: the adapter posts and edits; the engine decides what.
+
+    The engine wraps a sink in a ReplyStreamer (koalabot/streaming.py), which throttles edits and
+    splits long answers; a sink only does single platform calls.
+    """
+
+    #: Longest text one platform message should carry.
+    max_chars: int
+    #: Minimum seconds between two edits of one message.
+    edit_interval: float
+
+    async def post(self, text: str) -> str:
+        """Post a new message in the thread; return its platform message id."""
+        ...
+
+    async def edit(self, message_id: str, text: str) -> None:
+        """Replace the text of a message posted by ``post``."""
+        ...
+
+    async def finish(self, message_id: str, text: str, answer_id: int) -> None:
+        """Final edit of the last message of an answer, with the feedback controls for it."""
+        ...
+
+    async def notice(self, text: str) -> None:
+        """Tell the user something that is not a model answer (errors, limits, cut history)."""
+        ...
+
+    async def thinking(self, on: bool) -> None:
+        """Show or clear a 'thinking' status while waiting for the first token (may be a no-op)."""
+        ...
