@@ -33,6 +33,10 @@ class SchemaBehindError(StoreError):
     """The database schema is older than this koalabot; PostgreSQL is never upgraded implicitly."""
 
 
+class MigrationError(StoreError):
+    """A schema migration cannot run: unknown revision (asked for, or found in the database)."""
+
+
 # --- prompt ----------------------------------------------------------------------------
 
 
@@ -46,6 +50,10 @@ class PromptTooLongError(KoalabotError):
             f"Your message is too long for the model: about {tokens} tokens, "
             f"but it can read at most {limit} here. Please shorten it or split it up."
         )
+
+
+class InvalidConversationError(KoalabotError):
+    """A conversation given as data (a JSON list of turns) has the wrong shape."""
 
 
 # --- backend ---------------------------------------------------------------------------
@@ -98,6 +106,15 @@ class BackendRejectedError(BackendError):
     """TGI rejected the request for another reason (bad parameters and the like)."""
 
     user_message = "The model server rejected the request; the operator should check the logs."
+
+
+class TokenizerUnavailableError(BackendError):
+    """The server cannot count tokens (/tokenize 404 "No fast tokenizer available").
+
+    A TokenCounter raises it so koalabot.budget falls back to its conservative estimate.
+    """
+
+    user_message = "The model server cannot count tokens; estimating instead."
 
 
 # --- policy ----------------------------------------------------------------------------

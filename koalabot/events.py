@@ -54,6 +54,8 @@ class FeedbackResult:
     answer_id: int | None = None
     rating: int = 0
     reason: str = ""
+    #: The answer's thread, so an acknowledgement of a reaction can be shown there.
+    where: ThreadKey | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class AnswerResult:
     text: str = ""
     dropped_turns: int = 0
     notice: str = ""
+    #: The class name of the error behind a failure ("BackendUnavailableError"...), or "".
+    error: str = ""
     message_ids: tuple[str, ...] = field(default_factory=tuple)
 
 

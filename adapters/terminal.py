@@ -1,0 +1,192 @@
+"""The terminal chat: an adapter like the others, reading lines from stdin.
+
+Each line waits for its answer before the next is read, so `printf 'hi\\n/good\\n' | koalabot chat`
+works in scripts; end of input exits cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from koalabot.engine import Engine
+from koalabot.events import AnswerResult, ChatMessage, FeedbackEvent, ThreadKey
+from koalabot.streaming import CURSOR, PLACEHOLDER
+
+PLATFORM = "terminal"
+HELP = (
+    "Type a message and press Enter. Commands: /good and /bad vote on the last answer, "
+    "/retry asks for another answer, /new starts a new thread, /history shows this thread, "
+    "/optout keeps your messages out of training data, /quit leaves."
+)
+
+
+@dataclass
+class TerminalSink:
+    """Prints an answer as it streams: each edit adds only what is new."""
+
+    out: TextIO
+    max_chars: int = 1_000_000
+    edit_interval: float = 0.05
+    shown: str = ""
+    answer_id: int | None = None
+    _ids: int = field(default=0)
+
+    async def post(self, text: str) -> str:
+        self._ids += 1
+        if text != PLACEHOLDER:
+            self._show(text)
+        return str(self._ids)
+
+    async def edit(self, message_id: str, text: str) -> None:
+        self._show(text.removesuffix(CURSOR))
+
+    async def finish(self, message_id: str, text: str, answer_id: int) -> None:
+        self._show(text)
+        self.out.write("\n")
+        self.out.flush()
+        self.answer_id = answer_id
+
+    async def notice(self, text: str) -> None:
+        if self.shown:
+            self.out.write("\n")
+        self.out.write(f"[{text}]\n")
+        self.out.flush()
+
+    async def thinking(self, on: bool) -> None:
+        return None
+
+    def _show(self, text: str) -> None:
+        if text.startswith(self.shown):
+            self.out.write(text[len(self.shown) :])
+        else:  # a failure notice replaced the text: start it on a fresh line
+            self.out.write("\n" + text)
+        if text.startswith("⚠️") or "\n\n⚠️" in text:
+            self.out.write("\n")
+        self.shown = text
+        self.out.flush()
+
+
+class TerminalChat:
+    """One person at a terminal talking to the engine, thread by thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        stdin: TextIO = sys.stdin,
+        stdout: TextIO = sys.stdout,
+        user: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.stdin = stdin
+        self.out = stdout
+        self.user = user or getpass.getuser()
+        self.thread = ""
+        self.last_answer: int | None = None
+        self.last_user_message: int | None = None
+
+    @property
+    def where(self) -> ThreadKey:
+        return ThreadKey(PLATFORM, "", self.user, self.thread)
+
+    async def run(self) -> int:
+        """Read lines until end of input; returns the exit status."""
+        self.thread = await self.engine.latest_thread(PLATFORM, "", self.user) or _new_thread()
+        interactive = self.stdin.isatty()
+        if interactive:
+            self.out.write(f"koalabot chat — {HELP}\n")
+        while True:
+            if interactive:
+                self.out.write("you> ")
+                self.out.flush()
+            line = await asyncio.to_thread(self.stdin.readline)
+            if not line:
+                return 0
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if not await self.command(line):
+                    return 0
+            else:
+                await self.say(line)
+
+    async def say(self, text: str) -> AnswerResult:
+        """Send one message and print the answer as it streams."""
+        msg = ChatMessage(self.where, self.user, text, uuid.uuid4().hex)
+        result = await self.engine.handle_message(msg, self._sink())
+        self._after(result)
+        return result
+
+    async def command(self, line: str) -> bool:
+        """Run a /command; False means quit."""
+        name = line.split()[0].lower()
+        if name in ("/quit", "/exit"):
+            return False
+        if name in ("/good", "/bad"):
+            await self._vote(1 if name == "/good" else -1)
+        elif name == "/retry":
+            await self._retry()
+        elif name == "/new":
+            self.thread = _new_thread()
+            self.last_answer = None
+            self._print("[new thread started]")
+        elif name == "/history":
+            await self._history()
+        elif name == "/optout":
+            await self.engine.opt_out(PLATFORM, self.user)
+            self._print("[opted out: you will still get answers, but nothing of yours is exported]")
+        else:
+            self._print(f"[{HELP}]")
+        return True
+
+    def _sink(self) -> TerminalSink:
+        return TerminalSink(self.out, edit_interval=min(0.05, self.engine.settings.edit_interval))
+
+    def _after(self, result: AnswerResult) -> None:
+        if result.status == "ok":
+            self.last_answer = result.answer_id
+        if result.error == "BackendUnavailableError":
+            urls = ", ".join(self.engine.backend_urls)
+            self._print(
+                f"[no model server answers at {urls}: start TGI there "
+                "(text-generation-launcher --model-id <koala> --port 8080), or try the fake one: "
+                "python -m tests.fakes.tgi --port 8080. Your message is saved; just send again.]"
+            )
+
+    async def _vote(self, rating: int) -> None:
+        if self.last_answer is None:
+            self._print("[nothing to vote on yet]")
+            return
+        result = await self.engine.handle_feedback(
+            FeedbackEvent(PLATFORM, self.user, rating, answer_id=self.last_answer)
+        )
+        mark = "👍" if rating > 0 else "👎"
+        self._print(f"[{mark} recorded]" if result.recorded else "[vote not recorded]")
+
+    async def _retry(self) -> None:
+        if self.last_answer is None:
+            self._print("[nothing to retry yet]")
+            return
+        result = await self.engine.regenerate(self.last_answer, self.user, self._sink())
+        self._after(result)
+
+    async def _history(self) -> None:
+        turns = await self.engine.transcript(self.where)
+        if not turns:
+            self._print("[this thread is empty]")
+        for turn in turns:
+            who = "you" if turn.role == "user" else "koala"
+            self._print(f"{who}: {turn.content}")
+
+    def _print(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+
+def _new_thread() -> str:
+    return uuid.uuid4().hex[:12]

@@ -1,0 +1,280 @@
+"""Export speed and memory: `python -m bench.export [--votes N] [--formats kto,koala]`.
+
+Builds (once, cached under bench/output/ by size) a SQLite store with N votes — threads of one to
+three turns, some regenerated answers, one to three votes per answer — then runs the real
+`koalabot export` in a subprocess per format and reports rows/s and peak RSS.
+Targets: at least 50,000 rows/s and at most 200 MB peak RSS at 1,000,000 votes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from koalabot.prompt import TEMPLATES, Turn, render
+from koalabot.store.database import upgrade
+
+OUTPUT = Path(__file__).resolve().parent / "output"
+TARGET_ROWS_PER_S = 50_000
+TARGET_RSS_MB = 200
+#: Bump when the generated data changes shape, so cached databases are rebuilt.
+DATA_VERSION = 1
+
+USERS = 5_000
+START = datetime(2024, 1, 1, tzinfo=UTC)
+QUESTIONS = (
+    "How do I reverse a list in Python without copying it?",
+    "What is the difference between a koala and a wombat?",
+    "Can you summarise the main causes of the French Revolution?",
+    "Write a haiku about eucalyptus leaves in the rain.",
+    "Why does my SQL query get slower when I add an ORDER BY?",
+)
+ANSWER = (
+    "Here is a short answer to question {n}. First, consider what you are trying to achieve; "
+    "then look at the simplest tool that does it. In most cases the standard library already "
+    "has what you need, and it is faster than anything you would write by hand."
+)
+
+
+@dataclass
+class Counts:
+    """What was generated."""
+
+    conversations: int = 0
+    messages: int = 0
+    votes: int = 0
+
+
+def _stamp(minutes: int) -> str:
+    # The format SQLAlchemy's SQLite DateTime reads and writes.
+    return (START + timedelta(minutes=minutes)).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _rows(votes: int, seed: int = 7) -> Iterator[tuple[str, tuple[object, ...]]]:
+    """(table, row) in insertion order until ``votes`` votes exist; ids are assigned here."""
+    rng = random.Random(seed)
+    template = TEMPLATES["koala"]
+    conv_id = msg_id = made = 0
+    minute = 0
+    while made < votes:
+        conv_id += 1
+        minute += 3
+        yield (
+            "conversations",
+            (conv_id, "slack", "T1", f"C{conv_id % 40}", f"{conv_id}.000100", _stamp(minute)),
+        )
+        turns: list[Turn] = []
+        for turn in range(1 + conv_id % 3):
+            msg_id += 1
+            question_id = msg_id
+            question = f"{QUESTIONS[(conv_id + turn) % len(QUESTIONS)]} (#{conv_id}.{turn})"
+            author = f"U{rng.randrange(USERS):07d}"
+            yield (
+                "messages",
+                (
+                    question_id,
+                    conv_id,
+                    "user",
+                    author,
+                    question,
+                    f"{minute}.1",
+                    "ok",
+                    None,
+                    _stamp(minute),
+                ),
+            )
+            turns.append(Turn("user", question))
+            prompt = render(turns, template)
+            answers = 2 if rng.random() < 0.1 else 1
+            text = ""
+            for _ in range(answers):
+                msg_id += 1
+                text = ANSWER.format(n=msg_id)
+                yield (
+                    "messages",
+                    (
+                        msg_id,
+                        conv_id,
+                        "assistant",
+                        None,
+                        text,
+                        f"{minute}.2",
+                        "ok",
+                        question_id,
+                        _stamp(minute),
+                    ),
+                )
+                yield (
+                    "generations",
+                    (
+                        msg_id,
+                        msg_id,
+                        prompt,
+                        "koala",
+                        "{}",
+                        "koala-13b",
+                        "eos_token",
+                        0,
+                        _stamp(minute),
+                    ),
+                )
+                for voter in rng.sample(range(USERS), 1 + msg_id % 3):
+                    made += 1
+                    rating = 1 if rng.random() < 0.65 else -1
+                    yield (
+                        "feedback",
+                        (msg_id, f"U{voter:07d}", rating, _stamp(minute), _stamp(minute)),
+                    )
+            turns.append(Turn("assistant", text))
+
+
+INSERTS = {
+    "conversations": "INSERT INTO conversations (id, platform, workspace, channel, thread, "
+    "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    "messages": "INSERT INTO messages (id, conversation_id, role, author, text, "
+    "platform_message_id, status, parent_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "generations": "INSERT INTO generations (id, message_id, prompt, template, parameters, "
+    "model_id, finish_reason, dropped_turns, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "feedback": "INSERT INTO feedback (message_id, user, rating, created_at, updated_at) "
+    "VALUES (?, ?, ?, ?, ?)",
+}
+
+
+def build(path: Path, votes: int) -> Counts:
+    """Create the schema with the real migrations, then bulk-insert with sqlite3."""
+    partial = path.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    asyncio.run(upgrade(f"sqlite:///{partial}"))
+    counts = Counts()
+    batches: dict[str, list[tuple[object, ...]]] = {table: [] for table in INSERTS}
+    conn = sqlite3.connect(partial)
+    conn.execute("PRAGMA synchronous=OFF")
+    with conn:
+        for table, row in _rows(votes):
+            batch = batches[table]
+            batch.append(row)
+            if len(batch) >= 20_000:
+                conn.executemany(INSERTS[table], batch)
+                batch.clear()
+        for table, batch in batches.items():
+            conn.executemany(INSERTS[table], batch)
+    counts.conversations = conn.execute("SELECT count(*) FROM conversations").fetchone()[0]
+    counts.messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    counts.votes = conn.execute("SELECT count(*) FROM feedback").fetchone()[0]
+    conn.execute("ANALYZE")
+    conn.close()
+    partial.rename(path)
+    return counts
+
+
+def database(votes: int) -> Path:
+    """The cached database for this size, built if missing."""
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT / f"export-v{DATA_VERSION}-{votes}.db"
+    if path.exists():
+        print(f"using cached {path}", file=sys.stderr)
+    else:
+        print(f"generating {votes:,} votes into {path} ...", file=sys.stderr)
+        started = time.perf_counter()
+        counts = build(path, votes)
+        print(
+            f"  {counts.conversations:,} conversations, {counts.messages:,} messages, "
+            f"{counts.votes:,} votes in {time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+        )
+    return path
+
+
+@dataclass
+class Result:
+    """One measured export."""
+
+    format: str
+    rows: int
+    seconds: float
+    peak_rss_mb: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.rows_per_s >= TARGET_ROWS_PER_S and self.peak_rss_mb <= TARGET_RSS_MB
+
+
+def measure(db: Path, fmt: str, out: str) -> Result:
+    """Run `koalabot export` in a child process; wall time and that child's peak RSS."""
+    env = {**os.environ, "KOALABOT_PSEUDONYM_SECRET": "bench-secret"}
+    argv = [
+        sys.executable,
+        "-m",
+        "koalabot",
+        "export",
+        "--format",
+        fmt,
+        "--out",
+        out,
+        "--database-url",
+        f"sqlite:///{db}",
+    ]
+    started = time.perf_counter()
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert child.stderr is not None
+    stderr = child.stderr.read().decode()
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"koalabot export --format {fmt} failed:\n{stderr}")
+    found = re.search(r"wrote ([\d,]+) ", stderr)
+    rows = int(found.group(1).replace(",", "")) if found else 0
+    # ru_maxrss is in KiB on Linux.
+    return Result(fmt, rows, seconds, usage.ru_maxrss / 1024)
+
+
+def table(results: list[Result]) -> str:
+    """The results as a plain-text table, with the targets."""
+    lines = [f"{'format':<8} {'rows':>10} {'seconds':>8} {'rows/s':>9} {'peak RSS':>9}  target"]
+    for r in results:
+        verdict = "ok" if r.ok else "MISSED"
+        lines.append(
+            f"{r.format:<8} {r.rows:>10,} {r.seconds:>8.1f} {r.rows_per_s:>9,.0f} "
+            f"{r.peak_rss_mb:>6.0f} MB  {verdict}"
+        )
+    lines.append(f"targets: >= {TARGET_ROWS_PER_S:,} rows/s, <= {TARGET_RSS_MB} MB peak RSS")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build or reuse the database, measure each format, print the table."""
+    parser = argparse.ArgumentParser(prog="python -m bench.export", description=__doc__)
+    parser.add_argument("--votes", type=int, default=1_000_000, help="votes in the database")
+    parser.add_argument("--formats", default="kto,koala", help="comma-separated export formats")
+    parser.add_argument(
+        "--keep-output", action="store_true", help="write rows to bench/output/ (default /dev/null)"
+    )
+    args = parser.parse_args(argv)
+    db = database(args.votes)
+    results = []
+    for fmt in args.formats.split(","):
+        out = str(OUTPUT / f"export-{args.votes}.{fmt}.jsonl") if args.keep_output else os.devnull
+        results.append(measure(db, fmt, out))
+        print(f"  {fmt}: done", file=sys.stderr)
+    print(table(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

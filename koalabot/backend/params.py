@@ -1,0 +1,74 @@
+"""Generation parameters: what koalabot asks TGI for, and what it records next to each answer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from text_generation.errors import ValidationError as TGIValidationError
+from text_generation.types import Parameters
+
+from koalabot.errors import BackendRejectedError
+
+if TYPE_CHECKING:
+    from koalabot.config import Settings
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings for one answer; frozen so a stored record matches what was sent."""
+
+    max_new_tokens: int = 512
+    temperature: float | None = 0.7
+    top_p: float | None = 0.95
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, stop: Sequence[str]) -> GenerationParams:
+        """The configured sampling settings with the template's stop sequences."""
+        return cls(
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            top_k=settings.top_k,
+            repetition_penalty=settings.repetition_penalty,
+            seed=settings.seed,
+            stop=tuple(stop),
+        )
+
+    @property
+    def do_sample(self) -> bool:
+        """TGI samples only when asked to; any sampling knob set means sampling is wanted."""
+        return any(v is not None for v in (self.temperature, self.top_p, self.top_k))
+
+    def as_dict(self) -> dict[str, Any]:
+        """What is stored in the generation record (JSON-ready)."""
+        data = asdict(self)
+        data["stop"] = list(self.stop)
+        data["do_sample"] = self.do_sample
+        return data
+
+    def to_tgi(self) -> Parameters:
+        """text-generation's request model; its validators run here, before anything is sent.
+
+        ``details`` is on so the last stream event carries the finish reason and token count.
+        """
+        try:
+            return Parameters(
+                do_sample=self.do_sample,
+                max_new_tokens=self.max_new_tokens,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                top_k=self.top_k,
+                repetition_penalty=self.repetition_penalty,
+                seed=self.seed,
+                stop=list(self.stop),
+                return_full_text=False,
+                details=True,
+            )
+        except TGIValidationError as exc:
+            raise BackendRejectedError(f"Invalid generation settings: {exc}") from exc

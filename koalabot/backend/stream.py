@@ -1,0 +1,232 @@
+"""One streamed answer: the text as it arrives, and what is known once it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import pydantic
+from text_generation.types import StreamResponse
+
+from koalabot.backend.endpoint import Endpoint
+from koalabot.backend.error_map import error_from_payload
+from koalabot.backend.pool import EndpointPool
+from koalabot.backend.sse import SSEError, SSEReader
+from koalabot.errors import (
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    GenerationFailedError,
+)
+
+
+@dataclass
+class Completion:
+    """What is known when a stream has ended: the generation record's facts."""
+
+    #: The answer as streamed, without a stop sequence that ended it.
+    text: str
+    #: TGI's "length", "eos_token" or "stop_sequence".
+    finish_reason: str | None
+    generated_tokens: int | None
+    endpoint: str
+    model_id: str | None
+    time_to_first_token: float | None
+    total_time: float
+    #: Input tokens as TGI counted them (TGI ≥ 2 says so in the last event), else None.
+    prompt_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class StreamTimeouts:
+    """The two limits of a stream: until the first token, and between two tokens."""
+
+    first_token: float
+    idle: float
+
+
+class GenerationStream:
+    """Async iterator of the answer's text as it is generated (special tokens such as ``</s>``
+    skipped), from one request to one endpoint.
+
+    Nothing is sent until iteration starts. Failures before the first token are retried (see
+    EndpointPool.run); after it they raise a BackendError whose ``partial`` is ``text``. A
+    stop sequence is never handed out: text that may be the start of one is held back until
+    the next token tells, and one that ends the answer is dropped.
+    """
+
+    def __init__(
+        self,
+        pool: EndpointPool,
+        body: dict[str, Any],
+        stop: tuple[str, ...],
+        timeouts: StreamTimeouts,
+    ) -> None:
+        self.endpoint = ""
+        self.completion: Completion | None = None
+        #: The text handed out so far.
+        self.text = ""
+        self._pool = pool
+        self._body = body
+        self._stop = stop
+        self._timeouts = timeouts
+        self._received = ""
+        self._pieces = self._run()
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._pieces
+
+    async def aclose(self) -> None:
+        """Stop early: the response is closed and the endpoint's slot freed."""
+        await self._pieces.aclose()
+
+    async def __aenter__(self) -> GenerationStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _run(self) -> AsyncGenerator[str, None]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        endpoint, (response, reader, event, data) = await self._pool.run(
+            self._first_event, deadline=started + self._timeouts.first_token
+        )
+        self.endpoint = endpoint.url
+        first_token_at = loop.time()
+        try:
+            while True:
+                piece = self._take(event)
+                if piece:
+                    self.text += piece
+                    yield piece
+                if event.generated_text is not None:
+                    break
+                event, data = await self._next_token(reader)
+            rest = self._finish(event)[len(self.text) :]
+            if rest:
+                self.text += rest
+                yield rest
+            await self._drain(reader)
+            model_id = await endpoint.model_id()
+            details = event.details
+            self.completion = Completion(
+                text=self.text,
+                finish_reason=details.finish_reason.value if details else None,
+                generated_tokens=details.generated_tokens if details else None,
+                endpoint=endpoint.url,
+                model_id=model_id,
+                time_to_first_token=first_token_at - started,
+                total_time=loop.time() - started,
+                prompt_tokens=_input_length(data),
+            )
+        finally:
+            if response.content.at_eof():
+                response.release()
+            else:
+                response.close()
+            self._pool.done(endpoint)
+
+    async def _first_event(
+        self, endpoint: Endpoint
+    ) -> tuple[aiohttp.ClientResponse, SSEReader, StreamResponse, str]:
+        response = await endpoint.open_stream(self._body)
+        try:
+            reader = SSEReader(response.content.iter_any())
+            event, data = await self._read_event(reader, first=True)
+        except BaseException:
+            response.close()
+            raise
+        return response, reader, event, data
+
+    async def _next_token(self, reader: SSEReader) -> tuple[StreamResponse, str]:
+        try:
+            async with asyncio.timeout(self._timeouts.idle):
+                return await self._read_event(reader, first=False)
+        except TimeoutError:
+            raise BackendTimeoutError(partial=self.text) from None
+
+    async def _read_event(self, reader: SSEReader, *, first: bool) -> tuple[StreamResponse, str]:
+        try:
+            data = await reader.next_event()
+        except aiohttp.ClientError as exc:
+            # Dropped before any token: nothing was shown, so the request may be retried.
+            error: BackendError = (
+                BackendUnavailableError() if first else GenerationFailedError(partial=self.text)
+            )
+            raise error from exc
+        except SSEError as exc:
+            raise GenerationFailedError(partial=self.text) from exc
+        if data is None:
+            raise GenerationFailedError(partial=self.text)
+        try:
+            return StreamResponse.model_validate_json(data), data
+        except pydantic.ValidationError:
+            raise self._error_event(data) from None
+
+    def _error_event(self, data: str) -> BackendError:
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+            # Errors on a stream come as an event on a 200 response (reference §1.4).
+            return error_from_payload(200, payload, partial=self.text)
+        return GenerationFailedError(partial=self.text)
+
+    def _take(self, event: StreamResponse) -> str:
+        """The text of ``event`` that can be handed out now."""
+        if not event.token.special:
+            self._received += event.token.text
+        safe = len(self._received) - _held_back(self._received, self._stop)
+        return self._received[len(self.text) : safe]
+
+    def _finish(self, event: StreamResponse) -> str:
+        """The whole answer, without the stop sequence that ended it."""
+        details = event.details
+        if details is not None and details.finish_reason.value == "stop_sequence":
+            for stop in self._stop:
+                if stop and self._received.endswith(stop):
+                    return self._received[: -len(stop)]
+        return self._received
+
+    async def _drain(self, reader: SSEReader) -> None:
+        """Read to the end of the response, so its connection goes back to the pool."""
+        try:
+            async with asyncio.timeout(self._timeouts.idle):
+                while await reader.next_event() is not None:
+                    pass
+        except (TimeoutError, aiohttp.ClientError, SSEError):
+            pass
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters of ``text`` are, or may begin, a stop sequence."""
+    held = 0
+    for stop in stops:
+        if text.endswith(stop):
+            held = max(held, len(stop))
+            continue
+        for k in range(min(len(stop) - 1, len(text)), held, -1):
+            if text.endswith(stop[:k]):
+                held = k
+                break
+    return held
+
+
+def _input_length(data: str) -> int | None:
+    try:
+        value = json.loads(data)["details"]["input_length"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) else None

@@ -1,0 +1,39 @@
+"""`koalabot chat`: talk to the model in the terminal (or pipe lines in from a script)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+from typing import Any
+
+from koalabot.cli.logs import setup_logging
+from koalabot.cli.options import add_backend, add_common, settings_from
+from koalabot.engine import Engine
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "chat", help="chat in the terminal; /good /bad /retry /new /history /optout"
+    )
+    add_common(parser)
+    add_backend(parser)
+    parser.add_argument("--user", help="your user id in the store (default: your login name)")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level, "text")
+    return asyncio.run(_chat(settings, args.user))
+
+
+async def _chat(settings: Any, user: str | None) -> int:
+    terminal = importlib.import_module("koalabot_adapters.terminal")
+    engine = await Engine.open(settings)
+    try:
+        chat = terminal.TerminalChat(engine, user=user)
+        status: int = await chat.run()
+        return status
+    finally:
+        await engine.close()

@@ -1,0 +1,199 @@
+"""`koalabot export`: voted answers → a JSONL training file (koala, kto, dpo, sft, openai)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from koalabot.cli.options import add_common, settings_from
+from koalabot.config import Settings
+from koalabot.export import (
+    SECRET_HELP,
+    ExportError,
+    ExportOptions,
+    Format,
+    Summary,
+    export,
+    print_summary,
+)
+from koalabot.store.database import open_database
+
+DESCRIPTION = """\
+Write every voted answer as training data, one JSON object per line. koala: EasyLM rows
+(liked under "GPT:", disliked under "An Unhelpful Answer:"); kto: prompt/completion/label;
+dpo: prompt/chosen/rejected from regenerated answers with opposite votes; sft and openai:
+liked answers with their thread. Each row's context is the thread up to the rated answer.
+Votes of opted-out users do not count, and threads with their messages are left out.
+A summary of rows written and skipped (by reason) goes to stderr."""
+
+
+def _when(text: str) -> tuple[datetime, bool]:
+    """A UTC time from YYYY-MM-DD or an ISO 8601 time; True when only a day was given."""
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC), True
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (YYYY-MM-DD) or an ISO time (YYYY-MM-DDTHH:MM[:SS][+HH:MM])"
+        ) from None
+    return (when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)), False
+
+
+def day_start(text: str) -> datetime:
+    """--since: from the start of that day (or that exact time), UTC."""
+    return _when(text)[0]
+
+
+def day_end(text: str) -> datetime:
+    """--until: an exclusive bound just after that day (or that exact time), UTC."""
+    when, whole_day = _when(text)
+    return when + (timedelta(days=1) if whole_day else timedelta(microseconds=1))
+
+
+def at_least_one(text: str) -> int:
+    """A whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add `export` to the command tree."""
+    parser = subparsers.add_parser(
+        "export", help="write voted answers as training data (JSONL)", description=DESCRIPTION
+    )
+    parser.add_argument("--format", required=True, choices=[f.value for f in Format])
+    parser.add_argument("--out", required=True, metavar="FILE", help="output file; - for stdout")
+    parser.add_argument(
+        "--since", type=day_start, metavar="DATE", help="answers written on or after (UTC)"
+    )
+    parser.add_argument(
+        "--until", type=day_end, metavar="DATE", help="answers written up to this day (inclusive)"
+    )
+    parser.add_argument("--platform", help="only this platform (slack, discord, terminal)")
+    parser.add_argument("--channel", help="only this channel id")
+    parser.add_argument("--model", help="only answers of this model id (as TGI's /info named it)")
+    parser.add_argument(
+        "--min-votes",
+        type=at_least_one,
+        default=1,
+        metavar="N",
+        help="only answers with at least N counted votes (default 1)",
+    )
+    parser.add_argument(
+        "--include-failed",
+        action="store_true",
+        help="also rated answers that failed or were interrupted (default: only complete ones)",
+    )
+    parser.add_argument(
+        "--pseudonymize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="replace user ids with keyed hashes (default; needs KOALABOT_PSEUDONYM_SECRET)",
+    )
+    parser.add_argument(
+        "--string-prompt",
+        action="store_true",
+        help="kto/dpo: the exact prompt string the answer came from, and string completions",
+    )
+    parser.add_argument(
+        "--meta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add a meta object (ids, pseudonyms, votes, model) to each row "
+        "(default: on, except for openai)",
+    )
+    add_common(parser)
+    parser.set_defaults(handler=run)
+
+
+def options_from(args: argparse.Namespace, settings: Settings) -> ExportOptions:
+    """The export's options from the command line and the settings."""
+    secret = None
+    if args.pseudonymize:
+        secret = settings.pseudonym_secret
+        if not secret:
+            raise ExportError(SECRET_HELP)
+    if args.since and args.until and args.since >= args.until:
+        raise ExportError("--since must be before --until")
+    return ExportOptions(
+        format=Format(args.format),
+        since=args.since,
+        until=args.until,
+        platform=args.platform,
+        channel=args.channel,
+        model=args.model,
+        min_votes=args.min_votes,
+        include_failed=args.include_failed,
+        pseudonym_secret=secret,
+        string_prompt=args.string_prompt,
+        meta=args.meta,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, then print the summary on stderr."""
+    settings = settings_from(args)
+    options = options_from(args, settings)
+    target = "stdout" if args.out == "-" else args.out
+    try:
+        with _output(args.out) as out:
+            summary = asyncio.run(_export(settings, options, out))
+    except BrokenPipeError:
+        # The reader (`| head`) went away: stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    print_summary(summary, options, target, sys.stderr)
+    return 0
+
+
+async def _export(settings: Settings, options: ExportOptions, out: TextIO) -> Summary:
+    db = await open_database(settings.database_url)
+    try:
+        return await export(
+            db, options, out, optout_users=settings.optout_users, progress=sys.stderr
+        )
+    finally:
+        await db.close()
+
+
+@contextlib.contextmanager
+def _output(path: str) -> Iterator[TextIO]:
+    """stdout, or a file that appears (atomically) only once the export has succeeded."""
+    if path == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ExportError(f"--out {path} is a directory; give a file name")
+    if target.exists() and not target.is_file():  # /dev/null, a named pipe
+        with open(target, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as out:
+            yield out
+        return
+    if not target.parent.is_dir():
+        raise ExportError(f"--out {path}: the directory {target.parent} does not exist")
+    fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        with open(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as out:
+            yield out
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise

@@ -1,0 +1,79 @@
+"""`koalabot run --platform slack,discord`: connect the adapters and answer until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+from typing import Any
+
+from koalabot.adapter import Adapter, RunOptions
+from koalabot.cli.logs import setup_logging
+from koalabot.cli.options import add_backend, add_common, settings_from
+from koalabot.config import Settings
+from koalabot.engine import Engine
+from koalabot.errors import ConfigError
+
+log = logging.getLogger(__name__)
+PLATFORMS = ("slack", "discord")
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser("run", help="run the bot on Slack/Discord")
+    add_common(parser)
+    add_backend(parser)
+    parser.add_argument(
+        "--platform", required=True, help="slack, discord, or both: slack,discord"
+    )
+    parser.add_argument("--mode", choices=("socket", "http"), default="socket", help="Slack mode")
+    parser.add_argument("--port", type=int, help="HTTP port (Slack events)")
+    parser.add_argument("--shard-id", dest="shard_id", type=int)
+    parser.add_argument("--shard-count", dest="shard_count", type=int)
+    parser.add_argument("--log-level", dest="log_level", type=str.upper)
+    parser.add_argument("--log-format", dest="log_format", choices=("text", "json"))
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    platforms = [p.strip() for p in args.platform.split(",") if p.strip()]
+    unknown = [p for p in platforms if p not in PLATFORMS]
+    if unknown or not platforms:
+        raise ConfigError(f"unknown platform {unknown[0] if unknown else ''!r} (use slack, discord)")
+    settings = settings_from(args)
+    setup_logging(settings.log_level, settings.log_format)
+    options = RunOptions(
+        mode=args.mode,
+        port=args.port if args.port is not None else settings.port,
+        shard_id=args.shard_id,
+        shard_count=args.shard_count,
+    )
+    asyncio.run(serve(settings, platforms, options))
+    return 0
+
+
+async def serve(settings: Settings, platforms: list[str], options: RunOptions) -> None:
+    """Start every adapter over one engine; stop them all on SIGTERM or SIGINT."""
+    engine = await Engine.open(settings)
+    adapters: list[Adapter] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        for name in platforms:
+            module = importlib.import_module(f"koalabot_adapters.{name}")
+            adapter: Adapter = module.create_adapter(engine, settings, options)
+            await adapter.start()
+            adapters.append(adapter)
+            log.info("%s adapter running", name)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for adapter in reversed(adapters):
+            with contextlib.suppress(Exception):
+                await adapter.stop()
+        await engine.close()

@@ -1,0 +1,429 @@
+"""The one orchestrator: store first, then think, then answer.
+
+Every adapter hands its messages and votes to an Engine. For each message: drop a delivery that
+was already taken in, commit the user's message, take the conversation's lock (in-process, plus
+PostgreSQL's advisory lock so replicas never interleave in one thread), build the prompt from the
+thread's tail within the model's budget, stream the answer into the adapter's reply sink, and
+commit the answer with the record of how it was made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from koalabot.access import AccessPolicy
+from koalabot.backend import Backend, GenerationParams
+from koalabot.budget import CachedCounter, Limits, fit
+from koalabot.config import Settings
+from koalabot.errors import (
+    AccessDeniedError,
+    BackendError,
+    KoalabotError,
+    PromptTooLongError,
+    RateLimitedError,
+    StoreError,
+)
+from koalabot.events import (
+    AnswerResult,
+    ChatMessage,
+    FeedbackEvent,
+    FeedbackResult,
+    ReplySink,
+    ThreadKey,
+)
+from koalabot.prompt import TEMPLATES, Turn
+from koalabot.store.database import Database, open_database
+from koalabot.store.repository import GenerationRecord, Repository, StoredMessage
+from koalabot.streaming import ReplyStreamer
+
+log = logging.getLogger(__name__)
+
+HISTORY_PAGE = 64
+EMPTY_MESSAGE = "I only read text. Write your question in words and I'll answer it."
+ONLY_ATTACHMENTS = (
+    "I can't read attachments or images, only text. Paste the part you want me to look at."
+)
+INTERRUPTED = "I was restarted before I could finish this answer. Please ask again."
+UNEXPECTED = "Something went wrong on my side while answering. Please try again."
+
+
+def _cut_notice(dropped: int) -> str:
+    noun = "message" if dropped == 1 else "messages"
+    return (
+        f"(This thread is long: I no longer see its {dropped} oldest {noun}. "
+        "Start a new thread to begin fresh.)"
+    )
+
+
+@dataclass
+class _LockEntry:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class Engine:
+    """Turns ChatMessages into stored, streamed answers and FeedbackEvents into votes."""
+
+    def __init__(self, settings: Settings, db: Database, backend: Backend) -> None:
+        self.settings = settings
+        self.db = db
+        self.backend = backend
+        self.repo = Repository(db)
+        self.policy = AccessPolicy(settings)
+        self.template = TEMPLATES[settings.template]
+        self.params = GenerationParams.from_settings(settings, stop=self.template.stop)
+        self.counter = CachedCounter(backend)
+        self._limits: Limits | None = None
+        self._locks: dict[int, _LockEntry] = {}
+        self.backend_urls = settings.endpoints
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Engine:
+        """Open the store (SQLite upgrades itself) and the backend; recover crashed answers."""
+        db = await open_database(settings.database_url)
+        engine = cls(settings, db, Backend.from_settings(settings))
+        # On SQLite this process is the only writer, so every `streaming` answer is a crash's.
+        # Other replicas may be mid-answer on PostgreSQL: only answers older than any stream.
+        stale = None if db.dialect == "sqlite" else timedelta(minutes=15)
+        if count := await engine.repo.mark_interrupted(stale):
+            log.warning("marked %d answers left streaming by a crash as interrupted", count)
+        return engine
+
+    async def close(self) -> None:
+        """Close the backend sessions and the database pool."""
+        await self.backend.close()
+        await self.db.close()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- messages ------------------------------------------------------------------------
+
+    async def handle_message(self, msg: ChatMessage, sink: ReplySink) -> AnswerResult:
+        """Store, then answer one human message in its thread."""
+        try:
+            self.policy.check_allowed(msg)
+        except AccessDeniedError as exc:
+            log.info("denied %s user %s in %s", msg.where.platform, msg.user, msg.where.channel)
+            return await self._refuse(sink, "denied", exc.user_message)
+        try:
+            stored = await self.repo.add_user_message(
+                msg.where, msg.user, msg.text, msg.message_id, msg.dedupe_keys
+            )
+        except StoreError as exc:
+            log.exception("could not store a message")
+            return await self._refuse(sink, "failed", exc.user_message)
+        if stored is None:
+            log.info("duplicate delivery %s dropped", ",".join(msg.dedupe_keys))
+            return AnswerResult("duplicate")
+        conversation_id, message_id = stored
+        if not msg.text.strip():
+            notice = ONLY_ATTACHMENTS if msg.attachments else EMPTY_MESSAGE
+            return await self._refuse(sink, "empty", notice, message_id)
+        try:
+            self.policy.check_rate(msg.where.platform, msg.user)
+        except RateLimitedError as exc:
+            return await self._refuse(sink, "rate_limited", exc.user_message, message_id)
+        return await self._answer(conversation_id, message_id, msg.where, sink)
+
+    async def regenerate(self, answer_id: int, user: str, sink: ReplySink) -> AnswerResult:
+        """Another answer to the same user message, as a sibling both can be voted on."""
+        try:
+            info = await self.repo.answer(answer_id)
+        except StoreError as exc:
+            return await self._refuse(sink, "failed", exc.user_message)
+        if info is None or info.role != "assistant" or info.parent_id is None:
+            log.info("regenerate of unknown answer %s ignored", answer_id)
+            return AnswerResult("unknown")
+        probe = ChatMessage(info.where, user, "", "")
+        try:
+            self.policy.check_allowed(probe)
+            self.policy.check_rate(info.where.platform, user)
+        except (AccessDeniedError, RateLimitedError) as exc:
+            return await self._refuse(sink, "denied", exc.user_message)
+        return await self._answer(info.conversation_id, info.parent_id, info.where, sink)
+
+    async def knows_thread(self, where: ThreadKey) -> bool:
+        """Whether the bot has a conversation in this thread (so it listens without a mention)."""
+        return await self.repo.conversation_id(where) is not None
+
+    async def latest_thread(self, platform: str, workspace: str, channel: str) -> str | None:
+        """The thread id of the newest conversation in a channel (a DM's current one)."""
+        return await self.repo.latest_thread(platform, workspace, channel)
+
+    async def transcript(self, where: ThreadKey, limit: int = 200) -> list[Turn]:
+        """The newest ``limit`` messages of a thread as the bot remembers them (for /history)."""
+        conversation_id = await self.repo.conversation_id(where)
+        if conversation_id is None:
+            return []
+        page = await self.repo.history(conversation_id, limit=limit)
+        visible = [m for m in page if m.role == "user" or m.status == "ok"]
+        return [Turn("user" if m.role == "user" else "assistant", m.text) for m in reversed(visible)]
+
+    async def opt_out(self, platform: str, user: str) -> None:
+        """Keep answering the user, but never export anything of theirs."""
+        await self.repo.opt_out(f"{platform}:{user}")
+
+    # --- feedback ----------------------------------------------------------------------------
+
+    async def handle_feedback(self, ev: FeedbackEvent) -> FeedbackResult:
+        """Record, replace or remove one person's vote on one answer."""
+        if ev.is_bot:
+            return FeedbackResult(False, reason="votes by bots do not count")
+        try:
+            answer_id = ev.answer_id
+            if answer_id is None and ev.channel and ev.platform_message_id:
+                answer_id = await self.repo.answer_by_ref(
+                    ev.platform, ev.channel, ev.platform_message_id
+                )
+            info = await self.repo.answer(answer_id) if answer_id is not None else None
+            if info is None or info.role != "assistant" or info.where.platform != ev.platform:
+                log.info("vote on a message that is not an answer ignored (%s)", ev)
+                return FeedbackResult(False, reason="not an answer")
+            rating = 1 if ev.rating > 0 else -1
+            if ev.removed:
+                removed = await self.repo.unvote(info.id, ev.user, rating)
+                return FeedbackResult(removed, info.id, 0, "removed" if removed else "no vote")
+            await self.repo.vote(info.id, ev.user, rating)
+        except StoreError:
+            log.exception("could not store a vote")
+            return FeedbackResult(False, reason="store unavailable")
+        log.info("vote %+d on answer %d", rating, info.id)
+        return FeedbackResult(True, info.id, rating)
+
+    # --- the answer ----------------------------------------------------------------------------
+
+    async def _refuse(
+        self, sink: ReplySink, status: str, notice: str, message_id: int | None = None
+    ) -> AnswerResult:
+        await self._notify(sink, notice)
+        return AnswerResult(status, user_message_id=message_id, notice=notice)
+
+    async def _notify(self, sink: ReplySink, notice: str) -> None:
+        try:
+            await sink.notice(notice)
+        except Exception:
+            log.warning("could not show a notice", exc_info=True)
+
+    @contextlib.asynccontextmanager
+    async def _conversation_lock(self, conversation_id: int) -> AsyncIterator[None]:
+        entry = self._locks.setdefault(conversation_id, _LockEntry())
+        entry.users += 1
+        try:
+            async with entry.lock, self.repo.thread_lock(conversation_id):
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                self._locks.pop(conversation_id, None)
+
+    async def _answer(
+        self, conversation_id: int, parent_id: int, where: ThreadKey, sink: ReplySink
+    ) -> AnswerResult:
+        try:
+            async with self._conversation_lock(conversation_id):
+                first = not await self.repo.has_answers(conversation_id)
+                answer_id = await self.repo.start_answer(conversation_id, parent_id)
+                return await self._generate(conversation_id, parent_id, answer_id, first, where, sink)
+        except StoreError as exc:
+            log.exception("store failed while answering")
+            return await self._refuse(sink, "failed", exc.user_message, parent_id)
+
+    async def _generate(
+        self,
+        conversation_id: int,
+        parent_id: int,
+        answer_id: int,
+        first: bool,
+        where: ThreadKey,
+        sink: ReplySink,
+    ) -> AnswerResult:
+        streamer = ReplyStreamer(sink)
+        started = time.monotonic()
+        prompt, dropped, text = "", 0, ""
+        try:
+            await streamer.start()
+            await sink.thinking(True)
+            prompt, dropped, prompt_tokens = await self._prompt(conversation_id, parent_id)
+            stream = self.backend.stream(prompt, self.params)
+            async for piece in stream:
+                if not text:
+                    await sink.thinking(False)
+                text += piece
+                streamer.update(text.strip())
+            completion = stream.completion
+            assert completion is not None
+            answer = self._clean(completion.text)
+            record = GenerationRecord(
+                prompt=prompt,
+                template=self.template.name,
+                parameters=self.params.as_dict(),
+                model_id=completion.model_id,
+                endpoint=completion.endpoint,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion.generated_tokens,
+                finish_reason=completion.finish_reason,
+                time_to_first_token=completion.time_to_first_token,
+                total_time=completion.total_time,
+                dropped_turns=dropped,
+            )
+            await self.repo.finish_answer(answer_id, answer, "ok", record)
+            shown = answer or "(no answer)"
+            if dropped:
+                shown += "\n\n" + _cut_notice(dropped)
+            if first and self.settings.notice:
+                shown += "\n\n" + self.settings.notice
+            await streamer.finish(shown, answer_id)
+            await self.repo.add_refs(answer_id, where.platform, where.channel, streamer.message_ids)
+            log.info(
+                "answered %s answer=%d conversation=%d ttft=%.3fs total=%.3fs tokens=%s",
+                where.platform,
+                answer_id,
+                conversation_id,
+                completion.time_to_first_token or 0.0,
+                time.monotonic() - started,
+                completion.generated_tokens,
+            )
+            return AnswerResult(
+                "ok",
+                answer_id,
+                parent_id,
+                answer,
+                dropped,
+                message_ids=tuple(streamer.message_ids),
+            )
+        except asyncio.CancelledError:
+            await self._give_up(answer_id, "interrupted", text, prompt, dropped, INTERRUPTED)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(streamer.fail(INTERRUPTED, text))
+            raise
+        except KoalabotError as exc:
+            status = "too_long" if isinstance(exc, PromptTooLongError) else "failed"
+            partial = exc.partial if isinstance(exc, BackendError) and exc.partial else text
+            log.warning("answer %d failed: %s", answer_id, exc.__class__.__name__)
+            result = await self._failed(
+                streamer, answer_id, parent_id, status, partial, prompt, dropped, exc.user_message
+            )
+            return dataclasses.replace(result, error=type(exc).__name__)
+        except Exception:
+            log.exception("answer %d failed unexpectedly", answer_id)
+            return await self._failed(
+                streamer, answer_id, parent_id, "failed", text, prompt, dropped, UNEXPECTED
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await sink.thinking(False)
+
+    async def _failed(
+        self,
+        streamer: ReplyStreamer,
+        answer_id: int,
+        parent_id: int,
+        status: str,
+        partial: str,
+        prompt: str,
+        dropped: int,
+        notice: str,
+    ) -> AnswerResult:
+        await self._give_up(answer_id, "failed", partial, prompt, dropped, notice)
+        try:
+            await streamer.fail(notice, partial.strip())
+        except Exception:
+            log.warning("could not show the failure notice", exc_info=True)
+            await self._notify(streamer.sink, notice)
+        return AnswerResult(status, answer_id, parent_id, partial.strip(), dropped, notice)
+
+    async def _give_up(
+        self, answer_id: int, status: str, partial: str, prompt: str, dropped: int, error: str
+    ) -> None:
+        record = GenerationRecord(
+            prompt=prompt,
+            template=self.template.name,
+            parameters=self.params.as_dict(),
+            dropped_turns=dropped,
+            error=error,
+        )
+        try:
+            await asyncio.shield(self.repo.finish_answer(answer_id, partial.strip(), status, record))
+        except Exception:
+            log.exception("could not mark answer %d %s", answer_id, status)
+
+    def _clean(self, text: str) -> str:
+        """The answer as stored: stop sequences TGI leaves in the text removed, whitespace cut."""
+        answer = text.strip()
+        for stop in self.template.stop:
+            if answer.endswith(stop):
+                answer = answer[: -len(stop)].rstrip()
+        return answer
+
+    # --- the prompt ----------------------------------------------------------------------------
+
+    async def _get_limits(self) -> Limits:
+        if self._limits is None:
+            self._limits = Limits.from_info(await self.backend.info())
+        return self._limits
+
+    async def _prompt(self, conversation_id: int, upto_id: int) -> tuple[str, int, int]:
+        """The prompt for answering message ``upto_id``, from as much of the thread as fits.
+
+        Pages through the thread newest-first and stops once the budget is surely exceeded, so
+        a long thread is never loaded whole.
+        """
+        limits = await self._get_limits()
+        budget = min(
+            limits.max_input_tokens, limits.max_total_tokens - self.params.max_new_tokens
+        )
+        loaded: list[StoredMessage] = []
+        before: int | None = None
+        tokens = 0
+        more = True
+        while more and tokens <= budget:
+            page = await self.repo.history(conversation_id, before_id=before, limit=HISTORY_PAGE)
+            more = len(page) == HISTORY_PAGE
+            if not page:
+                break
+            before = page[-1].id
+            for message in page:
+                if self._visible(message, upto_id):
+                    loaded.append(message)
+                    tokens += await self.counter.count(message.text)
+        turns = _turns(loaded, upto_id)
+        unseen = await self.repo.count_before(conversation_id, before) if more and before else 0
+        fitted = await fit(turns, self.template, limits, self.params.max_new_tokens, self.counter)
+        return fitted.prompt, fitted.dropped_turns + unseen, fitted.prompt_tokens
+
+    @staticmethod
+    def _visible(message: StoredMessage, upto_id: int) -> bool:
+        if message.role == "user":
+            return message.id <= upto_id and bool(message.text.strip())
+        return message.status == "ok" and message.parent_id is not None and (
+            message.parent_id < upto_id
+        )
+
+
+def _turns(newest_first: list[StoredMessage], upto_id: int) -> list[Turn]:
+    """Chronological turns: each user message followed by its latest successful answer."""
+    answers: dict[int, StoredMessage] = {}
+    users: list[StoredMessage] = []
+    for message in newest_first:
+        if message.role == "user":
+            users.append(message)
+        elif message.parent_id is not None and message.parent_id not in answers:
+            answers[message.parent_id] = message  # newest first: the first seen is the latest
+    turns: list[Turn] = []
+    for user in reversed(users):
+        turns.append(Turn("user", user.text))
+        answer = answers.get(user.id)
+        if answer is not None and user.id != upto_id:
+            turns.append(Turn("assistant", answer.text))
+    return turns

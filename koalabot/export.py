@@ -1,0 +1,595 @@
+"""Thumbs votes → training data: one JSON row per line, in the format a trainer reads.
+
+Formats (reference/tgi-and-koala.md §4–5):
+
+* ``koala`` — EasyLM rows as Koala's data pipeline built them (``marker_*``, ``human_N``,
+  ``gpt_N`` or ``gpt_bad_N``, ``fields``): a liked answer under ``GPT:``, a disliked one under
+  ``An Unhelpful Answer:``. Earlier turns come first as masked ``[...]`` fields, each tokenized on
+  its own like a ShareGPT row, so the only loss is on the rated answer and its EOS.
+* ``kto`` — TRL unpaired preference: ``prompt``, ``completion``, ``label``; conversational, or
+  with ``string_prompt`` the exact prompt string the answer came from and the completion text.
+* ``dpo`` — TRL preference with explicit prompt: ``prompt``, ``chosen``, ``rejected``, from
+  answers to the same user message (regenerations) with opposite net votes; every pair.
+* ``sft`` — TRL language modelling: ``{"messages": [...]}`` per liked answer.
+* ``openai`` — OpenAI chat fine-tuning JSONL per liked answer; every earlier answer in the
+  history has ``"weight": 0`` (a disliked one stays as it happened; a liked one is trained in its
+  own row), the rated answer ``"weight": 1``.
+
+An answer's thread is the conversation's user messages in order, each followed by the answer
+shown last before the rated answer was written (its latest ``ok`` sibling), ending with the user
+message the rated answer answers: what the model was given, apart from turns cut for length.
+Votes of opted-out users do not count, and no row holds a thread with an opted-out user's message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, TextIO
+
+from koalabot.errors import KoalabotError
+from koalabot.prompt import TEMPLATES, clean
+from koalabot.store.database import Database
+from koalabot.store.training import (
+    Thread,
+    ThreadMessage,
+    ThreadScope,
+    as_utc,
+    count_threads,
+    optout_keys,
+    stream_threads,
+)
+
+Row = dict[str, Any]
+Messages = list[dict[str, Any]]
+
+MARKER_USER = "USER:"
+MARKER_GPT = "GPT:"
+MARKER_GPT_BAD = "An Unhelpful Answer:"
+
+SECRET_HELP = (
+    "user ids are pseudonymised with a keyed hash, but no secret is set: set "
+    "KOALABOT_PSEUDONYM_SECRET (for example to the output of "
+    "`python -c 'import secrets; print(secrets.token_hex(32))'`) and keep it to get the same "
+    "pseudonyms in every export, or pass --no-pseudonymize to write raw platform ids"
+)
+
+
+class ExportError(KoalabotError):
+    """The export cannot run as asked (bad option combination, no pseudonym secret)."""
+
+
+class Format(StrEnum):
+    """The training-data formats `koalabot export` writes."""
+
+    KOALA = "koala"
+    KTO = "kto"
+    DPO = "dpo"
+    SFT = "sft"
+    OPENAI = "openai"
+
+
+#: Formats whose rows can carry the exact prompt string instead of chat messages.
+STRING_PROMPT_FORMATS = frozenset({Format.KTO, Format.DPO})
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export and how; the filters apply to the rated answers, never to their context."""
+
+    format: Format
+    since: datetime | None = None
+    until: datetime | None = None  # exclusive
+    platform: str | None = None
+    channel: str | None = None
+    model: str | None = None
+    min_votes: int = 1
+    include_failed: bool = False
+    #: The HMAC key for pseudonyms; None writes raw platform ids.
+    pseudonym_secret: str | None = None
+    string_prompt: bool = False
+    #: Add a ``meta`` object to each row; None means the format's default (all but openai).
+    meta: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.string_prompt and self.format not in STRING_PROMPT_FORMATS:
+            raise ExportError(f"--string-prompt applies to kto and dpo, not {self.format}")
+        if self.min_votes < 1:
+            raise ExportError("--min-votes must be at least 1")
+        if self.pseudonym_secret == "":
+            raise ExportError(SECRET_HELP)
+
+    @property
+    def with_meta(self) -> bool:
+        """Whether rows carry ``meta`` (OpenAI's validator is strict, so not by default there)."""
+        return self.meta if self.meta is not None else self.format is not Format.OPENAI
+
+
+# --- pseudonyms --------------------------------------------------------------------------------
+
+# User mentions inside message text: Slack <@U123> / <@W123|name>, Discord <@123> / <@!123>.
+_MENTION = re.compile(r"<@!?([UW][A-Z0-9]+|\d+)(?:\|[^>]*)?>")
+_CACHE_LIMIT = 100_000
+
+
+class Pseudonymizer:
+    """Stable, irreversible ids: HMAC-SHA256 with a secret key, so the same user gets the same
+    pseudonym in every export made with that key and nobody without it can link one back.
+
+    Without a key (``--no-pseudonymize``) the raw ``platform:id`` is written instead.
+    """
+
+    def __init__(self, secret: str | None) -> None:
+        self._key = secret.encode() if secret is not None else None
+        self._users: dict[tuple[str, str], str] = {}
+
+    @property
+    def active(self) -> bool:
+        """Whether ids are hashed (False: raw ids are written)."""
+        return self._key is not None
+
+    def _hash(self, prefix: str, value: str) -> str:
+        assert self._key is not None
+        digest = hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
+        return prefix + digest[:20]
+
+    def user(self, platform: str, user_id: str) -> str:
+        """The pseudonym of a platform user (``u_`` + 80 bits of HMAC)."""
+        if self._key is None:
+            return f"{platform}:{user_id}"
+        key = (platform, user_id)
+        found = self._users.get(key)
+        if found is None:
+            if len(self._users) >= _CACHE_LIMIT:
+                self._users.clear()
+            found = self._users[key] = self._hash("u_", f"user\0{platform}\0{user_id}")
+        return found
+
+    def conversation(self, thread: Thread) -> str:
+        """The pseudonym of a conversation (its platform thread key, hashed)."""
+        parts = (thread.platform, thread.workspace, thread.channel, thread.thread)
+        if self._key is None:
+            return ":".join(parts)
+        return self._hash("c_", "conversation\0" + "\0".join(parts))
+
+    def text(self, platform: str, text: str) -> str:
+        """Message text with every user mention replaced by the user's pseudonym."""
+        if self._key is None or "<@" not in text:
+            return text
+        return _MENTION.sub(lambda m: f"<@{self.user(platform, m.group(1))}>", text)
+
+
+# --- summary and progress ------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    """What an export wrote and what it left out, by reason (printed on stderr)."""
+
+    format: str
+    rows: int = 0
+    threads: int = 0
+    voted_answers: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def skip(self, reason: str) -> None:
+        """Count one voted answer (or, for dpo, one answer without a pair) left out."""
+        self.skipped[reason] += 1
+
+    def lines(self) -> list[str]:
+        """The human summary: rows written, then rows skipped by reason, most frequent first."""
+        lines = [
+            f"wrote {_count(self.rows, self.format + ' row')} from "
+            f"{_count(self.voted_answers, 'voted answer')} in "
+            f"{_count(self.threads, 'conversation')}"
+        ]
+        total = sum(self.skipped.values())
+        if total:
+            lines.append(f"skipped {total:,}:")
+            lines += [f"  {n:>9,}  {reason}" for reason, n in self.skipped.most_common()]
+        else:
+            lines.append("skipped 0")
+        return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+class Progress:
+    """A one-line progress display on a terminal (nothing when the stream is not a tty)."""
+
+    def __init__(self, stream: TextIO | None, total: int, interval: float = 0.2) -> None:
+        self.stream = stream if stream is not None and stream.isatty() else None
+        self.total = total
+        self.interval = interval
+        self._started = self._shown = time.monotonic()
+
+    def update(self, threads: int, rows: int) -> None:
+        """Redraw at most every ``interval`` seconds."""
+        now = time.monotonic()
+        if self.stream is None or now - self._shown < self.interval:
+            return
+        self._shown = now
+        share = f" ({100 * threads / self.total:.0f}%)" if self.total else ""
+        rate = rows / max(now - self._started, 1e-9)
+        self.stream.write(
+            f"\rexporting: {threads:,}/{self.total:,} conversations{share}, "
+            f"{rows:,} rows, {rate:,.0f} rows/s "
+        )
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Erase the line so the summary starts clean."""
+        if self.stream is not None:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+# --- threads -----------------------------------------------------------------------------------
+
+
+class ThreadView:
+    """One conversation, indexed so each rated answer's thread is cheap to rebuild."""
+
+    def __init__(self, thread: Thread) -> None:
+        self.thread = thread
+        self.questions = [m for m in thread.messages if m.role == "user"]
+        self.position = {m.id: i for i, m in enumerate(self.questions)}
+        self.shown: dict[int, list[ThreadMessage]] = {}
+        for m in thread.messages:
+            if m.role == "assistant" and m.status == "ok" and m.parent_id is not None:
+                self.shown.setdefault(m.parent_id, []).append(m)
+
+    def context(self, parent_id: int, before_id: int) -> list[ThreadMessage] | None:
+        """User messages up to ``parent_id``, each with the answer shown last before
+        ``before_id``; None if the question is not in this thread."""
+        end = self.position.get(parent_id)
+        if end is None:
+            return None
+        turns: list[ThreadMessage] = []
+        for question in self.questions[:end]:
+            turns.append(question)
+            answer = self._shown_before(question.id, before_id)
+            if answer is not None:
+                turns.append(answer)
+        turns.append(self.questions[end])
+        return turns
+
+    def _shown_before(self, question_id: int, before_id: int) -> ThreadMessage | None:
+        for answer in reversed(self.shown.get(question_id, ())):
+            if answer.id < before_id:
+                return answer
+        return None
+
+
+# --- rows --------------------------------------------------------------------------------------
+
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+class RowBuilder:
+    """Turns threads into rows of one format, counting every voted answer left out and why."""
+
+    def __init__(
+        self,
+        options: ExportOptions,
+        summary: Summary,
+        optout_users: Collection[str] = (),
+    ) -> None:
+        self.options = options
+        self.summary = summary
+        self.pseudo = Pseudonymizer(options.pseudonym_secret)
+        self.optout_keys = {u for u in optout_users if ":" in u}
+        self.optout_bare = {u for u in optout_users if ":" not in u}
+        self.since = options.since
+        self.until = options.until
+        self.statuses = {"ok", "failed", "interrupted"} if options.include_failed else {"ok"}
+        self._rows: Callable[[ThreadView, Any], Iterator[Row]] = {
+            Format.KOALA: self._labelled,
+            Format.KTO: self._labelled,
+            Format.SFT: self._liked,
+            Format.OPENAI: self._liked,
+            Format.DPO: self._pairs,
+        }[options.format]
+
+    def rows(self, thread: Thread) -> Iterator[Row]:
+        """Every row this thread gives (votes, filters and opt-outs applied)."""
+        self.summary.threads += 1
+        view = ThreadView(thread)
+        yield from self._rows(view, self._candidates(view))
+
+    # --- selection -----------------------------------------------------------------------
+
+    def _candidates(self, view: ThreadView) -> Iterator[tuple[ThreadMessage, list[ThreadMessage]]]:
+        """Voted answers within the filters that may become rows, each with its thread."""
+        for answer in view.thread.messages:
+            if answer.role != "assistant" or not (answer.up or answer.down or answer.ignored):
+                continue
+            if not self._in_scope(answer):
+                continue
+            self.summary.voted_answers += 1
+            reason, context = self._check(view, answer)
+            if reason:
+                self.summary.skip(reason)
+            else:
+                assert context is not None
+                yield answer, context
+
+    def _in_scope(self, answer: ThreadMessage) -> bool:
+        if self.options.model is not None and answer.model != self.options.model:
+            return False
+        if self.since is None and self.until is None:
+            return True
+        when = as_utc(answer.created_at)
+        if self.since is not None and when < self.since:
+            return False
+        return self.until is None or when < self.until
+
+    def _check(
+        self, view: ThreadView, answer: ThreadMessage
+    ) -> tuple[str, list[ThreadMessage] | None]:
+        if answer.status not in self.statuses:
+            return f"answer {answer.status} (see --include-failed)", None
+        context = view.context(answer.parent_id, answer.id) if answer.parent_id else None
+        if context is None:
+            return "answer without its user message", None
+        if any(self._opted_out(view.thread.platform, m) for m in context):
+            return "opted-out user in the thread", None
+        counted = answer.up + answer.down
+        if counted < self.options.min_votes:
+            if answer.ignored and not counted:
+                return "votes only from opted-out users", None
+            return f"fewer than {self.options.min_votes} votes (--min-votes)", None
+        if answer.net == 0:
+            return "net-zero votes", None
+        if not answer.text.strip():
+            return "empty answer", None
+        if self.options.string_prompt and not answer.prompt:
+            return "no stored prompt string (--string-prompt)", None
+        return "", context
+
+    def _opted_out(self, platform: str, message: ThreadMessage) -> bool:
+        if message.role != "user" or message.author is None:
+            return False
+        return (
+            f"{platform}:{message.author}" in self.optout_keys or message.author in self.optout_bare
+        )
+
+    # --- per format ------------------------------------------------------------------------
+
+    def _labelled(self, view: ThreadView, candidates: Any) -> Iterator[Row]:
+        build = self._koala if self.options.format is Format.KOALA else self._kto
+        for answer, context in candidates:
+            row = build(view.thread, answer, context)
+            if self.options.with_meta:
+                row["meta"] = self._meta(view.thread, answer, context)
+            yield row
+
+    def _liked(self, view: ThreadView, candidates: Any) -> Iterator[Row]:
+        for answer, context in candidates:
+            if answer.net < 0:
+                self.summary.skip(f"disliked ({self.options.format} takes liked answers only)")
+                continue
+            messages = self._messages(view.thread, context)
+            messages.append(self._message(view.thread, answer))
+            if self.options.format is Format.OPENAI:
+                for m, source in zip(messages, [*context, answer], strict=True):
+                    if source.role == "assistant":
+                        m["weight"] = 1 if source is answer else 0
+            row: Row = {"messages": messages}
+            if self.options.with_meta:
+                row["meta"] = self._meta(view.thread, answer, context)
+            yield row
+
+    def _pairs(self, view: ThreadView, candidates: Any) -> Iterator[Row]:
+        by_question: dict[int, list[tuple[ThreadMessage, list[ThreadMessage]]]] = {}
+        for answer, context in candidates:
+            assert answer.parent_id is not None
+            by_question.setdefault(answer.parent_id, []).append((answer, context))
+        for siblings in by_question.values():
+            liked = [a for a, _ in siblings if a.net > 0]
+            disliked = [a for a, _ in siblings if a.net < 0]
+            if not liked or not disliked:
+                for _ in siblings:
+                    self.summary.skip("no sibling answer with the opposite vote")
+                continue
+            for chosen in liked:
+                for rejected in disliked:
+                    row = self._pair(view, chosen, rejected)
+                    if row is not None:
+                        yield row
+
+    def _pair(self, view: ThreadView, chosen: ThreadMessage, rejected: ThreadMessage) -> Row | None:
+        assert chosen.parent_id is not None
+        context = view.context(chosen.parent_id, min(chosen.id, rejected.id))
+        assert context is not None
+        thread = view.thread
+        row: Row
+        if self.options.string_prompt:
+            if chosen.prompt != rejected.prompt:
+                self.summary.skip("pair's prompt strings differ (--string-prompt)")
+                return None
+            row = {
+                "prompt": self.pseudo.text(thread.platform, chosen.prompt or ""),
+                "chosen": self._completion_text(thread, chosen),
+                "rejected": self._completion_text(thread, rejected),
+            }
+        else:
+            row = {
+                "prompt": self._messages(thread, context),
+                "chosen": [self._message(thread, chosen)],
+                "rejected": [self._message(thread, rejected)],
+            }
+        if self.options.with_meta:
+            meta = self._meta(thread, chosen, context)
+            for key in ("answer_id", "votes", "status", "created_at"):
+                del meta[key]
+            meta["chosen"] = _side(chosen)
+            meta["rejected"] = _side(rejected)
+            row["meta"] = meta
+        return row
+
+    def _koala(self, thread: Thread, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
+        bad = answer.net < 0
+        row: Row = {
+            "marker_user": MARKER_USER,
+            "marker_gpt": MARKER_GPT,
+            "marker_gpt_bad": MARKER_GPT_BAD,
+        }
+        fields: list[str] = []
+        last = len(context) - 1
+        for i, message in enumerate(context):
+            text = clean(self.pseudo.text(thread.platform, message.text))
+            if message.role == "assistant":
+                row[f"gpt_{i}"] = text
+                fields += [f"[gpt_{i}]", "[<|eos|>]"]
+                continue
+            row[f"human_{i}"] = text
+            if i < last and context[i + 1].role == "user":
+                fields.append(f"[marker_user+human_{i}]")
+            else:
+                marker = "marker_gpt_bad" if bad and i == last else "marker_gpt"
+                fields.append(f"[marker_user+human_{i}+{marker}]")
+        key = f"gpt_bad_{last + 1}" if bad else f"gpt_{last + 1}"
+        row[key] = clean(self.pseudo.text(thread.platform, answer.text))
+        row["fields"] = ",".join([*fields, key, "<|eos|>"])
+        return row
+
+    def _kto(self, thread: Thread, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
+        if self.options.string_prompt:
+            return {
+                "prompt": self.pseudo.text(thread.platform, answer.prompt or ""),
+                "completion": self._completion_text(thread, answer),
+                "label": answer.net > 0,
+            }
+        return {
+            "prompt": self._messages(thread, context),
+            "completion": [self._message(thread, answer)],
+            "label": answer.net > 0,
+        }
+
+    # --- pieces ----------------------------------------------------------------------------
+
+    def _message(self, thread: Thread, message: ThreadMessage) -> dict[str, Any]:
+        return {"role": message.role, "content": self.pseudo.text(thread.platform, message.text)}
+
+    def _messages(self, thread: Thread, context: list[ThreadMessage]) -> Messages:
+        return [self._message(thread, m) for m in context]
+
+    def _completion_text(self, thread: Thread, answer: ThreadMessage) -> str:
+        """The answer as the model continued its prompt string (after the template's gap)."""
+        template = TEMPLATES.get(answer.template or "")
+        gap = template.assistant_answer_sep if template is not None else ""
+        return gap + self.pseudo.text(thread.platform, answer.text)
+
+    def _meta(self, thread: Thread, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
+        authors = dict.fromkeys(
+            self.pseudo.user(thread.platform, m.author)
+            for m in context
+            if m.role == "user" and m.author is not None
+        )
+        return {
+            "answer_id": answer.id,
+            "conversation": self.pseudo.conversation(thread),
+            "authors": list(authors),
+            "votes": _votes(answer),
+            "model": answer.model,
+            "template": answer.template,
+            "platform": thread.platform,
+            "status": answer.status,
+            "created_at": as_utc(answer.created_at).isoformat(),
+        }
+
+
+def _votes(answer: ThreadMessage) -> dict[str, int]:
+    return {"up": answer.up, "down": answer.down}
+
+
+def _side(answer: ThreadMessage) -> Row:
+    """One answer of a dpo pair, for ``meta``."""
+    return {
+        "answer_id": answer.id,
+        "votes": _votes(answer),
+        "status": answer.status,
+        "created_at": as_utc(answer.created_at).isoformat(),
+    }
+
+
+# --- the export --------------------------------------------------------------------------------
+
+
+async def export(
+    db: Database,
+    options: ExportOptions,
+    out: TextIO,
+    *,
+    optout_users: Collection[str] = (),
+    progress: TextIO | None = None,
+) -> Summary:
+    """Stream every row of ``options.format`` from the store to ``out`` as JSON lines.
+
+    ``optout_users`` ("platform:id", from settings) join the opt-outs stored by the bot. Memory
+    holds one conversation at a time. ``progress`` gets a progress line when it is a terminal.
+    """
+    optouts = set(optout_users) | await optout_keys(db)
+    scope = ThreadScope(
+        platform=options.platform,
+        channel=options.channel,
+        until=options.until,
+        with_prompts=options.string_prompt,
+    )
+    summary = Summary(str(options.format))
+    builder = RowBuilder(options, summary, optouts)
+    total = await count_threads(db, scope) if progress is not None and progress.isatty() else 0
+    bar = Progress(progress, total)
+    write = out.write
+    try:
+        async for thread in stream_threads(db, scope, optout_users):
+            for row in builder.rows(thread):
+                write(_encode(row))
+                write("\n")
+                summary.rows += 1
+            bar.update(summary.threads, summary.rows)
+    finally:
+        bar.close()
+    return summary
+
+
+def print_summary(summary: Summary, options: ExportOptions, target: str, err: TextIO) -> None:
+    """The summary on stderr, with where the rows went and how ids were written."""
+    lines = summary.lines()
+    lines[0] += f" to {target}"
+    ids = (
+        "user ids pseudonymised (HMAC-SHA256 keyed by KOALABOT_PSEUDONYM_SECRET)"
+        if options.pseudonym_secret
+        else "user ids written raw (--no-pseudonymize)"
+    )
+    lines.append(ids)
+    err.write("".join(f"koalabot export: {line}\n" for line in lines))
+
+
+__all__ = [
+    "MARKER_GPT",
+    "MARKER_GPT_BAD",
+    "MARKER_USER",
+    "SECRET_HELP",
+    "ExportError",
+    "ExportOptions",
+    "Format",
+    "Progress",
+    "Pseudonymizer",
+    "RowBuilder",
+    "Summary",
+    "ThreadView",
+    "export",
+    "print_summary",
+]

@@ -1,0 +1,222 @@
+"""How the bot is used and liked: counts by platform, channel, model and day, approval rates,
+and a chart of approval and volume over time per model."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from koalabot.errors import KoalabotError
+from koalabot.store.database import Database
+from koalabot.store.training import StatsCell, UserMessageCell, answer_stats, user_message_stats
+
+NO_MODEL = "(unknown model)"
+
+
+class PlotUnavailableError(KoalabotError):
+    """`--plot` was asked for but matplotlib (the `plot` extra) is not installed."""
+
+
+@dataclass
+class Tally:
+    """Counts for one group; votes are every vote cast, an answer is liked when its net is > 0."""
+
+    user_messages: int = 0
+    answers: int = 0
+    votes: int = 0
+    voted: int = 0
+    liked: int = 0
+    disliked: int = 0
+
+    @property
+    def approval(self) -> float | None:
+        """Liked answers / voted answers (None when nothing was voted on)."""
+        return self.liked / self.voted if self.voted else None
+
+    def add_answers(self, cell: StatsCell) -> None:
+        """Add one group of answers."""
+        self.answers += cell.answers
+        self.votes += cell.votes
+        self.voted += cell.voted
+        self.liked += cell.liked
+        self.disliked += cell.disliked
+
+
+@dataclass
+class Report:
+    """Every breakdown `koalabot stats` shows."""
+
+    total: Tally = field(default_factory=Tally)
+    platforms: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
+    channels: dict[tuple[str, str], Tally] = field(default_factory=lambda: defaultdict(Tally))
+    models: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
+    days: dict[date, Tally] = field(default_factory=lambda: defaultdict(Tally))
+    model_days: dict[tuple[str, date], Tally] = field(default_factory=lambda: defaultdict(Tally))
+
+
+def build_report(answers: Iterable[StatsCell], questions: Iterable[UserMessageCell]) -> Report:
+    """Fold the store's grouped counts into every breakdown."""
+    report = Report()
+    for cell in answers:
+        model = cell.model or NO_MODEL
+        for tally in (
+            report.total,
+            report.platforms[cell.platform],
+            report.channels[(cell.platform, cell.channel)],
+            report.models[model],
+            report.days[cell.day],
+            report.model_days[(model, cell.day)],
+        ):
+            tally.add_answers(cell)
+    for q in questions:
+        for tally in (
+            report.total,
+            report.platforms[q.platform],
+            report.channels[(q.platform, q.channel)],
+            report.days[q.day],
+        ):
+            tally.user_messages += q.user_messages
+    return report
+
+
+async def gather(
+    db: Database, since: datetime | None = None, until: datetime | None = None
+) -> Report:
+    """Read the counts from the store (answers by their creation time, UTC days)."""
+    return build_report(
+        await answer_stats(db, since, until), await user_message_stats(db, since, until)
+    )
+
+
+# --- text ------------------------------------------------------------------------------------
+
+_COLUMNS = ("user msgs", "answers", "votes", "voted", "liked", "disliked", "approval")
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _cells(t: Tally, with_users: bool = True) -> list[str]:
+    users = f"{t.user_messages:,}" if with_users else "-"
+    counts = (t.answers, t.votes, t.voted, t.liked, t.disliked)
+    return [users, *(f"{n:,}" for n in counts), _percent(t.approval)]
+
+
+def _table(title: str, rows: list[tuple[str, list[str]]]) -> list[str]:
+    width = max([len(title), *(len(label) for label, _ in rows)])
+    widths = [max(len(c), *(len(r[1][i]) for r in rows)) for i, c in enumerate(_COLUMNS)]
+    header = title.ljust(width) + "".join(
+        f"  {c:>{w}}" for c, w in zip(_COLUMNS, widths, strict=True)
+    )
+    lines = [header]
+    for label, cells in rows:
+        lines.append(
+            label.ljust(width) + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True))
+        )
+    return lines
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def _sorted(groups: dict[K, Tally], key: Callable[[K], Any]) -> list[tuple[K, Tally]]:
+    return sorted(groups.items(), key=lambda item: key(item[0]))
+
+
+def format_report(report: Report) -> str:
+    """The report as plain-text tables (approval = liked answers / voted answers)."""
+    if not report.total.answers and not report.total.user_messages:
+        return "no messages stored yet\n"
+    sections = [
+        _table("total", [("all", _cells(report.total))]),
+        _table("platform", [(p, _cells(t)) for p, t in _sorted(report.platforms, str)]),
+        _table(
+            "platform / channel",
+            [(f"{p} / {c}", _cells(t)) for (p, c), t in _sorted(report.channels, tuple)],
+        ),
+        _table("model", [(m, _cells(t, False)) for m, t in _sorted(report.models, str)]),
+        _table("day (UTC)", [(d.isoformat(), _cells(t)) for d, t in _sorted(report.days, str)]),
+    ]
+    footer = "approval = liked answers / voted answers; an answer is liked when its net vote is > 0"
+    return "\n\n".join("\n".join(s) for s in sections) + f"\n\n{footer}\n"
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    """The report as JSON-ready data (for scripts and notebooks)."""
+
+    def tally(t: Tally) -> dict[str, Any]:
+        return {**asdict(t), "approval": t.approval}
+
+    return {
+        "total": tally(report.total),
+        "platforms": {p: tally(t) for p, t in sorted(report.platforms.items())},
+        "channels": [
+            {"platform": p, "channel": c, **tally(t)}
+            for (p, c), t in sorted(report.channels.items())
+        ],
+        "models": {m: tally(t) for m, t in sorted(report.models.items())},
+        "days": {d.isoformat(): tally(t) for d, t in sorted(report.days.items())},
+        "model_days": [
+            {"model": m, "day": d.isoformat(), **tally(t)}
+            for (m, d), t in sorted(report.model_days.items())
+        ],
+    }
+
+
+# --- chart -----------------------------------------------------------------------------------
+
+
+def plot(report: Report, path: str | Path) -> None:
+    """Draw approval rate (top) and answers per day (bottom) over time, one line per model."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.dates as mdates
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotUnavailableError(
+            "--plot needs matplotlib: pip install 'koalabot[plot]'"
+        ) from None
+    models = sorted(report.models)
+    fig, (top, bottom) = plt.subplots(
+        2, 1, sharex=True, figsize=(11, 7), height_ratios=(3, 2), layout="constrained"
+    )
+    for model in models:
+        days = sorted(d for m, d in report.model_days if m == model)
+        tallies = [report.model_days[(model, d)] for d in days]
+        rates = [100 * t.approval if t.approval is not None else float("nan") for t in tallies]
+        top.plot(days, rates, marker="o", markersize=4, linewidth=1.8, label=model)
+        bottom.plot(days, [t.answers for t in tallies], marker="o", markersize=3, label=model)
+    top.set_ylim(-2, 102)
+    top.set_ylabel("approval (% liked of voted)")
+    top.set_title("Answers liked, of those voted on, per day and model")
+    bottom.set_ylabel("answers per day")
+    bottom.set_ylim(bottom=0)
+    for axis in (top, bottom):
+        axis.grid(True, alpha=0.3)
+    top.legend(title="model", loc="best", fontsize="small")
+    locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
+    bottom.xaxis.set_major_locator(locator)
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    bottom.set_xlabel("day (UTC)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+__all__ = [
+    "NO_MODEL",
+    "PlotUnavailableError",
+    "Report",
+    "Tally",
+    "build_report",
+    "format_report",
+    "gather",
+    "plot",
+    "report_json",
+]

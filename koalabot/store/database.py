@@ -1,0 +1,310 @@
+"""Opening the database and moving its schema: SQLite upgrades itself, PostgreSQL never implicitly.
+
+Alembic runs on the async engine's own connection (``conn.run_sync``), so every function here
+works inside a running event loop, and an in-memory SQLite database is migrated in place.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection, event, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import ArgumentError, InvalidRequestError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import StaticPool
+
+from koalabot.errors import ConfigError, MigrationError, SchemaBehindError, StoreError
+
+log = logging.getLogger(__name__)
+
+#: Where Alembic finds env.py and versions/: the installed package, from any working directory.
+SCRIPT_LOCATION = "koalabot_migrations:"
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_BACKENDS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
+
+# Every SQLite connection: concurrent readers with one writer, wait for the writer instead of
+# failing at once, enforce the ON DELETE CASCADE the schema relies on.
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA synchronous=NORMAL",
+)
+
+# PostgreSQL: each thread being answered may hold one connection (advisory lock) for the length
+# of a generation, so leave headroom above the steady pool.
+_PG_POOL = {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True, "pool_recycle": 1800}
+_PG_CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Database:
+    """An open database: the engine, a session factory, and which kind of SQL it speaks."""
+
+    url: str
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    dialect: str  # "sqlite" | "postgresql"
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+# --- URLs ------------------------------------------------------------------------------------
+
+
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(
+            f"invalid KOALABOT_DATABASE_URL {url!r}: {exc} "
+            "(expected sqlite:///path/to/file.db or postgresql://user@host/dbname)"
+        ) from None
+    backend = parsed.drivername.partition("+")[0]
+    if backend not in _BACKENDS:
+        raise ConfigError(
+            f"invalid KOALABOT_DATABASE_URL {safe_url(url)!r}: unsupported database {backend!r} "
+            "(koalabot supports sqlite:// and postgresql://)"
+        )
+    return parsed
+
+
+def async_url(url: str) -> str:
+    """The URL with an asyncio driver: plain sqlite:// → aiosqlite, postgresql:// → asyncpg."""
+    parsed = _parse(url)
+    if "+" in parsed.drivername:
+        return url
+    backend = _BACKENDS[parsed.drivername]
+    # Swap the scheme as text: re-rendering the URL would quote `:memory:` and the like.
+    mapped = f"{_ASYNC_DRIVERS[backend]}://{url.partition('://')[2]}"
+    if backend == "postgresql" and "sslmode" in parsed.query:
+        # libpq spells it sslmode; asyncpg takes the same values as ssl.
+        ssl = make_url(mapped).update_query_dict({"ssl": parsed.query["sslmode"]})
+        return ssl.difference_update_query(["sslmode"]).render_as_string(hide_password=False)
+    return mapped
+
+
+def safe_url(url: str) -> str:
+    """The URL fit for logs and messages: the password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparsable URL>"
+
+
+def _is_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _create_engine(url: str) -> AsyncEngine:
+    parsed = make_url(async_url(url))
+    options: dict[str, Any] = {}
+    if _is_memory(parsed):
+        options["poolclass"] = StaticPool
+    elif parsed.get_backend_name() == "postgresql":
+        options.update(_PG_POOL)
+        if parsed.get_driver_name() == "asyncpg":
+            options["connect_args"] = {"timeout": _PG_CONNECT_TIMEOUT}
+    try:
+        engine = create_async_engine(parsed, **options)
+    except (ArgumentError, InvalidRequestError, NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(f"invalid KOALABOT_DATABASE_URL {safe_url(url)!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    for pragma in _SQLITE_PRAGMAS:
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _sqlite_file_missing(url: str) -> bool:
+    parsed = make_url(async_url(url))
+    if parsed.get_backend_name() != "sqlite" or _is_memory(parsed):
+        return False
+    return not Path(str(parsed.database)).exists()
+
+
+# --- Alembic ---------------------------------------------------------------------------------
+
+
+def _alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_alembic_config())
+
+
+def head_revision() -> str:
+    """The newest revision this koalabot ships."""
+    head = _scripts().get_current_head()
+    assert head is not None, "koalabot_migrations has no revisions"
+    return head
+
+
+@cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this koalabot ships (a database at another one was moved by a newer one)."""
+    return frozenset(script.revision for script in _scripts().walk_revisions())
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _check_known(current: str | None, url: str) -> None:
+    if current is not None and current not in known_revisions():
+        raise MigrationError(
+            f"the database at {safe_url(url)} is at schema revision {current!r}, which this "
+            f"koalabot does not know (its newest is {head_revision()}); is a newer koalabot "
+            "using it? Upgrade koalabot."
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+
+
+async def _connect(engine: AsyncEngine, url: str) -> AsyncConnection:
+    try:
+        return await engine.connect()
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreError(f"could not open the database at {safe_url(url)}: {_reason(exc)}") from exc
+
+
+async def _migrate(engine: AsyncEngine, url: str, action: str, revision: str) -> None:
+    """Run `alembic upgrade|downgrade revision` on one connection of this engine."""
+
+    def run(connection: Connection) -> None:
+        _check_known(_current(connection), url)
+        config = _alembic_config(connection)
+        if action == "upgrade":
+            command.upgrade(config, revision)
+        else:
+            command.downgrade(config, revision)
+
+    conn = await _connect(engine, url)
+    sqlite = engine.dialect.name == "sqlite"
+    try:
+        if sqlite:
+            # A batch migration recreates tables; with foreign keys on, dropping the old table
+            # would cascade-delete the rows that point at it (SQLite's documented ALTER recipe).
+            await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await conn.commit()
+        async with conn.begin():
+            await conn.run_sync(run)
+        if sqlite:
+            broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+            if broken:
+                raise MigrationError(f"the migration left {len(broken)} dangling foreign keys")
+    except CommandError as exc:
+        raise MigrationError(f"cannot {action} to {revision!r}: {exc}") from None
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreError(f"{action} of {safe_url(url)} failed: {_reason(exc)}") from exc
+    finally:
+        try:
+            if sqlite:
+                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await conn.commit()
+        finally:
+            await conn.close()
+
+
+async def _current_revision(engine: AsyncEngine, url: str) -> str | None:
+    conn = await _connect(engine, url)
+    try:
+        return await conn.run_sync(_current)
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreError(f"could not read the schema revision: {_reason(exc)}") from exc
+    finally:
+        await conn.close()
+
+
+async def _require_head(engine: AsyncEngine, url: str) -> None:
+    current = await _current_revision(engine, url)
+    _check_known(current, url)
+    head = head_revision()
+    if current != head:
+        raise SchemaBehindError(
+            f"the database schema at {safe_url(url)} is at revision {current or '(none)'} but "
+            f"this koalabot needs {head}; run `koalabot db upgrade` (same database URL) first"
+        )
+
+
+async def _with_engine_migrate(url: str, action: str, revision: str) -> None:
+    engine = _create_engine(url)
+    try:
+        await _migrate(engine, url, action, revision)
+    finally:
+        await engine.dispose()
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """Upgrade the schema to `revision` (default: the newest); each step is logged."""
+    await _with_engine_migrate(url, "upgrade", revision)
+
+
+async def downgrade(url: str, revision: str) -> None:
+    """Downgrade the schema to `revision` ("base" drops every koalabot table and its data)."""
+    await _with_engine_migrate(url, "downgrade", revision)
+
+
+async def current_revision(url: str) -> str | None:
+    """The schema revision the database is at, None for an empty (or missing SQLite) database."""
+    if _sqlite_file_missing(url):
+        return None
+    engine = _create_engine(url)
+    try:
+        return await _current_revision(engine, url)
+    finally:
+        await engine.dispose()
+
+
+async def open_database(url: str, *, upgrade: bool | None = None) -> Database:
+    """Open the store at `url`, with its schema at head or a clear error.
+
+    `upgrade=None` upgrades SQLite (the embedded kind) and only checks PostgreSQL, whose schema
+    an operator moves with `koalabot db upgrade`; True or False force either behaviour.
+    """
+    engine = _create_engine(url)
+    dialect = engine.dialect.name
+    try:
+        if upgrade if upgrade is not None else dialect == "sqlite":
+            await _migrate(engine, url, "upgrade", "head")
+        else:
+            await _require_head(engine, url)
+    except BaseException:
+        await engine.dispose()
+        raise
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    return Database(url=url, engine=engine, sessions=sessions, dialect=dialect)

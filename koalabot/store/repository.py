@@ -1,0 +1,418 @@
+"""The engine's window on the store: small async functions, each one transaction.
+
+Everything here returns plain dataclasses, so nothing outside koalabot/store sees SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from koalabot.errors import StoreError
+from koalabot.events import ThreadKey
+from koalabot.store.database import Database
+from koalabot.store.models import (
+    Conversation,
+    Feedback,
+    Generation,
+    Message,
+    MessageRef,
+    OptOut,
+    ProcessedEvent,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message as the prompt builder needs it."""
+
+    id: int
+    role: str
+    text: str
+    parent_id: int | None
+    status: str
+
+
+@dataclass(frozen=True)
+class AnswerInfo:
+    """What the engine needs to regenerate or vote on an answer."""
+
+    id: int
+    conversation_id: int
+    parent_id: int | None
+    role: str
+    where: ThreadKey
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    """How one answer was produced (stored with it; training data is rebuilt from this)."""
+
+    prompt: str
+    template: str
+    parameters: dict[str, Any]
+    model_id: str | None = None
+    endpoint: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    time_to_first_token: float | None = None
+    total_time: float | None = None
+    dropped_turns: int = 0
+    error: str | None = None
+
+
+class Repository:
+    """Conversation memory: store user messages first, answers with their generation record."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.db.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError() from exc
+        except OSError as exc:  # the driver lost its socket (PostgreSQL restarted)
+            raise StoreError() from exc
+
+    # --- conversations -------------------------------------------------------------------
+
+    async def conversation_id(self, where: ThreadKey) -> int | None:
+        """The id of the conversation in that thread, if the bot has one there."""
+        async with self._tx() as conn:
+            return await self._find_conversation(conn, where)
+
+    async def _find_conversation(self, conn: AsyncConnection, where: ThreadKey) -> int | None:
+        c = Conversation
+        found = await conn.scalar(
+            select(c.id).where(
+                c.platform == where.platform,
+                c.workspace == where.workspace,
+                c.channel == where.channel,
+                c.thread == where.thread,
+            )
+        )
+        return int(found) if found is not None else None
+
+    async def _ensure_conversation(self, conn: AsyncConnection, where: ThreadKey) -> int:
+        found = await self._find_conversation(conn, where)
+        if found is not None:
+            return found
+        values = {
+            "platform": where.platform,
+            "workspace": where.workspace,
+            "channel": where.channel,
+            "thread": where.thread,
+            "created_at": utcnow(),
+        }
+        stmt = self._insert(Conversation).values(**values).on_conflict_do_nothing()
+        await conn.execute(stmt)
+        found = await self._find_conversation(conn, where)
+        assert found is not None
+        return found
+
+    def _insert(self, model: Any) -> Any:
+        if self.db.dialect == "postgresql":
+            return pg_insert(model)
+        return sqlite_insert(model)
+
+    async def latest_thread(self, platform: str, workspace: str, channel: str) -> str | None:
+        """The newest conversation's thread id in a channel (a DM's current conversation)."""
+        c = Conversation
+        async with self._tx() as conn:
+            found = await conn.scalar(
+                select(c.thread)
+                .where(c.platform == platform, c.workspace == workspace, c.channel == channel)
+                .order_by(c.id.desc())
+                .limit(1)
+            )
+        return str(found) if found is not None else None
+
+    # --- messages --------------------------------------------------------------------------
+
+    async def add_user_message(
+        self,
+        where: ThreadKey,
+        author: str,
+        text_: str,
+        platform_message_id: str,
+        dedupe_keys: Sequence[str],
+    ) -> tuple[int, int] | None:
+        """Commit a user's message (and claim its delivery ids) in one transaction.
+
+        Returns (conversation id, message id), or None when a delivery id was already claimed.
+        """
+        try:
+            async with self._tx() as conn:
+                conv = await self._ensure_conversation(conn, where)
+                msg_id = await conn.scalar(
+                    self._insert(Message)
+                    .values(
+                        conversation_id=conv,
+                        role="user",
+                        author=author,
+                        text=text_,
+                        platform_message_id=platform_message_id,
+                        status="ok",
+                        created_at=utcnow(),
+                    )
+                    .returning(Message.id)
+                )
+                now = utcnow()
+                for key in dict.fromkeys(dedupe_keys):
+                    await conn.execute(
+                        self._insert(ProcessedEvent).values(
+                            key=key[:255], message_id=msg_id, created_at=now
+                        )
+                    )
+        except IntegrityError:
+            return None
+        assert msg_id is not None
+        return conv, int(msg_id)
+
+    async def start_answer(self, conversation_id: int, parent_id: int) -> int:
+        """Create the answer row (status `streaming`) before the first token is asked for."""
+        async with self._tx() as conn:
+            new_id = await conn.scalar(
+                self._insert(Message)
+                .values(
+                    conversation_id=conversation_id,
+                    role="assistant",
+                    author=None,
+                    text="",
+                    status="streaming",
+                    parent_id=parent_id,
+                    created_at=utcnow(),
+                )
+                .returning(Message.id)
+            )
+        assert new_id is not None
+        return int(new_id)
+
+    async def finish_answer(
+        self, answer_id: int, text_: str, status: str, record: GenerationRecord | None
+    ) -> None:
+        """Commit an answer's final text and status with its generation record."""
+        async with self._tx() as conn:
+            await conn.execute(
+                update(Message).where(Message.id == answer_id).values(text=text_, status=status)
+            )
+            if record is not None:
+                await conn.execute(
+                    self._insert(Generation)
+                    .values(message_id=answer_id, created_at=utcnow(), **record.__dict__)
+                    .on_conflict_do_nothing()
+                )
+
+    async def add_refs(
+        self, answer_id: int, platform: str, channel: str, platform_message_ids: Sequence[str]
+    ) -> None:
+        """Remember every platform message an answer shows as, so reactions find it."""
+        if not platform_message_ids:
+            return
+        async with self._tx() as conn:
+            await conn.execute(
+                update(Message)
+                .where(Message.id == answer_id)
+                .values(platform_message_id=platform_message_ids[0])
+            )
+            for pmid in dict.fromkeys(platform_message_ids):
+                await conn.execute(
+                    self._insert(MessageRef)
+                    .values(
+                        message_id=answer_id,
+                        platform=platform,
+                        channel=channel,
+                        platform_message_id=pmid,
+                    )
+                    .on_conflict_do_nothing()
+                )
+
+    async def history(
+        self, conversation_id: int, *, before_id: int | None = None, limit: int = 64
+    ) -> list[StoredMessage]:
+        """One page of the thread, newest first, older than ``before_id`` (keyset paging)."""
+        m = Message
+        query = (
+            select(m.id, m.role, m.text, m.parent_id, m.status)
+            .where(m.conversation_id == conversation_id)
+            .order_by(m.id.desc())
+            .limit(limit)
+        )
+        if before_id is not None:
+            query = query.where(m.id < before_id)
+        async with self._tx() as conn:
+            rows = (await conn.execute(query)).all()
+        return [StoredMessage(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def count_before(self, conversation_id: int, before_id: int) -> int:
+        """How many messages of the thread are older than ``before_id``."""
+        m = Message
+        async with self._tx() as conn:
+            n = await conn.scalar(
+                select(func.count())
+                .select_from(m)
+                .where(m.conversation_id == conversation_id, m.id < before_id)
+            )
+        return int(n or 0)
+
+    async def answer(self, answer_id: int) -> AnswerInfo | None:
+        """An answer (or any message) with its thread, for votes and regeneration."""
+        m, c = Message, Conversation
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        m.id,
+                        m.conversation_id,
+                        m.parent_id,
+                        m.role,
+                        c.platform,
+                        c.workspace,
+                        c.channel,
+                        c.thread,
+                    )
+                    .join(c, c.id == m.conversation_id)
+                    .where(m.id == answer_id)
+                )
+            ).first()
+        if row is None:
+            return None
+        return AnswerInfo(
+            int(row[0]), int(row[1]), row[2], row[3], ThreadKey(row[4], row[5], row[6], row[7])
+        )
+
+    async def generation(self, answer_id: int) -> GenerationRecord | None:
+        """How an answer was produced, as stored with it."""
+        g = Generation
+        fields = [getattr(g, name) for name in GenerationRecord.__dataclass_fields__]
+        async with self._tx() as conn:
+            row = (await conn.execute(select(*fields).where(g.message_id == answer_id))).first()
+        return GenerationRecord(*row) if row is not None else None
+
+    async def answer_by_ref(self, platform: str, channel: str, platform_message_id: str) -> int | None:
+        """The answer shown as that platform message, if any."""
+        r = MessageRef
+        async with self._tx() as conn:
+            found = await conn.scalar(
+                select(r.message_id).where(
+                    r.platform == platform,
+                    r.channel == channel,
+                    r.platform_message_id == platform_message_id,
+                )
+            )
+        return int(found) if found is not None else None
+
+    async def has_answers(self, conversation_id: int) -> bool:
+        """Whether the thread already got an answer (the consent notice goes on the first)."""
+        m = Message
+        async with self._tx() as conn:
+            found = await conn.scalar(
+                select(m.id)
+                .where(m.conversation_id == conversation_id, m.role == "assistant")
+                .limit(1)
+            )
+        return found is not None
+
+    async def mark_interrupted(self, older_than: timedelta | None = None) -> int:
+        """Answers a crash left `streaming` become `interrupted`; returns how many."""
+        m = Message
+        stmt = update(m).where(m.status == "streaming").values(status="interrupted")
+        if older_than is not None:
+            stmt = stmt.where(m.created_at < utcnow() - older_than)
+        async with self._tx() as conn:
+            result = await conn.execute(stmt)
+        return int(result.rowcount or 0)
+
+    # --- feedback ----------------------------------------------------------------------------
+
+    async def vote(self, answer_id: int, user: str, rating: int) -> None:
+        """Record a vote; the latest vote of a user on an answer wins."""
+        now = utcnow()
+        stmt = self._insert(Feedback).values(
+            message_id=answer_id, user=user, rating=rating, created_at=now, updated_at=now
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["message_id", "user"], set_={"rating": rating, "updated_at": now}
+        )
+        async with self._tx() as conn:
+            await conn.execute(stmt)
+
+    async def unvote(self, answer_id: int, user: str, rating: int | None = None) -> bool:
+        """Remove a user's vote (only if it is still ``rating``, when given); True if removed."""
+        f = Feedback
+        stmt = delete(f).where(f.message_id == answer_id, f.user == user)
+        if rating is not None:
+            stmt = stmt.where(f.rating == rating)
+        async with self._tx() as conn:
+            result = await conn.execute(stmt)
+        return bool(result.rowcount)
+
+    async def votes(self, answer_id: int) -> dict[str, int]:
+        """Current votes on an answer, by user."""
+        f = Feedback
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(select(f.user, f.rating).where(f.message_id == answer_id))
+            ).all()
+        return {r[0]: int(r[1]) for r in rows}
+
+    # --- consent -------------------------------------------------------------------------------
+
+    async def opt_out(self, user_key: str) -> None:
+        """Remember that a user ("platform:id") wants nothing of theirs used for training."""
+        async with self._tx() as conn:
+            await conn.execute(
+                self._insert(OptOut)
+                .values(user_key=user_key, created_at=utcnow())
+                .on_conflict_do_nothing()
+            )
+
+    async def is_opted_out(self, user_key: str) -> bool:
+        """Whether the user opted out through the bot."""
+        async with self._tx() as conn:
+            found = await conn.scalar(select(OptOut.user_key).where(OptOut.user_key == user_key))
+        return found is not None
+
+    # --- locking ---------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def thread_lock(self, conversation_id: int) -> AsyncIterator[None]:
+        """Hold a database-level lock on a conversation (PostgreSQL; other replicas wait).
+
+        SQLite has one writer process by nature, so the engine's in-process lock suffices there.
+        """
+        if self.db.dialect != "postgresql":
+            yield
+            return
+        try:
+            conn = await self.db.engine.connect()
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError() from exc
+        try:
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": conversation_id})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                with contextlib.suppress(SQLAlchemyError, OSError):
+                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": conversation_id})
+                    await conn.commit()
+        finally:
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await conn.close()

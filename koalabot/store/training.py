@@ -1,0 +1,556 @@
+"""The SQL behind `koalabot export`, `stats` and `forget`: streamed reads, one-transaction deletes.
+
+Everything leaves this module as plain dataclasses, so nothing else needs SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Select,
+    and_,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
+
+from koalabot.errors import StoreError
+from koalabot.store.database import Database
+from koalabot.store.models import (
+    Conversation,
+    Feedback,
+    Generation,
+    Message,
+    MessageRef,
+    OptOut,
+    ProcessedEvent,
+)
+
+#: Rows fetched per round trip while streaming (a server-side cursor on PostgreSQL).
+BATCH = 5000
+
+
+# --- plain data ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThreadScope:
+    """Which conversations to read: the filters SQL applies before any row reaches Python."""
+
+    platform: str | None = None
+    channel: str | None = None
+    #: Conversations started at or after this cannot hold an answer before it.
+    until: datetime | None = None
+    #: Also read each answer's exact prompt string (large; only `--string-prompt` needs it).
+    with_prompts: bool = False
+
+
+@dataclass(slots=True)
+class ThreadMessage:
+    """One message of a thread, with the votes on it and how it was generated."""
+
+    id: int
+    role: str
+    author: str | None
+    text: str
+    status: str
+    parent_id: int | None
+    created_at: datetime
+    #: Votes that count: those of users who did not opt out.
+    up: int = 0
+    down: int = 0
+    #: Votes left out because the voter opted out.
+    ignored: int = 0
+    model: str | None = None
+    template: str | None = None
+    prompt: str | None = None
+    has_generation: bool = False
+
+    @property
+    def net(self) -> int:
+        """Up-votes minus down-votes (of users who did not opt out)."""
+        return self.up - self.down
+
+
+@dataclass(slots=True)
+class Thread:
+    """A conversation with every message an export may need, in the order they were written."""
+
+    id: int
+    platform: str
+    workspace: str
+    channel: str
+    thread: str
+    messages: list[ThreadMessage] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StatsCell:
+    """Answer counts for one (platform, channel, model, day)."""
+
+    platform: str
+    channel: str
+    model: str | None
+    day: date
+    answers: int
+    votes: int
+    voted: int
+    liked: int
+    disliked: int
+
+
+@dataclass(frozen=True)
+class UserMessageCell:
+    """User message counts for one (platform, channel, day)."""
+
+    platform: str
+    channel: str
+    day: date
+    user_messages: int
+    conversations: int
+
+
+@dataclass
+class ForgetCounts:
+    """What `koalabot forget` removed (or would remove, in a dry run)."""
+
+    user_messages: int = 0
+    answers: int = 0
+    votes: int = 0
+    generations: int = 0
+    prompts_redacted: int = 0
+    conversations: int = 0
+    message_refs: int = 0
+    processed_events: int = 0
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive timestamps (stored as UTC); PostgreSQL aware ones."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+def _conversation_filters(c: Any, scope: ThreadScope) -> list[ColumnElement[bool]]:
+    filters: list[ColumnElement[bool]] = []
+    if scope.platform is not None:
+        filters.append(c.platform == scope.platform)
+    if scope.channel is not None:
+        filters.append(c.channel == scope.channel)
+    if scope.until is not None:
+        filters.append(c.created_at < scope.until)
+    return filters
+
+
+def _voter_ignored(platform: Any, user: Any, optout_users: Collection[str]) -> ColumnElement[bool]:
+    """Whether a vote's user opted out, through the bot or in settings ("platform:id"; a bare
+    id opts that id out on every platform)."""
+    key = platform + literal(":") + user
+    ignored: list[ColumnElement[bool]] = [
+        exists(select(OptOut.user_key).where(OptOut.user_key == key))
+    ]
+    keyed = sorted(u for u in optout_users if ":" in u)
+    bare = sorted(u for u in optout_users if ":" not in u)
+    if keyed:
+        ignored.append(key.in_(keyed))
+    if bare:
+        ignored.append(user.in_(bare))
+    return or_(*ignored)
+
+
+def _vote_totals(scope: ThreadScope, optout_users: Collection[str]) -> Any:
+    """Per answer: counted up-votes, down-votes, and votes ignored because of an opt-out."""
+    f = Feedback
+    fm, fc = aliased(Message), aliased(Conversation)
+    ignored = _voter_ignored(fc.platform, f.user, optout_users)
+    return (
+        select(
+            f.message_id.label("message_id"),
+            func.sum(case((and_(f.rating > 0, ~ignored), 1), else_=0)).label("up"),
+            func.sum(case((and_(f.rating < 0, ~ignored), 1), else_=0)).label("down"),
+            func.sum(case((ignored, 1), else_=0)).label("ignored"),
+        )
+        .join(fm, fm.id == f.message_id)
+        .join(fc, fc.id == fm.conversation_id)
+        .where(*_conversation_filters(fc, scope))
+        .group_by(f.message_id)
+        .subquery("votes")
+    )
+
+
+def _voted_conversations(scope: ThreadScope) -> Select[Any]:
+    vm, vc = aliased(Message), aliased(Conversation)
+    return (
+        select(vm.conversation_id)
+        .join(Feedback, Feedback.message_id == vm.id)
+        .join(vc, vc.id == vm.conversation_id)
+        .where(*_conversation_filters(vc, scope))
+    )
+
+
+def _thread_query(scope: ThreadScope, optout_users: Collection[str]) -> Select[Any]:
+    m, c, g = Message, Conversation, Generation
+    votes = _vote_totals(scope, optout_users)
+    prompt = g.prompt if scope.with_prompts else null()
+    return (
+        select(
+            m.conversation_id,
+            m.id,
+            m.role,
+            m.author,
+            m.text,
+            m.status,
+            m.parent_id,
+            m.created_at,
+            votes.c.up,
+            votes.c.down,
+            votes.c.ignored,
+            g.model_id,
+            g.template,
+            prompt,
+            g.id,
+            c.platform,
+            c.workspace,
+            c.channel,
+            c.thread,
+        )
+        .join(c, c.id == m.conversation_id)
+        .outerjoin(votes, votes.c.message_id == m.id)
+        .outerjoin(g, g.message_id == m.id)
+        .where(
+            *_conversation_filters(c, scope),
+            m.conversation_id.in_(_voted_conversations(scope)),
+            # Context needs user messages and shown answers; other answers only if voted on.
+            or_(m.role == "user", m.status == "ok", votes.c.message_id.is_not(None)),
+        )
+        .order_by(m.conversation_id, m.id)
+    )
+
+
+def _store_error(exc: BaseException) -> StoreError:
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return StoreError(f"database error: {reason[0] if reason else type(exc).__name__}")
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+async def optout_keys(db: Database) -> set[str]:
+    """Every user ("platform:id") who opted out through the bot (a consent list: small)."""
+    try:
+        async with db.engine.connect() as conn:
+            return set((await conn.scalars(select(OptOut.user_key))).all())
+    except SQLAlchemyError as exc:
+        raise _store_error(exc) from exc
+
+
+async def count_threads(db: Database, scope: ThreadScope) -> int:
+    """How many conversations have votes (the total behind the export's progress line)."""
+    sub = _voted_conversations(scope).distinct().subquery()
+    try:
+        async with db.engine.connect() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(sub)) or 0)
+    except SQLAlchemyError as exc:
+        raise _store_error(exc) from exc
+
+
+async def stream_threads(
+    db: Database, scope: ThreadScope, optout_users: Collection[str] = ()
+) -> AsyncIterator[Thread]:
+    """Conversations that have votes, one at a time, in id order; memory holds one thread.
+
+    Votes of users in ``optout_users`` (or in the optouts table) are counted as ``ignored``.
+    """
+    query = _thread_query(scope, optout_users).execution_options(yield_per=BATCH)
+    try:
+        async with db.engine.connect() as conn:
+            result = await conn.stream(query)
+            current: Thread | None = None
+            async for batch in result.partitions(BATCH):
+                for row in batch:
+                    if current is None or current.id != row[0]:
+                        if current is not None:
+                            yield current
+                        current = Thread(row[0], row[15], row[16], row[17], row[18])
+                    current.messages.append(
+                        ThreadMessage(
+                            row[1],
+                            row[2],
+                            row[3],
+                            row[4],
+                            row[5],
+                            row[6],
+                            row[7],
+                            row[8] or 0,
+                            row[9] or 0,
+                            row[10] or 0,
+                            row[11],
+                            row[12],
+                            row[13],
+                            row[14] is not None,
+                        )
+                    )
+            if current is not None:
+                yield current
+    except SQLAlchemyError as exc:
+        raise _store_error(exc) from exc
+
+
+# --- stats -------------------------------------------------------------------------------------
+
+
+def _day(db: Database, column: Any) -> Any:
+    if db.dialect == "postgresql":
+        return cast(func.timezone("UTC", column), Date)
+    return func.date(column)
+
+
+def _time_filters(
+    column: Any, since: datetime | None, until: datetime | None
+) -> list[ColumnElement[bool]]:
+    filters: list[ColumnElement[bool]] = []
+    if since is not None:
+        filters.append(column >= since)
+    if until is not None:
+        filters.append(column < until)
+    return filters
+
+
+async def answer_stats(
+    db: Database, since: datetime | None = None, until: datetime | None = None
+) -> list[StatsCell]:
+    """Answers and their votes grouped by platform, channel, model and day (all votes count)."""
+    m, c, g, f = Message, Conversation, Generation, Feedback
+    votes = (
+        select(
+            f.message_id.label("message_id"),
+            func.count().label("n"),
+            func.sum(f.rating).label("net"),
+        )
+        .group_by(f.message_id)
+        .subquery("votes")
+    )
+    day = _day(db, m.created_at).label("day")
+    query = (
+        select(
+            c.platform,
+            c.channel,
+            g.model_id,
+            day,
+            func.count(m.id),
+            func.coalesce(func.sum(votes.c.n), 0),
+            func.count(votes.c.message_id),
+            func.sum(case((votes.c.net > 0, 1), else_=0)),
+            func.sum(case((votes.c.net < 0, 1), else_=0)),
+        )
+        .join(c, c.id == m.conversation_id)
+        .outerjoin(g, g.message_id == m.id)
+        .outerjoin(votes, votes.c.message_id == m.id)
+        .where(m.role == "assistant", *_time_filters(m.created_at, since, until))
+        .group_by(c.platform, c.channel, g.model_id, day)
+    )
+    try:
+        async with db.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+    except SQLAlchemyError as exc:
+        raise _store_error(exc) from exc
+    return [
+        StatsCell(r[0], r[1], r[2], _as_date(r[3]), r[4], int(r[5]), r[6], int(r[7]), int(r[8]))
+        for r in rows
+    ]
+
+
+async def user_message_stats(
+    db: Database, since: datetime | None = None, until: datetime | None = None
+) -> list[UserMessageCell]:
+    """User messages (and conversations they were in) by platform, channel and day."""
+    m, c = Message, Conversation
+    day = _day(db, m.created_at).label("day")
+    query = (
+        select(
+            c.platform,
+            c.channel,
+            day,
+            func.count(m.id),
+            func.count(func.distinct(m.conversation_id)),
+        )
+        .join(c, c.id == m.conversation_id)
+        .where(m.role == "user", *_time_filters(m.created_at, since, until))
+        .group_by(c.platform, c.channel, day)
+    )
+    try:
+        async with db.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+    except SQLAlchemyError as exc:
+        raise _store_error(exc) from exc
+    return [UserMessageCell(r[0], r[1], _as_date(r[2]), r[3], r[4]) for r in rows]
+
+
+# --- forget ------------------------------------------------------------------------------------
+
+
+async def _delete_messages(conn: AsyncConnection, doomed: Any, counts: ForgetCounts) -> None:
+    """Delete the messages selected by ``doomed`` (answers before the questions they answer)
+    with everything that points at them, counting as it goes."""
+    m = Message
+
+    async def run(stmt: Any) -> int:
+        return int((await conn.execute(stmt)).rowcount or 0)
+
+    counts.votes += await run(delete(Feedback).where(Feedback.message_id.in_(doomed)))
+    counts.generations += await run(delete(Generation).where(Generation.message_id.in_(doomed)))
+    counts.message_refs += await run(delete(MessageRef).where(MessageRef.message_id.in_(doomed)))
+    counts.processed_events += await run(
+        delete(ProcessedEvent).where(ProcessedEvent.message_id.in_(doomed))
+    )
+    counts.answers += await run(delete(m).where(m.role == "assistant", m.id.in_(doomed)))
+    counts.user_messages += await run(delete(m).where(m.role == "user", m.id.in_(doomed)))
+
+
+async def _delete_empty_conversations(
+    conn: AsyncConnection, ids: Sequence[int], counts: ForgetCounts
+) -> None:
+    c = Conversation
+    empty = ~exists(select(Message.id).where(Message.conversation_id == c.id))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        result = await conn.execute(delete(c).where(c.id.in_(chunk), empty))
+        counts.conversations += int(result.rowcount or 0)
+
+
+def _their_messages(platform: str, user_id: str) -> Select[Any]:
+    u, uc = aliased(Message), aliased(Conversation)
+    return (
+        select(u.id)
+        .join(uc, uc.id == u.conversation_id)
+        .where(uc.platform == platform, u.role == "user", u.author == user_id)
+    )
+
+
+async def forget_user(
+    db: Database, platform: str, user_id: str, *, dry_run: bool = False
+) -> ForgetCounts:
+    """Delete a user's messages, every answer to them and every vote they cast, in one
+    transaction.
+
+    Later answers in the same threads keep their text, but their stored prompt strings (which
+    quote the user) are emptied. Empty conversations go too. The opt-out record, if any, stays:
+    it is what keeps the user's future messages out of training data.
+    """
+    # Every subquery reads its own alias, so none is silently correlated with a statement's
+    # target table.
+    theirs = _their_messages(platform, user_id)
+    d = aliased(Message)
+    doomed = select(d.id).where(or_(d.id.in_(theirs), d.parent_id.in_(theirs)))
+    a, q = aliased(Message), aliased(Message)
+    quoting_them = select(a.id).where(
+        a.role == "assistant",
+        a.id.not_in(doomed),
+        exists(
+            select(q.id).where(
+                q.conversation_id == a.conversation_id, q.id < a.id, q.id.in_(theirs)
+            )
+        ),
+    )
+    pm, pc = aliased(Message), aliased(Conversation)
+    on_platform = select(pm.id).join(pc, pc.id == pm.conversation_id).where(pc.platform == platform)
+    t = aliased(Message)
+    conversations = select(t.conversation_id).where(t.id.in_(theirs)).distinct()
+    counts = ForgetCounts()
+    try:
+        async with db.engine.connect() as conn, conn.begin() as tx:
+            conversation_ids = list((await conn.scalars(conversations)).all())
+            redacted = await conn.execute(
+                update(Generation)
+                .where(Generation.message_id.in_(quoting_them), Generation.prompt != "")
+                .values(prompt="")
+            )
+            counts.prompts_redacted = int(redacted.rowcount or 0)
+            votes = await conn.execute(
+                delete(Feedback).where(
+                    Feedback.user == user_id, Feedback.message_id.in_(on_platform)
+                )
+            )
+            counts.votes = int(votes.rowcount or 0)
+            await _delete_messages(conn, doomed, counts)
+            await _delete_empty_conversations(conn, conversation_ids, counts)
+            if dry_run:
+                await tx.rollback()
+    except SQLAlchemyError as exc:
+        raise _store_error(exc) from exc
+    return counts
+
+
+async def purge_idle(db: Database, cutoff: datetime, *, dry_run: bool = False) -> ForgetCounts:
+    """Delete, in one transaction, every conversation with no message since ``cutoff`` — whole,
+    with its messages, answers, generations and votes — and delivery ids older than it.
+
+    Whole conversations, not single messages: a thread that is still in use keeps its start, so
+    answers stay with their questions and stored prompts stay true.
+    """
+    ic, im = aliased(Conversation), aliased(Message)
+    recent = exists(select(im.id).where(im.conversation_id == ic.id, im.created_at >= cutoff))
+    idle = select(ic.id).where(ic.created_at < cutoff, ~recent)
+    d = aliased(Message)
+    doomed = select(d.id).where(d.conversation_id.in_(idle))
+    counts = ForgetCounts()
+    try:
+        async with db.engine.connect() as conn, conn.begin() as tx:
+            conversation_ids = list((await conn.scalars(idle)).all())
+            await _delete_messages(conn, doomed, counts)
+            await _delete_empty_conversations(conn, conversation_ids, counts)
+            stale = await conn.execute(
+                delete(ProcessedEvent).where(
+                    ProcessedEvent.message_id.is_(None), ProcessedEvent.created_at < cutoff
+                )
+            )
+            counts.processed_events += int(stale.rowcount or 0)
+            if dry_run:
+                await tx.rollback()
+    except SQLAlchemyError as exc:
+        raise _store_error(exc) from exc
+    return counts
+
+
+__all__ = [
+    "BATCH",
+    "ForgetCounts",
+    "StatsCell",
+    "Thread",
+    "ThreadMessage",
+    "ThreadScope",
+    "UserMessageCell",
+    "answer_stats",
+    "as_utc",
+    "count_threads",
+    "forget_user",
+    "optout_keys",
+    "purge_idle",
+    "stream_threads",
+    "user_message_stats",
+]

@@ -1,0 +1,181 @@
+"""Show an answer while it is generated: throttled, coalesced edits, and long answers split.
+
+Platforms limit edits (Slack's chat.update is Tier 3, Discord counts per channel) and message
+length, and a model emits tokens far faster than either allows. One ReplyStreamer per answer
+posts a placeholder at once, then edits on a clock with at most one call in flight; whatever
+was skipped is covered by the next edit, and the final text is always sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+
+from koalabot.events import ReplySink
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER = "…"
+CURSOR = " ▍"
+_FENCE = re.compile(r"^[ \t]*```", re.MULTILINE)
+
+
+def _fence_open_at(text: str, pos: int) -> str | None:
+    """The opening fence line if ``pos`` is inside a code fence, else None."""
+    opening: str | None = None
+    for match in _FENCE.finditer(text, 0, pos):
+        if opening is None:
+            end = text.find("\n", match.start())
+            opening = text[match.start() : end if end != -1 else len(text)].strip()
+        else:
+            opening = None
+    return opening
+
+
+def _cut_point(text: str, limit: int) -> int:
+    """Where to end the first part: a paragraph break, else a line, else a sentence, else a space,
+    preferring points outside code fences."""
+    window = text[:limit]
+    for sep in ("\n\n", "\n", ". ", " "):
+        pos = window.rfind(sep)
+        while pos > limit // 4:
+            cut = pos + len(sep)
+            if _fence_open_at(text, cut) is None:
+                return cut
+            pos = window.rfind(sep, 0, pos)
+    newline = window.rfind("\n")
+    return newline + 1 if newline > limit // 4 else limit
+
+
+def split_message(text: str, limit: int) -> list[str]:
+    """Split ``text`` into parts of at most ``limit`` characters for one platform message each.
+
+    Splits at paragraph boundaries where it can and never leaves a code fence open: a code
+    block longer than a message is closed at the end of one part and reopened in the next.
+    """
+    if limit < 32:
+        raise ValueError("limit must be at least 32 characters")
+    parts: list[str] = []
+    reopen = ""
+    rest = text
+    while len(reopen) + len(rest) > limit:
+        body = reopen + rest
+        cut = _cut_point(body, limit - 4)  # room to close a fence
+        part, rest = body[:cut], body[cut:]
+        fence = _fence_open_at(body, cut)
+        if fence is not None:
+            part = part.rstrip("\n") + "\n```"
+            reopen = fence + "\n"
+        else:
+            reopen = ""
+        parts.append(part.rstrip() or part)
+        rest = rest.lstrip("\n") if not reopen else rest
+    parts.append(reopen + rest)
+    return parts
+
+
+class ReplyStreamer:
+    """Posts a placeholder, then edits it as text arrives, about once per sink.edit_interval."""
+
+    def __init__(self, sink: ReplySink, placeholder: str = PLACEHOLDER) -> None:
+        self.sink = sink
+        self.placeholder = placeholder
+        self.message_ids: list[str] = []
+        self.edit_calls = 0
+        self._sent: list[str] = []
+        self._text = ""
+        self._changed = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Post the placeholder and start the edit clock."""
+        await self._post(self.placeholder)
+        self._task = asyncio.create_task(self._run(), name="reply-streamer")
+
+    def update(self, text: str) -> None:
+        """The whole answer so far; cheap, called once per token."""
+        self._text = text
+        self._changed.set()
+
+    async def finish(self, text: str, answer_id: int) -> None:
+        """Stop the clock and make every part show its final text; the last gets the buttons."""
+        await self._stop()
+        parts = split_message(text or " ", self.sink.max_chars)
+        await self._show(parts[:-1], final=True)
+        if len(self.message_ids) < len(parts):
+            await self._post(parts[-1])
+        await self._retrying(self.sink.finish, self.message_ids[len(parts) - 1], parts[-1], answer_id)
+
+    async def fail(self, notice: str, partial: str = "") -> None:
+        """Turn the answer into a plain-words notice, keeping what was already said."""
+        await self._stop()
+        shown = f"{partial.rstrip()}\n\n⚠️ {notice}" if partial.strip() else f"⚠️ {notice}"
+        parts = split_message(shown, self.sink.max_chars)
+        await self._show(parts, final=True)
+
+    async def _stop(self) -> None:
+        self._closed.set()
+        self._changed.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await self._changed.wait()
+            delay = self.sink.edit_interval - (loop.time() - last)
+            if delay > 0 and not self._closed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), delay)
+            if self._closed.is_set():
+                return
+            self._changed.clear()
+            parts = split_message(self._text, self.sink.max_chars)
+            if len(parts[-1]) + len(CURSOR) <= self.sink.max_chars:
+                parts[-1] += CURSOR
+            try:
+                await self._show(parts, final=False)
+            except Exception:  # a failed intermediate edit is covered by the next one
+                log.warning("intermediate edit failed", exc_info=True)
+            last = loop.time()
+
+    async def _show(self, parts: list[str], *, final: bool) -> None:
+        for index, part in enumerate(parts):
+            if index < len(self.message_ids):
+                if self._sent[index] != part:
+                    if final:
+                        await self._retrying(self._edit, index, part)
+                    else:
+                        await self._edit(index, part)
+            elif final:
+                await self._retrying(self._post, part)
+            else:
+                await self._post(part)
+
+    async def _post(self, text: str) -> None:
+        message_id = await self.sink.post(text)
+        self.message_ids.append(message_id)
+        self._sent.append(text)
+
+    async def _edit(self, index: int, text: str) -> None:
+        self.edit_calls += 1
+        await self.sink.edit(self.message_ids[index], text)
+        self._sent[index] = text
+
+    async def _retrying(self, call: object, *args: object) -> None:
+        """Final edits are guaranteed: retry a few times before giving up loudly."""
+        assert callable(call)
+        for attempt in range(4):
+            try:
+                await call(*args)
+                return
+            except Exception:
+                if attempt == 3:
+                    raise
+                log.warning("final edit failed, retrying", exc_info=True)
+                await asyncio.sleep(0.5 * 2**attempt)

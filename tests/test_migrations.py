@@ -1,0 +1,324 @@
+"""Migrations, tested by the exact schema they build, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, inspect
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from koalabot.cli import main
+from koalabot.errors import MigrationError
+from koalabot.store.database import (
+    async_url,
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+)
+from koalabot.store.models import Base
+
+T = TypeVar("T")
+
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+
+COLUMNS = {
+    "alembic_version": ["version_num"],
+    "conversations": ["id", "platform", "workspace", "channel", "thread", "created_at"],
+    "feedback": ["id", "message_id", "user", "rating", "reason", "created_at", "updated_at"],
+    "generations": [
+        "id",
+        "message_id",
+        "prompt",
+        "template",
+        "parameters",
+        "model_id",
+        "endpoint",
+        "prompt_tokens",
+        "completion_tokens",
+        "finish_reason",
+        "time_to_first_token",
+        "total_time",
+        "dropped_turns",
+        "error",
+        "created_at",
+    ],
+    "message_refs": ["id", "message_id", "platform", "channel", "platform_message_id"],
+    "messages": [
+        "id",
+        "conversation_id",
+        "role",
+        "author",
+        "text",
+        "platform_message_id",
+        "status",
+        "parent_id",
+        "created_at",
+    ],
+    "optouts": ["user_key", "created_at"],
+    "processed_events": ["key", "message_id", "created_at"],
+}
+
+PRIMARY_KEYS = {
+    "alembic_version": ("alembic_version_pkc", ("version_num",)),
+    "conversations": ("pk_conversations", ("id",)),
+    "feedback": ("pk_feedback", ("id",)),
+    "generations": ("pk_generations", ("id",)),
+    "message_refs": ("pk_message_refs", ("id",)),
+    "messages": ("pk_messages", ("id",)),
+    "optouts": ("pk_optouts", ("user_key",)),
+    "processed_events": ("pk_processed_events", ("key",)),
+}
+
+UNIQUES = {
+    ("conversations", "uq_conversations_key", ("platform", "workspace", "channel", "thread")),
+    ("feedback", "uq_feedback_message_user", ("message_id", "user")),
+    ("generations", "uq_generations_message_id", ("message_id",)),
+    ("message_refs", "uq_message_refs_key", ("platform", "channel", "platform_message_id")),
+}
+
+_CASCADE = {"ondelete": "CASCADE"}
+FOREIGN_KEYS = {
+    ("feedback", "fk_feedback_message_id_messages", ("message_id",), "messages", ("id",)),
+    ("generations", "fk_generations_message_id_messages", ("message_id",), "messages", ("id",)),
+    ("message_refs", "fk_message_refs_message_id_messages", ("message_id",), "messages", ("id",)),
+    (
+        "messages",
+        "fk_messages_conversation_id_conversations",
+        ("conversation_id",),
+        "conversations",
+        ("id",),
+    ),
+    ("messages", "fk_messages_parent_id_messages", ("parent_id",), "messages", ("id",)),
+    (
+        "processed_events",
+        "fk_processed_events_message_id_messages",
+        ("message_id",),
+        "messages",
+        ("id",),
+    ),
+}
+
+INDEXES = {
+    ("message_refs", "ix_message_refs_message_id", ("message_id",)),
+    ("messages", "ix_messages_author", ("author",)),
+    ("messages", "ix_messages_conversation_id_id", ("conversation_id", "id")),
+    ("messages", "ix_messages_parent_id", ("parent_id",)),
+}
+
+
+def _schema(conn: Connection) -> dict[str, Any]:
+    """What a DBA would see: tables, columns in order, and every key, constraint and index."""
+    insp = inspect(conn)
+    tables = sorted(insp.get_table_names())
+    fks = set()
+    for t in tables:
+        for fk in insp.get_foreign_keys(t):
+            assert fk["options"] == _CASCADE, (t, fk)
+            key = (fk["constrained_columns"], fk["referred_table"], fk["referred_columns"])
+            fks.add((t, fk["name"], tuple(key[0]), key[1], tuple(key[2])))
+    return {
+        "tables": tables,
+        "columns": {t: [c["name"] for c in insp.get_columns(t)] for t in tables},
+        "primary_keys": {
+            t: (pk["name"], tuple(pk["constrained_columns"]))
+            for t in tables
+            for pk in [insp.get_pk_constraint(t)]
+        },
+        "uniques": {
+            (t, u["name"], tuple(u["column_names"]))
+            for t in tables
+            for u in insp.get_unique_constraints(t)
+        },
+        "foreign_keys": fks,
+        # PostgreSQL lists each unique constraint's index too; those are checked as uniques.
+        "indexes": {
+            (t, ix["name"], tuple(ix["column_names"]))
+            for t in tables
+            for ix in insp.get_indexes(t)
+            if "duplicates_constraint" not in ix and not ix["unique"]
+        },
+    }
+
+
+async def _on(url: str, fn: Callable[[Connection], T]) -> T:
+    """Run `fn` on a plain engine of the test's own (not koalabot's)."""
+    engine = create_async_engine(async_url(url), poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(fn)
+    finally:
+        await engine.dispose()
+
+
+def _model_diffs(conn: Connection) -> list[Any]:
+    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    return list(compare_metadata(context, Base.metadata))
+
+
+async def test_upgrade_from_empty_builds_exactly_the_schema(database_url: str) -> None:
+    await upgrade(database_url)
+
+    schema = await _on(database_url, _schema)
+
+    assert schema["tables"] == sorted(COLUMNS)
+    assert schema["columns"] == COLUMNS
+    assert schema["primary_keys"] == PRIMARY_KEYS
+    assert schema["uniques"] == UNIQUES
+    assert schema["foreign_keys"] == FOREIGN_KEYS
+    assert schema["indexes"] == INDEXES
+    assert await current_revision(database_url) == head_revision() == "0001"
+
+
+async def test_migrated_schema_matches_the_models(database_url: str) -> None:
+    await upgrade(database_url)
+
+    assert await _on(database_url, _model_diffs) == []
+
+
+async def test_downgrade_to_base_removes_every_table_and_upgrade_restores_them(
+    database_url: str,
+) -> None:
+    await upgrade(database_url)
+    before = await _on(database_url, _schema)
+
+    await downgrade(database_url, "base")
+    assert (await _on(database_url, _schema))["tables"] == ["alembic_version"]
+    assert await current_revision(database_url) is None
+
+    await upgrade(database_url)
+    assert await _on(database_url, _schema) == before
+    assert await current_revision(database_url) == head_revision()
+
+
+async def test_downgrade_to_an_unknown_revision_is_a_clear_error(database_url: str) -> None:
+    await upgrade(database_url)
+
+    with pytest.raises(MigrationError, match="cannot downgrade to 'nonsense'"):
+        await downgrade(database_url, "nonsense")
+    assert await current_revision(database_url) == head_revision()
+
+
+def test_alembic_command_line_uses_the_same_env(sqlite_url: str, tmp_path: Path) -> None:
+    """`alembic -c migrations/alembic.ini` works from any directory (env.py opens its engine)."""
+    ini = str(MIGRATIONS / "alembic.ini")
+    command = [
+        sys.executable,
+        "-m",
+        "alembic",
+        "-c",
+        ini,
+        "-x",
+        f"url={sqlite_url}",
+        "upgrade",
+        "head",
+    ]
+
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    assert "Running upgrade  -> 0001, initial schema" in done.stderr
+    assert asyncio.run(current_revision(sqlite_url)) == head_revision()
+
+
+# --- `koalabot db`, through the real command line entry -----------------------------------
+
+
+def test_koalabot_db_upgrade_and_current(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shown = database_url  # no password in the test URLs, so it is printed as given
+
+    assert main(["db", "current", "--database-url", database_url]) == 0
+    assert capsys.readouterr().out == "(none) (head is 0001: run `koalabot db upgrade`)\n"
+
+    assert main(["db", "upgrade", "--database-url", database_url]) == 0
+    out = capsys.readouterr().out
+    assert "applied migration 0001 (initial schema)" in out
+    assert out.endswith(f"{shown} upgraded from (none) to 0001 (head).\n")
+
+    assert main(["db", "upgrade", "--database-url", database_url]) == 0
+    assert capsys.readouterr().out == f"{shown} is already at 0001 (head); nothing to do.\n"
+
+    assert main(["db", "current", "--database-url", database_url]) == 0
+    assert capsys.readouterr().out == "0001 (head)\n"
+
+    assert main(["db", "downgrade", "base", "--database-url", database_url]) == 0
+    out = capsys.readouterr().out
+    assert "reverted migration 0001 (initial schema)" in out
+    assert out.endswith(f"{shown} downgraded from 0001 (head) to (none).\n")
+
+
+def test_koalabot_db_current_does_not_create_a_missing_sqlite_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "typo.db"
+
+    assert main(["db", "current", "--database-url", f"sqlite:///{path}"]) == 0
+
+    assert capsys.readouterr().out.startswith("(none) ")
+    assert not path.exists()
+
+
+def test_koalabot_db_reads_the_url_from_the_environment(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KOALABOT_DATABASE_URL", sqlite_url)
+
+    assert main(["db", "upgrade"]) == 0
+
+    assert capsys.readouterr().out.endswith(f"{sqlite_url} upgraded from (none) to 0001 (head).\n")
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("not a url", "invalid KOALABOT_DATABASE_URL 'not a url'"),
+        ("mysql://root@localhost/koala", "unsupported database 'mysql'"),
+        ("postgresql+psycopg2://u:pw@localhost/x", "invalid KOALABOT_DATABASE_URL"),
+    ],
+)
+def test_a_bad_database_url_is_one_line_not_a_traceback(
+    url: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["db", "upgrade", "--database-url", url]) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("koalabot: error: ")
+    assert says in err
+
+
+def test_an_unreachable_server_is_one_line_and_hides_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "postgresql://kb:s3cret@127.0.0.1:1/koalabot"  # nothing listens on port 1
+
+    assert main(["db", "current", "--database-url", url]) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("koalabot: error: could not open the database at ")
+    assert "postgresql://kb:***@127.0.0.1:1/koalabot" in err
+    assert "s3cret" not in err
+
+
+def test_console_script_runs_db_current(sqlite_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "koalabot", "db", "current", "--database-url", sqlite_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "(none) (head is 0001: run `koalabot db upgrade`)\n"
