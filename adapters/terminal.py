@@ -34,6 +34,8 @@ class TerminalSink:
     edit_interval: float = 0.05
     shown: str = ""
     answer_id: int | None = None
+    #: The engine's failure notice, printed by the chat after the answer (one line, not two).
+    failure: str = ""
     _ids: int = field(default=0)
 
     async def post(self, text: str) -> str:
@@ -43,7 +45,13 @@ class TerminalSink:
         return str(self._ids)
 
     async def edit(self, message_id: str, text: str) -> None:
-        self._show(text.removesuffix(CURSOR))
+        text, warned, notice = text.removesuffix(CURSOR).partition("⚠️ ")
+        if warned:
+            self.failure = notice.strip()
+            text = text.rstrip()
+            if text and not text.startswith(self.shown):
+                text = self.shown  # keep what was already printed
+        self._show(text)
 
     async def finish(self, message_id: str, text: str, answer_id: int) -> None:
         self._show(text)
@@ -63,10 +71,8 @@ class TerminalSink:
     def _show(self, text: str) -> None:
         if text.startswith(self.shown):
             self.out.write(text[len(self.shown) :])
-        else:  # a failure notice replaced the text: start it on a fresh line
+        else:
             self.out.write("\n" + text)
-        if text.startswith("⚠️") or "\n\n⚠️" in text:
-            self.out.write("\n")
         self.shown = text
         self.out.flush()
 
@@ -118,8 +124,9 @@ class TerminalChat:
     async def say(self, text: str) -> AnswerResult:
         """Send one message and print the answer as it streams."""
         msg = ChatMessage(self.where, self.user, text, uuid.uuid4().hex)
-        result = await self.engine.handle_message(msg, self._sink())
-        self._after(result)
+        sink = self._sink()
+        result = await self.engine.handle_message(msg, sink)
+        self._after(result, sink)
         return result
 
     async def command(self, line: str) -> bool:
@@ -147,9 +154,11 @@ class TerminalChat:
     def _sink(self) -> TerminalSink:
         return TerminalSink(self.out, edit_interval=min(0.05, self.engine.settings.edit_interval))
 
-    def _after(self, result: AnswerResult) -> None:
+    def _after(self, result: AnswerResult, sink: TerminalSink) -> None:
         if result.status == "ok":
             self.last_answer = result.answer_id
+        if sink.shown and result.status != "ok":
+            self.out.write("\n")
         if result.error == "BackendUnavailableError":
             urls = ", ".join(self.engine.backend_urls)
             self._print(
@@ -157,6 +166,8 @@ class TerminalChat:
                 "(text-generation-launcher --model-id <koala> --port 8080), or try the fake one: "
                 "python -m tests.fakes.tgi --port 8080. Your message is saved; just send again.]"
             )
+        elif sink.failure:
+            self._print(f"[{sink.failure}]")
 
     async def _vote(self, rating: int) -> None:
         if self.last_answer is None:
@@ -172,8 +183,9 @@ class TerminalChat:
         if self.last_answer is None:
             self._print("[nothing to retry yet]")
             return
-        result = await self.engine.regenerate(self.last_answer, self.user, self._sink())
-        self._after(result)
+        sink = self._sink()
+        result = await self.engine.regenerate(self.last_answer, self.user, sink)
+        self._after(result, sink)
 
     async def _history(self) -> None:
         turns = await self.engine.transcript(self.where)

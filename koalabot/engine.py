@@ -14,12 +14,13 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from koalabot.access import AccessPolicy
-from koalabot.backend import Backend, GenerationParams
+from koalabot.backend import Backend, Completion, GenerationParams
 from koalabot.budget import CachedCounter, Limits, fit
 from koalabot.config import Settings
 from koalabot.errors import (
@@ -38,7 +39,8 @@ from koalabot.events import (
     ReplySink,
     ThreadKey,
 )
-from koalabot.prompt import TEMPLATES, Turn
+from koalabot.metrics import Metrics
+from koalabot.prompt import TEMPLATES, Turn, render_turn
 from koalabot.store.database import Database, open_database
 from koalabot.store.repository import GenerationRecord, Repository, StoredMessage
 from koalabot.streaming import ReplyStreamer
@@ -51,6 +53,7 @@ ONLY_ATTACHMENTS = (
     "I can't read attachments or images, only text. Paste the part you want me to look at."
 )
 INTERRUPTED = "I was restarted before I could finish this answer. Please ask again."
+SHUTTING_DOWN = "I'm restarting right now; your message is saved. Please send it again in a minute."
 UNEXPECTED = "Something went wrong on my side while answering. Please try again."
 
 
@@ -83,6 +86,9 @@ class Engine:
         self._limits: Limits | None = None
         self._locks: dict[int, _LockEntry] = {}
         self.backend_urls = settings.endpoints
+        self.metrics = Metrics()
+        self.accepting = True
+        self._tasks: set[asyncio.Task[AnswerResult]] = set()
 
     @classmethod
     async def open(cls, settings: Settings) -> Engine:
@@ -111,6 +117,55 @@ class Engine:
 
     async def handle_message(self, msg: ChatMessage, sink: ReplySink) -> AnswerResult:
         """Store, then answer one human message in its thread."""
+        self.metrics.received.labels(msg.where.platform).inc()
+        result = await self._tracked(self._handle_message(msg, sink))
+        if result.status == "ok":
+            self.metrics.answered.labels(msg.where.platform).inc()
+        elif result.status != "duplicate":
+            self.metrics.failed.labels(msg.where.platform, result.status).inc()
+        return result
+
+    async def _tracked(self, work: Coroutine[Any, Any, AnswerResult]) -> AnswerResult:
+        """Run one answer as a task the shutdown can wait for (or interrupt)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._tasks.discard(task)
+            else:
+                task.add_done_callback(self._tasks.discard)
+
+    async def shutdown(self, grace: float) -> int:
+        """Stop taking messages, let answers in flight finish for ``grace`` seconds, then
+        interrupt the rest (stored as `interrupted`, with a notice in their threads).
+
+        Returns how many answers were interrupted.
+        """
+        self.accepting = False
+        pending = {t for t in self._tasks if not t.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return len(pending)
+
+    async def health(self) -> dict[str, str]:
+        """What is wrong, if anything: {"database": reason, "backend": reason}; empty when fine."""
+        problems: dict[str, str] = {}
+        try:
+            await self.repo.ping()
+        except StoreError as exc:
+            problems["database"] = f"unreachable ({exc.__cause__.__class__.__name__})"
+        states = await self.backend.health()
+        if not any(states.values()):
+            problems["backend"] = "no healthy TGI endpoint: " + ", ".join(states)
+        return problems
+
+    async def _handle_message(self, msg: ChatMessage, sink: ReplySink) -> AnswerResult:
         try:
             self.policy.check_allowed(msg)
         except AccessDeniedError as exc:
@@ -127,6 +182,8 @@ class Engine:
             log.info("duplicate delivery %s dropped", ",".join(msg.dedupe_keys))
             return AnswerResult("duplicate")
         conversation_id, message_id = stored
+        if not self.accepting:
+            return await self._refuse(sink, "interrupted", SHUTTING_DOWN, message_id)
         if not msg.text.strip():
             notice = ONLY_ATTACHMENTS if msg.attachments else EMPTY_MESSAGE
             return await self._refuse(sink, "empty", notice, message_id)
@@ -151,7 +208,9 @@ class Engine:
             self.policy.check_rate(info.where.platform, user)
         except (AccessDeniedError, RateLimitedError) as exc:
             return await self._refuse(sink, "denied", exc.user_message)
-        return await self._answer(info.conversation_id, info.parent_id, info.where, sink)
+        return await self._tracked(
+            self._answer(info.conversation_id, info.parent_id, info.where, sink)
+        )
 
     async def knows_thread(self, where: ThreadKey) -> bool:
         """Whether the bot has a conversation in this thread (so it listens without a mention)."""
@@ -168,7 +227,9 @@ class Engine:
             return []
         page = await self.repo.history(conversation_id, limit=limit)
         visible = [m for m in page if m.role == "user" or m.status == "ok"]
-        return [Turn("user" if m.role == "user" else "assistant", m.text) for m in reversed(visible)]
+        return [
+            Turn("user" if m.role == "user" else "assistant", m.text) for m in reversed(visible)
+        ]
 
     async def opt_out(self, platform: str, user: str) -> None:
         """Keep answering the user, but never export anything of theirs."""
@@ -195,6 +256,7 @@ class Engine:
                 removed = await self.repo.unvote(info.id, ev.user, rating)
                 return FeedbackResult(removed, info.id, 0, "removed" if removed else "no vote")
             await self.repo.vote(info.id, ev.user, rating)
+            self.metrics.votes.labels("+1" if rating > 0 else "-1").inc()
         except StoreError:
             log.exception("could not store a vote")
             return FeedbackResult(False, reason="store unavailable")
@@ -232,9 +294,10 @@ class Engine:
     ) -> AnswerResult:
         try:
             async with self._conversation_lock(conversation_id):
-                first = not await self.repo.has_answers(conversation_id)
-                answer_id = await self.repo.start_answer(conversation_id, parent_id)
-                return await self._generate(conversation_id, parent_id, answer_id, first, where, sink)
+                answer_id, first = await self.repo.start_answer(conversation_id, parent_id)
+                return await self._generate(
+                    conversation_id, parent_id, answer_id, first, where, sink
+                )
         except StoreError as exc:
             log.exception("store failed while answering")
             return await self._refuse(sink, "failed", exc.user_message, parent_id)
@@ -256,11 +319,15 @@ class Engine:
             await sink.thinking(True)
             prompt, dropped, prompt_tokens = await self._prompt(conversation_id, parent_id)
             stream = self.backend.stream(prompt, self.params)
-            async for piece in stream:
-                if not text:
-                    await sink.thinking(False)
-                text += piece
-                streamer.update(text.strip())
+            self.metrics.backend_in_flight.inc()
+            try:
+                async for piece in stream:
+                    if not text:
+                        await sink.thinking(False)
+                    text += piece
+                    streamer.update(text.strip())
+            finally:
+                self.metrics.backend_in_flight.dec()
             completion = stream.completion
             assert completion is not None
             answer = self._clean(completion.text)
@@ -277,14 +344,16 @@ class Engine:
                 total_time=completion.total_time,
                 dropped_turns=dropped,
             )
-            await self.repo.finish_answer(answer_id, answer, "ok", record)
+            shown_so_far = list(streamer.message_ids)
+            await self.repo.finish_answer(answer_id, answer, "ok", record, where, shown_so_far)
             shown = answer or "(no answer)"
             if dropped:
                 shown += "\n\n" + _cut_notice(dropped)
             if first and self.settings.notice:
                 shown += "\n\n" + self.settings.notice
             await streamer.finish(shown, answer_id)
-            await self.repo.add_refs(answer_id, where.platform, where.channel, streamer.message_ids)
+            await self.repo.add_refs(answer_id, where, streamer.message_ids[len(shown_so_far) :])
+            self._observe(where.platform, completion, started, streamer.edit_calls)
             log.info(
                 "answered %s answer=%d conversation=%d ttft=%.3fs total=%.3fs tokens=%s",
                 where.platform,
@@ -309,6 +378,9 @@ class Engine:
             raise
         except KoalabotError as exc:
             status = "too_long" if isinstance(exc, PromptTooLongError) else "failed"
+            if isinstance(exc, BackendError):
+                self.metrics.backend_errors.labels(type(exc).__name__).inc()
+            self.metrics.edits.labels(where.platform).inc(streamer.edit_calls)
             partial = exc.partial if isinstance(exc, BackendError) and exc.partial else text
             log.warning("answer %d failed: %s", answer_id, exc.__class__.__name__)
             result = await self._failed(
@@ -354,9 +426,21 @@ class Engine:
             error=error,
         )
         try:
-            await asyncio.shield(self.repo.finish_answer(answer_id, partial.strip(), status, record))
+            await asyncio.shield(
+                self.repo.finish_answer(answer_id, partial.strip(), status, record)
+            )
         except Exception:
             log.exception("could not mark answer %d %s", answer_id, status)
+
+    def _observe(self, platform: str, completion: Completion, started: float, edits: int) -> None:
+        m = self.metrics
+        m.edits.labels(platform).inc(edits)
+        m.duration.observe(time.monotonic() - started)
+        if completion.time_to_first_token is not None:
+            m.ttft.observe(completion.time_to_first_token)
+            streaming = completion.total_time - completion.time_to_first_token
+            if completion.generated_tokens and streaming > 0:
+                m.tokens_per_second.observe(completion.generated_tokens / streaming)
 
     def _clean(self, text: str) -> str:
         """The answer as stored: stop sequences TGI leaves in the text removed, whitespace cut."""
@@ -380,9 +464,7 @@ class Engine:
         a long thread is never loaded whole.
         """
         limits = await self._get_limits()
-        budget = min(
-            limits.max_input_tokens, limits.max_total_tokens - self.params.max_new_tokens
-        )
+        budget = limits.prompt_budget(self.params.max_new_tokens)
         loaded: list[StoredMessage] = []
         before: int | None = None
         tokens = 0
@@ -396,7 +478,8 @@ class Engine:
             for message in page:
                 if self._visible(message, upto_id):
                     loaded.append(message)
-                    tokens += await self.counter.count(message.text)
+                    turn = Turn("user" if message.role == "user" else "assistant", message.text)
+                    tokens += await self.counter.count(render_turn(turn, self.template))
         turns = _turns(loaded, upto_id)
         unseen = await self.repo.count_before(conversation_id, before) if more and before else 0
         fitted = await fit(turns, self.template, limits, self.params.max_new_tokens, self.counter)
@@ -406,8 +489,10 @@ class Engine:
     def _visible(message: StoredMessage, upto_id: int) -> bool:
         if message.role == "user":
             return message.id <= upto_id and bool(message.text.strip())
-        return message.status == "ok" and message.parent_id is not None and (
-            message.parent_id < upto_id
+        return (
+            message.status == "ok"
+            and message.parent_id is not None
+            and (message.parent_id < upto_id)
         )
 
 

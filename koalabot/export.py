@@ -44,6 +44,8 @@ from koalabot.store.training import (
     ThreadScope,
     as_utc,
     count_threads,
+    is_opted_out,
+    iso_utc,
     optout_keys,
     stream_threads,
 )
@@ -129,6 +131,7 @@ class Pseudonymizer:
 
     def __init__(self, secret: str | None) -> None:
         self._key = secret.encode() if secret is not None else None
+        self._hmac = hmac.new(self._key, digestmod=hashlib.sha256) if self._key else None
         self._users: dict[tuple[str, str], str] = {}
 
     @property
@@ -137,9 +140,10 @@ class Pseudonymizer:
         return self._key is not None
 
     def _hash(self, prefix: str, value: str) -> str:
-        assert self._key is not None
-        digest = hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
-        return prefix + digest[:20]
+        assert self._hmac is not None
+        mac = self._hmac.copy()  # the keyed state, without setting the key up again
+        mac.update(value.encode())
+        return prefix + mac.hexdigest()[:20]
 
     def user(self, platform: str, user_id: str) -> str:
         """The pseudonym of a platform user (``u_`` + 80 bits of HMAC)."""
@@ -154,11 +158,10 @@ class Pseudonymizer:
         return found
 
     def conversation(self, thread: Thread) -> str:
-        """The pseudonym of a conversation (its platform thread key, hashed)."""
-        parts = (thread.platform, thread.workspace, thread.channel, thread.thread)
+        """The pseudonym of a conversation (its id in the store, hashed)."""
         if self._key is None:
-            return ":".join(parts)
-        return self._hash("c_", "conversation\0" + "\0".join(parts))
+            return str(thread.id)
+        return self._hash("c_", f"conversation\0{thread.id}")
 
     def text(self, platform: str, text: str) -> str:
         """Message text with every user mention replaced by the user's pseudonym."""
@@ -211,7 +214,8 @@ class Progress:
         self.stream = stream if stream is not None and stream.isatty() else None
         self.total = total
         self.interval = interval
-        self._started = self._shown = time.monotonic()
+        self._started = time.monotonic()
+        self._shown = self._started - interval  # draw on the first update
 
     def update(self, threads: int, rows: int) -> None:
         """Redraw at most every ``interval`` seconds."""
@@ -240,21 +244,37 @@ class Progress:
 class ThreadView:
     """One conversation, indexed so each rated answer's thread is cheap to rebuild."""
 
-    def __init__(self, thread: Thread) -> None:
-        self.thread = thread
-        self.questions = [m for m in thread.messages if m.role == "user"]
-        self.position = {m.id: i for i, m in enumerate(self.questions)}
-        self.shown: dict[int, list[ThreadMessage]] = {}
-        for m in thread.messages:
-            if m.role == "assistant" and m.status == "ok" and m.parent_id is not None:
-                self.shown.setdefault(m.parent_id, []).append(m)
+    __slots__ = ("first_opted_out", "position", "questions", "shown", "thread")
 
-    def context(self, parent_id: int, before_id: int) -> list[ThreadMessage] | None:
-        """User messages up to ``parent_id``, each with the answer shown last before
-        ``before_id``; None if the question is not in this thread."""
-        end = self.position.get(parent_id)
-        if end is None:
-            return None
+    def __init__(self, thread: Thread, optout_users: Collection[str] = ()) -> None:
+        self.thread = thread
+        self.questions: list[ThreadMessage] = []
+        self.position: dict[int, int] = {}
+        self.shown: dict[int, list[ThreadMessage]] = {}
+        #: The first message of an opted-out user: every thread reaching it is left out.
+        self.first_opted_out: int | None = None
+        questions, position, shown = self.questions, self.position, self.shown
+        for m in thread.messages:
+            if m.role == "user":
+                position[m.id] = len(questions)
+                questions.append(m)
+                if (
+                    optout_users
+                    and self.first_opted_out is None
+                    and m.author is not None
+                    and is_opted_out(thread.platform, m.author, optout_users)
+                ):
+                    self.first_opted_out = m.id
+            elif m.status == "ok" and m.parent_id is not None:
+                if m.parent_id in shown:
+                    shown[m.parent_id].append(m)
+                else:
+                    shown[m.parent_id] = [m]
+
+    def context(self, parent_id: int, before_id: int) -> list[ThreadMessage]:
+        """User messages up to ``parent_id`` (which must be in this thread), each followed by
+        the answer to it shown last before ``before_id``."""
+        end = self.position[parent_id]
         turns: list[ThreadMessage] = []
         for question in self.questions[:end]:
             turns.append(question)
@@ -263,6 +283,10 @@ class ThreadView:
                 turns.append(answer)
         turns.append(self.questions[end])
         return turns
+
+    def reaches_opted_out(self, parent_id: int) -> bool:
+        """Whether the thread up to this user message holds an opted-out user's message."""
+        return self.first_opted_out is not None and self.first_opted_out <= parent_id
 
     def _shown_before(self, question_id: int, before_id: int) -> ThreadMessage | None:
         for answer in reversed(self.shown.get(question_id, ())):
@@ -274,6 +298,8 @@ class ThreadView:
 # --- rows --------------------------------------------------------------------------------------
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+
+Candidate = tuple[ThreadMessage, list[ThreadMessage]]
 
 
 class RowBuilder:
@@ -288,28 +314,36 @@ class RowBuilder:
         self.options = options
         self.summary = summary
         self.pseudo = Pseudonymizer(options.pseudonym_secret)
-        self.optout_keys = {u for u in optout_users if ":" in u}
-        self.optout_bare = {u for u in optout_users if ":" not in u}
-        self.since = options.since
-        self.until = options.until
+        self.optout_users = frozenset(optout_users)
+        self.timed = options.since is not None or options.until is not None
         self.statuses = {"ok", "failed", "interrupted"} if options.include_failed else {"ok"}
-        self._rows: Callable[[ThreadView, Any], Iterator[Row]] = {
+        self.meta = options.with_meta
+        self._rows: Callable[[ThreadView, Iterator[Candidate]], Iterator[Row]] = {
             Format.KOALA: self._labelled,
             Format.KTO: self._labelled,
             Format.SFT: self._liked,
             Format.OPENAI: self._liked,
             Format.DPO: self._pairs,
         }[options.format]
+        # Shared by every row of the current thread.
+        self._platform = ""
+        self._conversation: str | None = None
+        self._chat: dict[int, dict[str, Any]] = {}
+        self._clean: dict[int, str] = {}
 
     def rows(self, thread: Thread) -> Iterator[Row]:
         """Every row this thread gives (votes, filters and opt-outs applied)."""
         self.summary.threads += 1
-        view = ThreadView(thread)
-        yield from self._rows(view, self._candidates(view))
+        self._platform = thread.platform
+        self._conversation = None
+        self._chat.clear()
+        self._clean.clear()
+        view = ThreadView(thread, self.optout_users)
+        return self._rows(view, self._candidates(view))
 
     # --- selection -----------------------------------------------------------------------
 
-    def _candidates(self, view: ThreadView) -> Iterator[tuple[ThreadMessage, list[ThreadMessage]]]:
+    def _candidates(self, view: ThreadView) -> Iterator[Candidate]:
         """Voted answers within the filters that may become rows, each with its thread."""
         for answer in view.thread.messages:
             if answer.role != "assistant" or not (answer.up or answer.down or answer.ignored):
@@ -317,87 +351,86 @@ class RowBuilder:
             if not self._in_scope(answer):
                 continue
             self.summary.voted_answers += 1
-            reason, context = self._check(view, answer)
+            reason = self._reject(view, answer)
             if reason:
                 self.summary.skip(reason)
             else:
-                assert context is not None
-                yield answer, context
+                assert answer.parent_id is not None
+                yield answer, view.context(answer.parent_id, answer.id)
 
     def _in_scope(self, answer: ThreadMessage) -> bool:
-        if self.options.model is not None and answer.model != self.options.model:
+        options = self.options
+        if options.model is not None and answer.model != options.model:
             return False
-        if self.since is None and self.until is None:
+        if not self.timed:
             return True
         when = as_utc(answer.created_at)
-        if self.since is not None and when < self.since:
+        if options.since is not None and when < options.since:
             return False
-        return self.until is None or when < self.until
+        return options.until is None or when < options.until
 
-    def _check(
-        self, view: ThreadView, answer: ThreadMessage
-    ) -> tuple[str, list[ThreadMessage] | None]:
+    def _reject(self, view: ThreadView, answer: ThreadMessage) -> str:
+        """Why this voted answer gives no row ("" when it does)."""
         if answer.status not in self.statuses:
-            return f"answer {answer.status} (see --include-failed)", None
-        context = view.context(answer.parent_id, answer.id) if answer.parent_id else None
-        if context is None:
-            return "answer without its user message", None
-        if any(self._opted_out(view.thread.platform, m) for m in context):
-            return "opted-out user in the thread", None
+            return f"answer {answer.status} (see --include-failed)"
+        if answer.parent_id is None or answer.parent_id not in view.position:
+            return "answer without its user message"
+        if view.reaches_opted_out(answer.parent_id):
+            return "opted-out user in the thread"
         counted = answer.up + answer.down
         if counted < self.options.min_votes:
             if answer.ignored and not counted:
-                return "votes only from opted-out users", None
-            return f"fewer than {self.options.min_votes} votes (--min-votes)", None
-        if answer.net == 0:
-            return "net-zero votes", None
+                return "votes only from opted-out users"
+            return f"fewer than {self.options.min_votes} votes (--min-votes)"
+        if answer.up == answer.down:
+            return "net-zero votes"
         if not answer.text.strip():
-            return "empty answer", None
+            return "empty answer"
         if self.options.string_prompt and not answer.prompt:
-            return "no stored prompt string (--string-prompt)", None
-        return "", context
-
-    def _opted_out(self, platform: str, message: ThreadMessage) -> bool:
-        if message.role != "user" or message.author is None:
-            return False
-        return (
-            f"{platform}:{message.author}" in self.optout_keys or message.author in self.optout_bare
-        )
+            return "no stored prompt string (--string-prompt)"
+        return ""
 
     # --- per format ------------------------------------------------------------------------
 
-    def _labelled(self, view: ThreadView, candidates: Any) -> Iterator[Row]:
+    def _labelled(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
         build = self._koala if self.options.format is Format.KOALA else self._kto
         for answer, context in candidates:
-            row = build(view.thread, answer, context)
-            if self.options.with_meta:
-                row["meta"] = self._meta(view.thread, answer, context)
+            row = build(answer, context)
+            if self.meta:
+                row["meta"] = self._meta(view, answer, context)
             yield row
 
-    def _liked(self, view: ThreadView, candidates: Any) -> Iterator[Row]:
+    def _liked(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
+        openai = self.options.format is Format.OPENAI
         for answer, context in candidates:
             if answer.net < 0:
                 self.summary.skip(f"disliked ({self.options.format} takes liked answers only)")
                 continue
-            messages = self._messages(view.thread, context)
-            messages.append(self._message(view.thread, answer))
-            if self.options.format is Format.OPENAI:
-                for m, source in zip(messages, [*context, answer], strict=True):
-                    if source.role == "assistant":
-                        m["weight"] = 1 if source is answer else 0
+            if openai:
+                # Only the rated answer is trained on; earlier answers are context.
+                messages = [
+                    {**self._chat_message(m), "weight": 0}
+                    if m.role == "assistant"
+                    else self._chat_message(m)
+                    for m in context
+                ]
+                messages.append({**self._chat_message(answer), "weight": 1})
+            else:
+                messages = self._chat_messages(context)
+                messages.append(self._chat_message(answer))
             row: Row = {"messages": messages}
-            if self.options.with_meta:
-                row["meta"] = self._meta(view.thread, answer, context)
+            if self.meta:
+                row["meta"] = self._meta(view, answer, context)
             yield row
 
-    def _pairs(self, view: ThreadView, candidates: Any) -> Iterator[Row]:
-        by_question: dict[int, list[tuple[ThreadMessage, list[ThreadMessage]]]] = {}
-        for answer, context in candidates:
+    def _pairs(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
+        by_question: dict[int, list[ThreadMessage]] = {}
+        for answer, _ in candidates:
             assert answer.parent_id is not None
-            by_question.setdefault(answer.parent_id, []).append((answer, context))
+            by_question.setdefault(answer.parent_id, []).append(answer)
         for siblings in by_question.values():
-            liked = [a for a, _ in siblings if a.net > 0]
-            disliked = [a for a, _ in siblings if a.net < 0]
+            liked = [a for a in siblings if a.net > 0]
+            disliked = [a for a in siblings if a.net < 0]
             if not liked or not disliked:
                 for _ in siblings:
                     self.summary.skip("no sibling answer with the opposite vote")
@@ -411,26 +444,24 @@ class RowBuilder:
     def _pair(self, view: ThreadView, chosen: ThreadMessage, rejected: ThreadMessage) -> Row | None:
         assert chosen.parent_id is not None
         context = view.context(chosen.parent_id, min(chosen.id, rejected.id))
-        assert context is not None
-        thread = view.thread
         row: Row
         if self.options.string_prompt:
             if chosen.prompt != rejected.prompt:
                 self.summary.skip("pair's prompt strings differ (--string-prompt)")
                 return None
             row = {
-                "prompt": self.pseudo.text(thread.platform, chosen.prompt or ""),
-                "chosen": self._completion_text(thread, chosen),
-                "rejected": self._completion_text(thread, rejected),
+                "prompt": self.pseudo.text(self._platform, chosen.prompt or ""),
+                "chosen": self._completion_text(chosen),
+                "rejected": self._completion_text(rejected),
             }
         else:
             row = {
-                "prompt": self._messages(thread, context),
-                "chosen": [self._message(thread, chosen)],
-                "rejected": [self._message(thread, rejected)],
+                "prompt": self._chat_messages(context),
+                "chosen": [self._chat_message(chosen)],
+                "rejected": [self._chat_message(rejected)],
             }
-        if self.options.with_meta:
-            meta = self._meta(thread, chosen, context)
+        if self.meta:
+            meta = self._meta(view, chosen, context)
             for key in ("answer_id", "votes", "status", "created_at"):
                 del meta[key]
             meta["chosen"] = _side(chosen)
@@ -438,7 +469,7 @@ class RowBuilder:
             row["meta"] = meta
         return row
 
-    def _koala(self, thread: Thread, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
+    def _koala(self, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
         bad = answer.net < 0
         row: Row = {
             "marker_user": MARKER_USER,
@@ -448,79 +479,88 @@ class RowBuilder:
         fields: list[str] = []
         last = len(context) - 1
         for i, message in enumerate(context):
-            text = clean(self.pseudo.text(thread.platform, message.text))
             if message.role == "assistant":
-                row[f"gpt_{i}"] = text
+                row[f"gpt_{i}"] = self._clean_text(message)
                 fields += [f"[gpt_{i}]", "[<|eos|>]"]
                 continue
-            row[f"human_{i}"] = text
+            row[f"human_{i}"] = self._clean_text(message)
             if i < last and context[i + 1].role == "user":
                 fields.append(f"[marker_user+human_{i}]")
             else:
                 marker = "marker_gpt_bad" if bad and i == last else "marker_gpt"
                 fields.append(f"[marker_user+human_{i}+{marker}]")
         key = f"gpt_bad_{last + 1}" if bad else f"gpt_{last + 1}"
-        row[key] = clean(self.pseudo.text(thread.platform, answer.text))
-        row["fields"] = ",".join([*fields, key, "<|eos|>"])
+        row[key] = self._clean_text(answer)
+        fields += [key, "<|eos|>"]
+        row["fields"] = ",".join(fields)
         return row
 
-    def _kto(self, thread: Thread, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
+    def _kto(self, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
         if self.options.string_prompt:
             return {
-                "prompt": self.pseudo.text(thread.platform, answer.prompt or ""),
-                "completion": self._completion_text(thread, answer),
+                "prompt": self.pseudo.text(self._platform, answer.prompt or ""),
+                "completion": self._completion_text(answer),
                 "label": answer.net > 0,
             }
         return {
-            "prompt": self._messages(thread, context),
-            "completion": [self._message(thread, answer)],
+            "prompt": self._chat_messages(context),
+            "completion": [self._chat_message(answer)],
             "label": answer.net > 0,
         }
 
-    # --- pieces ----------------------------------------------------------------------------
+    # --- pieces (cached per thread: rows of one thread share their earlier turns) ---------------
 
-    def _message(self, thread: Thread, message: ThreadMessage) -> dict[str, Any]:
-        return {"role": message.role, "content": self.pseudo.text(thread.platform, message.text)}
+    def _chat_message(self, message: ThreadMessage) -> dict[str, Any]:
+        found = self._chat.get(message.id)
+        if found is None:
+            content = self.pseudo.text(self._platform, message.text)
+            found = self._chat[message.id] = {"role": message.role, "content": content}
+        return found
 
-    def _messages(self, thread: Thread, context: list[ThreadMessage]) -> Messages:
-        return [self._message(thread, m) for m in context]
+    def _chat_messages(self, context: list[ThreadMessage]) -> Messages:
+        return [self._chat_message(m) for m in context]
 
-    def _completion_text(self, thread: Thread, answer: ThreadMessage) -> str:
+    def _clean_text(self, message: ThreadMessage) -> str:
+        """The text as Koala's prompt holds it: stripped, markers neutralised."""
+        found = self._clean.get(message.id)
+        if found is None:
+            found = self._clean[message.id] = clean(self.pseudo.text(self._platform, message.text))
+        return found
+
+    def _completion_text(self, answer: ThreadMessage) -> str:
         """The answer as the model continued its prompt string (after the template's gap)."""
         template = TEMPLATES.get(answer.template or "")
         gap = template.assistant_answer_sep if template is not None else ""
-        return gap + self.pseudo.text(thread.platform, answer.text)
+        return gap + self.pseudo.text(self._platform, answer.text)
 
-    def _meta(self, thread: Thread, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
-        authors = dict.fromkeys(
-            self.pseudo.user(thread.platform, m.author)
-            for m in context
-            if m.role == "user" and m.author is not None
+    def _meta(self, view: ThreadView, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
+        if self._conversation is None:
+            self._conversation = self.pseudo.conversation(view.thread)
+        user = self.pseudo.user
+        platform = self._platform
+        authors = list(
+            dict.fromkeys(user(platform, m.author) for m in context if m.author is not None)
         )
         return {
             "answer_id": answer.id,
-            "conversation": self.pseudo.conversation(thread),
-            "authors": list(authors),
-            "votes": _votes(answer),
+            "conversation": self._conversation,
+            "authors": authors,
+            "votes": {"up": answer.up, "down": answer.down},
             "model": answer.model,
             "template": answer.template,
-            "platform": thread.platform,
+            "platform": platform,
             "status": answer.status,
-            "created_at": as_utc(answer.created_at).isoformat(),
+            "created_at": iso_utc(answer.created_at),
         }
-
-
-def _votes(answer: ThreadMessage) -> dict[str, int]:
-    return {"up": answer.up, "down": answer.down}
 
 
 def _side(answer: ThreadMessage) -> Row:
     """One answer of a dpo pair, for ``meta``."""
     return {
         "answer_id": answer.id,
-        "votes": _votes(answer),
+        "votes": {"up": answer.up, "down": answer.down},
         "status": answer.status,
-        "created_at": as_utc(answer.created_at).isoformat(),
+        "created_at": iso_utc(answer.created_at),
     }
 
 
@@ -553,7 +593,7 @@ async def export(
     bar = Progress(progress, total)
     write = out.write
     try:
-        async for thread in stream_threads(db, scope, optout_users):
+        async for thread in stream_threads(db, scope, optouts):
             for row in builder.rows(thread):
                 write(_encode(row))
                 write("\n")

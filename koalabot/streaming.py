@@ -107,7 +107,9 @@ class ReplyStreamer:
         await self._show(parts[:-1], final=True)
         if len(self.message_ids) < len(parts):
             await self._post(parts[-1])
-        await self._retrying(self.sink.finish, self.message_ids[len(parts) - 1], parts[-1], answer_id)
+        await self._retrying(
+            self.sink.finish, self.message_ids[len(parts) - 1], parts[-1], answer_id
+        )
 
     async def fail(self, notice: str, partial: str = "") -> None:
         """Turn the answer into a plain-words notice, keeping what was already said."""

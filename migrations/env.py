@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection, Mapping
 from logging.config import fileConfig
 from typing import Any
 
@@ -30,13 +31,15 @@ _started = time.monotonic()
 
 
 def _log_step(
-    *, ctx: MigrationContext, step: MigrationInfo, heads: Any, run_args: dict[str, Any]
+    ctx: MigrationContext,
+    step: MigrationInfo,
+    heads: Collection[Any],
+    run_args: Mapping[str, Any],
 ) -> None:
     """Progress: one INFO line per revision applied or reverted, with how long it took."""
     global _started
     now = time.monotonic()
-    revision = step.up_revision
-    title = (revision.doc or "").strip() if revision is not None else ""
+    title = str(getattr(step.up_revision, "doc", "") or "").strip()
     verb = "applied" if step.is_upgrade else "reverted"
     log.info("%s migration %s (%s) in %.2f s", verb, step.up_revision_id, title, now - _started)
     _started = now

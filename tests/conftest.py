@@ -4,7 +4,12 @@ import pytest
 
 from koalabot.store.database import upgrade
 
-pytest_plugins = ["tests.fixtures.db", "tests.fixtures.tgi", "tests.fixtures.slack", "tests.fixtures.discord"]
+pytest_plugins = [
+    "tests.fixtures.db",
+    "tests.fixtures.tgi",
+    "tests.fixtures.slack",
+    "tests.fixtures.discord",
+]
 
 
 @pytest.fixture

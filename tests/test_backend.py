@@ -97,9 +97,11 @@ async def test_length_finish(fake_tgi: FakeTGI, backend: Backend):
 
 
 async def test_keepalive_comments_between_tokens_are_skipped():
-    async with FakeTGI(reply=" slow but sure", token_delay=0.03, keepalive=0.01) as fake:
-        async with backend_for(fake.url, idle_timeout=1.0) as backend:
-            completion = await backend.generate(PROMPT, PARAMS)
+    async with (
+        FakeTGI(reply=" slow but sure", token_delay=0.03, keepalive=0.01) as fake,
+        backend_for(fake.url, idle_timeout=1.0) as backend,
+    ):
+        completion = await backend.generate(PROMPT, PARAMS)
     assert completion.text == " slow but sure"
 
 
@@ -119,14 +121,18 @@ async def test_stopping_early_frees_the_endpoint(fake_tgi: FakeTGI, backend: Bac
 # --- info and tokens ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("style", "field"), [("v2", "max_input_tokens"), ("v1", "max_input_length")])
+@pytest.mark.parametrize(
+    ("style", "field"), [("v2", "max_input_tokens"), ("v1", "max_input_length")]
+)
 async def test_info_in_either_shape(style, field):
-    async with FakeTGI(info_style=style, max_input_tokens=1000) as fake:
-        async with backend_for(fake.url) as backend:
-            info = await backend.info()
-            assert info[field] == 1000
-            assert await backend.model_id() == "koala-13b-fake"
-            await backend.info()
+    async with (
+        FakeTGI(info_style=style, max_input_tokens=1000) as fake,
+        backend_for(fake.url) as backend,
+    ):
+        info = await backend.info()
+        assert info[field] == 1000
+        assert await backend.model_id() == "koala-13b-fake"
+        await backend.info()
     assert [r.path for r in fake.requests] == ["/info"]  # cached
 
 
@@ -171,9 +177,11 @@ async def test_stall_after_some_tokens_despite_keepalives():
 
 async def test_a_slow_stream_is_not_a_timeout():
     # A total deadline would cut this stream; first-token and idle limits do not.
-    async with FakeTGI(reply=" " + " ".join(["w"] * 12), token_delay=0.05) as fake:
-        async with backend_for(fake.url, first_token_timeout=0.3, idle_timeout=0.3) as backend:
-            completion = await backend.generate(PROMPT, PARAMS)
+    async with (
+        FakeTGI(reply=" " + " ".join(["w"] * 12), token_delay=0.05) as fake,
+        backend_for(fake.url, first_token_timeout=0.3, idle_timeout=0.3) as backend,
+    ):
+        completion = await backend.generate(PROMPT, PARAMS)
     assert completion.total_time > 0.3
     assert completion.finish_reason == "eos_token"
 
@@ -182,7 +190,9 @@ async def test_a_slow_stream_is_not_a_timeout():
 
 
 @pytest.mark.parametrize("kind", ["rate_limited", "loading", "overloaded"])
-async def test_retries_429_503_and_overloaded_then_answers(fake_tgi: FakeTGI, backend: Backend, kind):
+async def test_retries_429_503_and_overloaded_then_answers(
+    fake_tgi: FakeTGI, backend: Backend, kind
+):
     fake_tgi.fault = Fault(kind, times=2)
     fake_tgi.replies.append(" At last.")
     completion = await backend.generate(PROMPT, PARAMS)
@@ -260,19 +270,23 @@ async def test_a_proxys_html_502_is_a_clear_error(fake_tgi: FakeTGI):
 
 
 async def test_input_too_long_for_the_model():
-    async with FakeTGI(max_input_tokens=20, max_total_tokens=4096) as fake:
-        async with backend_for(fake.url) as backend:
-            with pytest.raises(BackendPromptTooLongError) as raised:
-                await collect(backend, "word " * 50)
+    async with (
+        FakeTGI(max_input_tokens=20, max_total_tokens=4096) as fake,
+        backend_for(fake.url) as backend,
+    ):
+        with pytest.raises(BackendPromptTooLongError) as raised:
+            await collect(backend, "word " * 50)
     assert "too long" in raised.value.user_message
     assert len(fake.prompts) == 1
 
 
 async def test_input_and_answer_too_long_together():
-    async with FakeTGI(max_input_tokens=100, max_total_tokens=120) as fake:
-        async with backend_for(fake.url) as backend:
-            with pytest.raises(BackendPromptTooLongError):
-                await collect(backend, "word " * 50, GenerationParams(max_new_tokens=100))
+    async with (
+        FakeTGI(max_input_tokens=100, max_total_tokens=120) as fake,
+        backend_for(fake.url) as backend,
+    ):
+        with pytest.raises(BackendPromptTooLongError):
+            await collect(backend, "word " * 50, GenerationParams(max_new_tokens=100))
 
 
 async def test_other_validation_errors_are_rejections(fake_tgi: FakeTGI, backend: Backend):
@@ -284,7 +298,11 @@ async def test_other_validation_errors_are_rejections(fake_tgi: FakeTGI, backend
 
 @pytest.mark.parametrize(
     ("prompt", "params"),
-    [(PROMPT, GenerationParams(top_p=1.0)), (PROMPT, GenerationParams(temperature=0)), ("", PARAMS)],
+    [
+        (PROMPT, GenerationParams(top_p=1.0)),
+        (PROMPT, GenerationParams(temperature=0)),
+        ("", PARAMS),
+    ],
 )
 async def test_invalid_requests_are_refused_before_sending(
     fake_tgi: FakeTGI, backend: Backend, prompt, params

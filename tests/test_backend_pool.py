@@ -11,6 +11,7 @@ import trustme
 
 from koalabot.backend import Backend, GenerationParams
 from koalabot.config import Settings
+from koalabot.errors import BackendUnavailableError
 from tests.fakes.tgi import FakeTGI
 from tests.fixtures.tgi import backend_for
 
@@ -18,10 +19,13 @@ PROMPT = "BEGINNING OF CONVERSATION: USER: Hi GPT:"
 PARAMS = GenerationParams(max_new_tokens=64, stop=("</s>", "USER:"))
 
 
-async def wait_for(condition, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
+async def eventually(condition) -> None:
+    """Wait up to 5 s for ``condition()`` to hold (state another task changes)."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
 
 
 @pytest.fixture
@@ -60,13 +64,13 @@ async def test_an_untrusted_certificate_is_unavailable_without_retries():
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    async with FakeTGI(ssl_context=server_context) as fake:
-        async with backend_for(fake.url, retries=3) as backend:
-            from koalabot.errors import BackendUnavailableError
-
-            with pytest.raises(BackendUnavailableError):
-                await backend.generate(PROMPT, PARAMS)
-            assert backend.connections_opened == 0
+    async with (
+        FakeTGI(ssl_context=server_context) as fake,
+        backend_for(fake.url, retries=3) as backend,
+    ):
+        with pytest.raises(BackendUnavailableError):
+            await backend.generate(PROMPT, PARAMS)
+        assert backend.connections_opened == 0
 
 
 # --- several endpoints -------------------------------------------------------------------------
@@ -85,12 +89,13 @@ async def test_the_endpoint_with_fewest_in_flight_gets_the_request(two_fakes):
         assert {first.endpoint, second.endpoint} == {a.url, b.url}
         assert [s.in_flight for s in backend.status()] == [1, 1]
 
-        async for _ in first:
+        async for _ in second:
             pass
         third = backend.stream(PROMPT, PARAMS)
         await anext(aiter(third))
-        assert third.endpoint == first.endpoint  # the other one is still busy
-        await second.aclose()
+        # Round robin would go back to the first endpoint; it is still busy.
+        assert third.endpoint == second.endpoint
+        await first.aclose()
         await third.aclose()
 
 
@@ -107,13 +112,13 @@ async def test_a_dead_endpoint_is_skipped_until_health_passes(two_fakes):
 
         a.healthy = False  # back, but not ready yet
         await a.start()
-        await wait_for(lambda: any(r.path == "/health" for r in a.requests))
+        await eventually(lambda: any(r.path == "/health" for r in a.requests))
         await asyncio.sleep(0.1)
         assert not backend.status()[0].healthy
         assert a.prompts == []
 
         a.healthy = True
-        await wait_for(lambda: backend.status()[0].healthy)
+        await eventually(lambda: backend.status()[0].healthy)
         endpoints = {(await backend.generate(PROMPT, PARAMS)).endpoint for _ in range(4)}
         assert endpoints == {a.url, b.url}
 
@@ -129,8 +134,6 @@ async def test_health_reports_each_endpoint(two_fakes):
 
 
 async def test_all_endpoints_down_is_unavailable(two_fakes):
-    from koalabot.errors import BackendUnavailableError
-
     for fake in two_fakes:
         await fake.stop()
     async with backend_for(*(f.url for f in two_fakes), retries=3) as backend:
@@ -146,7 +149,7 @@ async def test_close_closes_the_connections(fake_tgi: FakeTGI):
     await asyncio.gather(*(backend.generate(PROMPT, PARAMS) for _ in range(3)))
     assert fake_tgi.open_connections >= 1
     await backend.close()
-    await wait_for(lambda: fake_tgi.open_connections == 0)
+    await eventually(lambda: fake_tgi.open_connections == 0)
     assert backend.closed
     with pytest.raises(RuntimeError, match="closed"):
         await backend.generate(PROMPT, PARAMS)

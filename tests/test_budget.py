@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from koalabot.backend import Backend, GenerationParams
 from koalabot.budget import CachedCounter, Limits, estimate_tokens, exchanges, fit
 from koalabot.errors import BackendError, PromptTooLongError, TokenizerUnavailableError
 from koalabot.prompt import TEMPLATES, Turn, render
+from tests.fakes.tgi import FakeTGI, count_input_tokens
 
 KOALA = TEMPLATES["koala"]
 
@@ -308,3 +310,48 @@ def test_fit_keeps_the_longest_tail_of_whole_exchanges_within_the_budget(
         previous = max(s for s in exchanges(turns) if s < dropped)
         longer = asyncio.run(tokenizer.count(render(turns[previous:], template)))
         assert longer + len(turns) - previous > budget
+
+
+# --- against a TGI server (the fake, over a real socket) ---------------------------------------
+
+
+def tokenize_requests(fake: FakeTGI) -> list[str]:
+    return [r.body["inputs"] for r in fake.requests if r.path == "/tokenize"]
+
+
+async def test_counts_come_from_tokenize_once_per_text(fake_tgi: FakeTGI, backend: Backend) -> None:
+    counter = CachedCounter(backend)
+    text = "What is the largest animal on earth?"
+    assert await counter.count(text) == count_input_tokens(text)
+    assert await counter.count(text) == count_input_tokens(text)
+    assert tokenize_requests(fake_tgi) == [text]
+
+
+async def test_a_server_without_tokenizer_gets_the_estimate(
+    fake_tgi: FakeTGI, backend: Backend
+) -> None:
+    fake_tgi.tokenizer = False
+    counter = CachedCounter(backend)
+    for text in ["Hello!", "What is the largest animal on earth?", "Hello!"]:
+        assert await counter.count(text) == estimate_tokens(text)
+    assert len(tokenize_requests(fake_tgi)) == 1
+    assert counter.estimating
+
+
+@pytest.mark.parametrize("info_style", ["v2", "v1"])
+async def test_a_long_thread_fitted_to_the_servers_info_is_accepted(
+    fake_tgi: FakeTGI, backend: Backend, info_style: str
+) -> None:
+    fake_tgi.info_style = info_style  # type: ignore[assignment]
+    fake_tgi.max_input_tokens, fake_tgi.max_total_tokens = 300, 400
+    fake_tgi.replies.append("The blue whale.")
+    turns = thread(40)
+    params = GenerationParams(max_new_tokens=150, stop=KOALA.stop)
+    limits = Limits.from_info(await backend.info())
+    assert limits == Limits(300, 400)
+    fitted = await fit(turns, KOALA, limits, params.max_new_tokens, CachedCounter(backend))
+    assert fitted.dropped_turns > 0
+    assert fitted.prompt_tokens == count_input_tokens(fitted.prompt) <= 250
+    completion = await backend.generate(fitted.prompt, params)  # TGI would 422 a longer one
+    assert completion.text == "The blue whale."
+    assert fake_tgi.prompts == [fitted.prompt]

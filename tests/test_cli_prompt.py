@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from koalabot.cli import main
+from koalabot.prompt import TEMPLATES, render, turns_from_data
+from tests.fakes.tgi import FakeTGI, count_input_tokens
 
 CONVERSATION = [
     {"role": "user", "content": "Hello!"},
@@ -128,3 +131,65 @@ def test_missing_file_and_unknown_template(
     assert "cannot read" in capsys.readouterr().err
     assert main(["prompt", str(conversation_file), "--template", "alpaca"]) == 2
     assert "unknown template 'alpaca'" in capsys.readouterr().err
+
+
+async def koalabot_async(*args: str, env: dict[str, str]) -> tuple[int, bytes, bytes]:
+    """The console program run without blocking the loop the fake TGI serves on."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "koalabot",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out, err
+
+
+async def test_fit_drops_the_oldest_turns_to_the_servers_budget(
+    fake_tgi: FakeTGI, tmp_path: Path
+) -> None:
+    fake_tgi.max_input_tokens, fake_tgi.max_total_tokens = 200, 300
+    thread = []
+    for i in range(30):
+        thread += [
+            {"role": "user", "content": f"Question {i}: what about animal number {i}?"},
+            {"role": "assistant", "content": f"Animal {i} is a koala, a marsupial."},
+        ]
+    thread.append({"role": "user", "content": "What is the largest animal on earth?"})
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(thread), encoding="utf-8")
+    code, out, err = await koalabot_async(
+        "prompt",
+        str(path),
+        "--fit",
+        "--max-new-tokens",
+        "100",
+        env=environment(KOALABOT_TGI_URL=fake_tgi.url),
+    )
+    assert code == 0, err
+    prompt = out.decode()
+    assert count_input_tokens(prompt) <= 200
+    kept = turns_from_data(thread[-(prompt.count("USER:") * 2 - 1) :])
+    assert prompt == render(kept, TEMPLATES["koala"])
+    assert prompt.startswith("BEGINNING OF CONVERSATION: USER: Question ")
+    assert f"left out the {len(thread) - len(kept)} oldest of 61 messages" in err.decode()
+    assert {r.path for r in fake_tgi.requests} == {"/info", "/tokenize"}
+
+
+async def test_fit_without_a_server_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "thread.json"
+    path.write_text(json.dumps(CONVERSATION), encoding="utf-8")
+    async with FakeTGI() as gone:
+        url = gone.url  # a port that was just free, closed again below
+    code, out, err = await koalabot_async(
+        "prompt", str(path), "--fit", env=environment(KOALABOT_TGI_URL=url, KOALABOT_RETRIES="0")
+    )
+    assert code == 2
+    assert out == b""
+    assert err.decode().startswith("koalabot: error: ")
+    assert err.decode().count("\n") == 1

@@ -172,6 +172,8 @@ async def test_an_unreachable_server_is_a_store_error_without_the_password() -> 
     assert "s3cret" not in str(raised.value)
 
 
-async def test_sqlite_in_a_missing_directory_is_a_store_error(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="could not open the database"):
-        await open_database(f"sqlite:///{tmp_path}/no/such/dir/k.db")
+async def test_sqlite_in_a_missing_folder_is_a_store_error_naming_it(tmp_path: Path) -> None:
+    folder = tmp_path / "no" / "such"
+
+    with pytest.raises(StoreError, match=f"the folder {folder} does not exist"):
+        await open_database(f"sqlite:///{folder}/k.db")

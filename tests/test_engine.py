@@ -79,9 +79,13 @@ async def engine(migrated_database_url: str, fake_tgi: FakeTGI) -> AsyncIterator
 _seq = iter(range(1, 1_000_000))
 
 
-def said(text: str, where: ThreadKey = THREAD, user: str = "U1", ts: str | None = None) -> ChatMessage:
+def said(
+    text: str, where: ThreadKey = THREAD, user: str = "U1", ts: str | None = None
+) -> ChatMessage:
     ts = ts or f"1700000000.{next(_seq):06d}"
-    return ChatMessage(where, user, text, ts, dedupe_keys=(f"{where.platform}:msg:{where.channel}:{ts}",))
+    return ChatMessage(
+        where, user, text, ts, dedupe_keys=(f"{where.platform}:msg:{where.channel}:{ts}",)
+    )
 
 
 async def test_answer_is_streamed_stored_and_carries_the_first_notice(
@@ -188,9 +192,9 @@ async def test_backend_faults_keep_the_message_notify_and_recover(
     assert any(role == "assistant" and status == "failed" for role, _, status in stored)
     if fault is not None and fault.after_tokens:
         # the partial answer is kept in the store and shown above the notice
-        assert any(
-            role == "assistant" and text.startswith("one") for role, text, _ in stored
-        ), stored
+        assert any(role == "assistant" and text.startswith("one") for role, text, _ in stored), (
+            stored
+        )
         assert view.last.startswith("one")
     # the next message in the thread works
     fake_tgi.fault = None
@@ -211,7 +215,9 @@ async def test_restart_keeps_the_memory(migrated_database_url: str, fake_tgi: Fa
     async with await Engine.open(settings) as second:
         result = await second.handle_message(said("What is my name again?"), ThreadView())
     assert result.status == "ok"
-    assert "USER: My name is Ada. What is my name? GPT:Your name is Ada.</s>" in fake_tgi.prompts[-1]
+    assert (
+        "USER: My name is Ada. What is my name? GPT:Your name is Ada.</s>" in fake_tgi.prompts[-1]
+    )
 
 
 async def test_votes_latest_wins_removal_deletes_and_unknown_is_ignored(
@@ -239,15 +245,19 @@ async def test_votes_latest_wins_removal_deletes_and_unknown_is_ignored(
     )
     assert await engine.repo.votes(answer) == {}
     # votes on a user's message, an unknown message, or by a bot are ignored
-    assert not (await engine.handle_feedback(
-        FeedbackEvent("slack", "U2", 1, answer_id=result.user_message_id)
-    )).recorded
-    assert not (await engine.handle_feedback(
-        FeedbackEvent("slack", "U2", 1, channel="C1", platform_message_id="nope")
-    )).recorded
-    assert not (await engine.handle_feedback(
-        FeedbackEvent("slack", "B1", 1, answer_id=answer, is_bot=True)
-    )).recorded
+    assert not (
+        await engine.handle_feedback(
+            FeedbackEvent("slack", "U2", 1, answer_id=result.user_message_id)
+        )
+    ).recorded
+    assert not (
+        await engine.handle_feedback(
+            FeedbackEvent("slack", "U2", 1, channel="C1", platform_message_id="nope")
+        )
+    ).recorded
+    assert not (
+        await engine.handle_feedback(FeedbackEvent("slack", "B1", 1, answer_id=answer, is_bot=True))
+    ).recorded
 
 
 async def test_regenerate_makes_a_sibling_answer(engine: Engine, fake_tgi: FakeTGI) -> None:
@@ -289,7 +299,9 @@ async def test_access_policy_and_rate_limit(migrated_database_url: str, fake_tgi
         assert ("user", "one more", "ok") in await thread_rows(engine)
 
 
-async def test_too_long_message_is_stored_and_explained(migrated_database_url: str, fake_tgi: FakeTGI) -> None:
+async def test_too_long_message_is_stored_and_explained(
+    migrated_database_url: str, fake_tgi: FakeTGI
+) -> None:
     fake_tgi.max_input_tokens = 300
     fake_tgi.max_total_tokens = 400
     settings = make_settings(migrated_database_url, fake_tgi, max_new_tokens=100)
@@ -302,7 +314,9 @@ async def test_too_long_message_is_stored_and_explained(migrated_database_url: s
         assert ("user", ("word " * 2000), "ok") in await thread_rows(engine)
 
 
-async def test_long_thread_drops_oldest_turns_and_says_so(migrated_database_url: str, fake_tgi: FakeTGI) -> None:
+async def test_long_thread_drops_oldest_turns_and_says_so(
+    migrated_database_url: str, fake_tgi: FakeTGI
+) -> None:
     fake_tgi.max_input_tokens = 120
     fake_tgi.max_total_tokens = 160
     settings = make_settings(migrated_database_url, fake_tgi, max_new_tokens=30)

@@ -64,13 +64,22 @@ async def test_generate_stream_frames_are_tgis(fake_tgi: FakeTGI, http: aiohttp.
     assert (status, ctype) == (200, "text/event-stream")
     assert headers["X-Accel-Buffering"] == "no"
     hi, bang, eos = frames(raw)
-    assert hi.startswith(b'data:{"index":1,"token":{"id":')
-    assert hi.endswith(b',"text":" Hi","logprob":' + hi.split(b'"logprob":')[1])
-    assert b'"generated_text":null,"details":null}' in hi
-    assert b", " not in raw and b'": ' not in raw  # compact JSON, as axum writes it
+    for frame in (hi, bang, eos):
+        event = json.loads(frame.removeprefix(b"data:"))  # no space after the colon
+        assert list(event) == ["index", "token", "generated_text", "details"]
+        assert list(event["token"]) == ["id", "text", "logprob", "special"]
+        assert frame == b"data:" + json.dumps(event, separators=(",", ":")).encode()  # compact
+    assert json.loads(hi[5:])["token"]["text"] == " Hi"
+    assert hi.endswith(b'"special":false},"generated_text":null,"details":null}')
+    assert json.loads(bang[5:])["index"] == 2
     last = json.loads(eos[len(b"data:") :])
     assert last["index"] == 3
-    assert last["token"] == {"id": 2, "text": "</s>", "logprob": last["token"]["logprob"], "special": True}
+    assert last["token"] == {
+        "id": 2,
+        "text": "</s>",
+        "logprob": last["token"]["logprob"],
+        "special": True,
+    }
     assert last["generated_text"] == " Hi!"
     assert last["details"] == {
         "finish_reason": "eos_token",
@@ -119,7 +128,9 @@ async def test_compat_route_returns_full_text_by_default(
     fake_tgi.reply = " ok"
     _, _, raw, _ = await post(http, fake_tgi.url, {"inputs": PROMPT, "parameters": {}})
     assert json.loads(raw)[0]["generated_text"] == PROMPT + " ok"
-    _, _, raw, _ = await post(http, fake_tgi.url + "/generate", {"inputs": PROMPT, "parameters": {}})
+    _, _, raw, _ = await post(
+        http, fake_tgi.url + "/generate", {"inputs": PROMPT, "parameters": {}}
+    )
     assert json.loads(raw) == {"generated_text": " ok"}
 
 
@@ -148,7 +159,9 @@ async def test_default_reply_quotes_the_user(fake_tgi: FakeTGI, http: aiohttp.Cl
     assert fake_tgi.prompts == [body["inputs"]]
 
 
-async def test_reply_can_be_a_function_of_the_prompt(fake_tgi: FakeTGI, http: aiohttp.ClientSession):
+async def test_reply_can_be_a_function_of_the_prompt(
+    fake_tgi: FakeTGI, http: aiohttp.ClientSession
+):
     fake_tgi.reply = lambda prompt: f" {len(prompt)}"
     _, _, raw, _ = await post(http, fake_tgi.url + "/generate", {"inputs": "abc"})
     assert json.loads(raw)["generated_text"] == " 3"
@@ -210,7 +223,10 @@ async def test_tokenize_404_without_a_fast_tokenizer(http: aiohttp.ClientSession
         ({"stop": ["a", "b", "c", "d", "e"]}, "`stop` supports up to 4 stop sequences. Given: 5"),
         ({"frequency_penalty": 3.0}, "`frequency_penalty` must be >= -2.0 and <= 2.0"),
         ({"best_of": 2}, "you must use sampling when `best_of` is > 1"),
-        ({"truncate": 5000}, "`truncate` must be strictly positive and less than 2047. Given: 5000"),
+        (
+            {"truncate": 5000},
+            "`truncate` must be strictly positive and less than 2047. Given: 5000",
+        ),
     ],
 )
 async def test_parameter_validation(
@@ -291,8 +307,11 @@ async def test_overloaded_is_429_or_an_event(fake_tgi: FakeTGI, http: aiohttp.Cl
 
 @pytest.mark.parametrize(
     ("kind", "status", "ctype"),
-    [("rate_limited", 429, "application/json"), ("loading", 503, "application/json"),
-     ("html502", 502, "text/html")],
+    [
+        ("rate_limited", 429, "application/json"),
+        ("loading", 503, "application/json"),
+        ("html502", 502, "text/html"),
+    ],
 )
 async def test_gateway_faults(
     fake_tgi: FakeTGI, http: aiohttp.ClientSession, kind: Any, status: int, ctype: str
@@ -364,7 +383,6 @@ async def test_stats_count_connections(fake_tgi: FakeTGI):
 
 # text-generation 0.7.0 calls pydantic's deprecated `.dict()`.
 stock_client = pytest.mark.filterwarnings("ignore:The `dict` method is deprecated")
-
 
 
 @stock_client

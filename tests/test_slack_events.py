@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from koalabot.events import ThreadKey
 from koalabot_adapters.slack_events import (
     button_vote,
     chat_message,
@@ -13,6 +12,8 @@ from koalabot_adapters.slack_events import (
     strip_mention,
 )
 from koalabot_adapters.slack_sink import ACTION_UP, SECTION_CHARS, answer_blocks, escape
+
+from koalabot.events import ThreadKey
 
 BOT = "U0KOALABOT"
 

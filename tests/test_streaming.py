@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass, field
 
 import pytest
@@ -75,9 +76,11 @@ def test_split_never_inside_a_code_fence() -> None:
 def test_split_keeps_every_part_within_the_limit(text: str, limit: int) -> None:
     parts = split_message(text, limit)
     assert all(len(p) <= limit for p in parts)
+
     # nothing but whitespace and fence markers is lost or added
     def squash(s: str) -> str:
         return "".join(s.split()).replace("`", "")
+
     assert squash("".join(parts)) == squash(text)
 
 
@@ -93,7 +96,7 @@ async def test_edits_are_throttled_and_the_final_text_always_arrives() -> None:
     await streamer.finish(text.strip(), answer_id=7)
     edits = [t for kind, t in platform.calls if kind == "edit"]
     assert 2 <= len(edits) <= 6  # ~0.6 s at one edit per 0.2 s, plus the final edit
-    gaps = [b - a for a, b in zip(edits, edits[1:-1], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(edits)]
     assert all(gap >= 0.18 for gap in gaps)  # intermediate edits respect the interval
     assert platform.messages["1"] == text.strip()
     assert platform.finished == ("1", 7)

@@ -27,6 +27,10 @@ class SSEReader:
         self._data: list[str] = []
         self._eof = False
 
+    def buffered_event(self) -> str | None:
+        """The next event if it has fully arrived already, without waiting."""
+        return self._event_from_buffer()
+
     async def next_event(self) -> str | None:
         """The next event's data, or None at the end of the stream."""
         while True:

@@ -143,20 +143,24 @@ class GenerationStream:
         response = await endpoint.open_stream(self._body)
         try:
             reader = SSEReader(response.content.iter_any())
-            event, data = await self._read_event(reader, first=True)
+            data = await self._wait_for_event(reader, first=True)
+            event = self._parse(data)
         except BaseException:
             response.close()
             raise
         return response, reader, event, data
 
     async def _next_token(self, reader: SSEReader) -> tuple[StreamResponse, str]:
-        try:
-            async with asyncio.timeout(self._timeouts.idle):
-                return await self._read_event(reader, first=False)
-        except TimeoutError:
-            raise BackendTimeoutError(partial=self.text) from None
+        data = reader.buffered_event()
+        if data is None:  # only waiting for the network needs a timer
+            try:
+                async with asyncio.timeout(self._timeouts.idle):
+                    data = await self._wait_for_event(reader, first=False)
+            except TimeoutError:
+                raise BackendTimeoutError(partial=self.text) from None
+        return self._parse(data), data
 
-    async def _read_event(self, reader: SSEReader, *, first: bool) -> tuple[StreamResponse, str]:
+    async def _wait_for_event(self, reader: SSEReader, *, first: bool) -> str:
         try:
             data = await reader.next_event()
         except aiohttp.ClientError as exc:
@@ -169,8 +173,11 @@ class GenerationStream:
             raise GenerationFailedError(partial=self.text) from exc
         if data is None:
             raise GenerationFailedError(partial=self.text)
+        return data
+
+    def _parse(self, data: str) -> StreamResponse:
         try:
-            return StreamResponse.model_validate_json(data), data
+            return StreamResponse.model_validate_json(data)
         except pydantic.ValidationError:
             raise self._error_event(data) from None
 
@@ -214,13 +221,19 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     """How many trailing characters of ``text`` are, or may begin, a stop sequence."""
     held = 0
     for stop in stops:
+        if not stop:
+            continue
         if text.endswith(stop):
             held = max(held, len(stop))
             continue
-        for k in range(min(len(stop) - 1, len(text)), held, -1):
-            if text.endswith(stop[:k]):
-                held = k
+        # Candidates start where the stop's first character occurs in the last len(stop)-1.
+        start = max(0, len(text) - len(stop) + 1)
+        at = text.find(stop[0], start)
+        while at >= 0:
+            if stop.startswith(text[at:]):
+                held = max(held, len(text) - at)
                 break
+            at = text.find(stop[0], at + 1)
     return held
 
 

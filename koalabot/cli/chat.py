@@ -9,7 +9,6 @@ from typing import Any
 
 from koalabot.cli.logs import setup_logging
 from koalabot.cli.options import add_backend, add_common, settings_from
-from koalabot.engine import Engine
 
 
 def register(sub: Any) -> None:
@@ -24,11 +23,14 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level, "text")
+    # The chat's own lines say what went wrong; logs would only repeat it between the answers.
+    setup_logging("ERROR" if settings.log_level == "INFO" else settings.log_level, "text")
     return asyncio.run(_chat(settings, args.user))
 
 
 async def _chat(settings: Any, user: str | None) -> int:
+    from koalabot.engine import Engine  # heavy (SQLAlchemy, aiohttp); only when chatting
+
     terminal = importlib.import_module("koalabot_adapters.terminal")
     engine = await Engine.open(settings)
     try:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 
 from koalabot.budget import CachedCounter, Fitted, Limits, fit
 from koalabot.cli.options import add_backend, settings_from
 from koalabot.config import Settings
-from koalabot.errors import InvalidConversationError
+from koalabot.errors import BackendError, InvalidConversationError
 from koalabot.prompt import TEMPLATES, Turn, render, turns_from_data
 
 
@@ -42,7 +43,14 @@ def handle(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     turns = read_turns(args.file)
     if args.fit:
-        fitted = asyncio.run(_fit(turns, settings))
+        # The backend's warnings would bury the one-line error (Python prints them to stderr
+        # when logging is not set up); the error names the server instead.
+        quiet = logging.NullHandler()
+        logging.getLogger("koalabot").addHandler(quiet)
+        try:
+            fitted = asyncio.run(_fit(turns, settings))
+        finally:
+            logging.getLogger("koalabot").removeHandler(quiet)
         prompt = fitted.prompt
         print(
             f"koalabot: {fitted.prompt_tokens} prompt tokens; "
@@ -81,12 +89,12 @@ async def _fit(turns: list[Turn], settings: Settings) -> Fitted:
     # Imported here: rendering alone needs no HTTP stack and works without a server.
     from koalabot.backend import Backend
 
+    template = TEMPLATES[settings.template]
     async with Backend.from_settings(settings) as backend:
-        limits = Limits.from_info(await backend.info())
-        return await fit(
-            turns,
-            TEMPLATES[settings.template],
-            limits,
-            settings.max_new_tokens,
-            CachedCounter(backend),
-        )
+        try:
+            limits = Limits.from_info(await backend.info())
+            return await fit(
+                turns, template, limits, settings.max_new_tokens, CachedCounter(backend)
+            )
+        except BackendError as exc:
+            raise type(exc)(f"{', '.join(settings.endpoints)}: {exc}") from None

@@ -14,7 +14,6 @@ from koalabot.adapter import Adapter, RunOptions
 from koalabot.cli.logs import setup_logging
 from koalabot.cli.options import add_backend, add_common, settings_from
 from koalabot.config import Settings
-from koalabot.engine import Engine
 from koalabot.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -25,9 +24,7 @@ def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser("run", help="run the bot on Slack/Discord")
     add_common(parser)
     add_backend(parser)
-    parser.add_argument(
-        "--platform", required=True, help="slack, discord, or both: slack,discord"
-    )
+    parser.add_argument("--platform", required=True, help="slack, discord, or both: slack,discord")
     parser.add_argument("--mode", choices=("socket", "http"), default="socket", help="Slack mode")
     parser.add_argument("--port", type=int, help="HTTP port (Slack events)")
     parser.add_argument("--shard-id", dest="shard_id", type=int)
@@ -41,7 +38,9 @@ def handle(args: argparse.Namespace) -> int:
     platforms = [p.strip() for p in args.platform.split(",") if p.strip()]
     unknown = [p for p in platforms if p not in PLATFORMS]
     if unknown or not platforms:
-        raise ConfigError(f"unknown platform {unknown[0] if unknown else ''!r} (use slack, discord)")
+        raise ConfigError(
+            f"unknown platform {unknown[0] if unknown else ''!r} (use slack, discord)"
+        )
     settings = settings_from(args)
     setup_logging(settings.log_level, settings.log_format)
     options = RunOptions(
@@ -56,6 +55,8 @@ def handle(args: argparse.Namespace) -> int:
 
 async def serve(settings: Settings, platforms: list[str], options: RunOptions) -> None:
     """Start every adapter over one engine; stop them all on SIGTERM or SIGINT."""
+    from koalabot.engine import Engine  # heavy (SQLAlchemy, aiohttp); only when running
+
     engine = await Engine.open(settings)
     adapters: list[Adapter] = []
     stop = asyncio.Event()

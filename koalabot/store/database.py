@@ -6,7 +6,6 @@ works inside a running event loop, and an in-memory SQLite database is migrated 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,8 +29,6 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 
 from koalabot.errors import ConfigError, MigrationError, SchemaBehindError, StoreError
-
-log = logging.getLogger(__name__)
 
 #: Where Alembic finds env.py and versions/: the installed package, from any working directory.
 SCRIPT_LOCATION = "koalabot_migrations:"
@@ -120,6 +117,13 @@ def _create_engine(url: str) -> AsyncEngine:
     options: dict[str, Any] = {}
     if _is_memory(parsed):
         options["poolclass"] = StaticPool
+    elif parsed.get_backend_name() == "sqlite":
+        folder = Path(str(parsed.database)).parent
+        if not folder.is_dir():
+            raise StoreError(
+                f"cannot create the SQLite database {parsed.database}: the folder {folder} "
+                "does not exist (create it, or point KOALABOT_DATABASE_URL elsewhere)"
+            )
     elif parsed.get_backend_name() == "postgresql":
         options.update(_PG_POOL)
         if parsed.get_driver_name() == "asyncpg":
@@ -191,8 +195,10 @@ def _check_known(current: str | None, url: str) -> None:
 
 
 def _reason(exc: BaseException) -> str:
+    """The driver's own words, first line only (SQLAlchemy appends SQL and a link)."""
     cause = getattr(exc, "orig", None) or exc
-    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
 
 
 async def _connect(engine: AsyncEngine, url: str) -> AsyncConnection:
@@ -205,13 +211,15 @@ async def _connect(engine: AsyncEngine, url: str) -> AsyncConnection:
 async def _migrate(engine: AsyncEngine, url: str, action: str, revision: str) -> None:
     """Run `alembic upgrade|downgrade revision` on one connection of this engine."""
 
-    def run(connection: Connection) -> None:
-        _check_known(_current(connection), url)
+    def run(connection: Connection) -> bool:
+        before = _current(connection)
+        _check_known(before, url)
         config = _alembic_config(connection)
         if action == "upgrade":
             command.upgrade(config, revision)
         else:
             command.downgrade(config, revision)
+        return _current(connection) != before
 
     conn = await _connect(engine, url)
     sqlite = engine.dialect.name == "sqlite"
@@ -222,8 +230,8 @@ async def _migrate(engine: AsyncEngine, url: str, action: str, revision: str) ->
             await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
             await conn.commit()
         async with conn.begin():
-            await conn.run_sync(run)
-        if sqlite:
+            moved = await conn.run_sync(run)
+        if sqlite and moved:
             broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
             if broken:
                 raise MigrationError(f"the migration left {len(broken)} dangling foreign keys")
@@ -232,12 +240,13 @@ async def _migrate(engine: AsyncEngine, url: str, action: str, revision: str) ->
     except (SQLAlchemyError, OSError) as exc:
         raise StoreError(f"{action} of {safe_url(url)} failed: {_reason(exc)}") from exc
     finally:
-        try:
-            if sqlite:
+        if sqlite:
+            try:
                 await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
                 await conn.commit()
-        finally:
-            await conn.close()
+            except SQLAlchemyError:
+                await conn.invalidate()  # never pool a connection without foreign keys
+        await conn.close()
 
 
 async def _current_revision(engine: AsyncEngine, url: str) -> str | None:
@@ -298,8 +307,9 @@ async def open_database(url: str, *, upgrade: bool | None = None) -> Database:
     """
     engine = _create_engine(url)
     dialect = engine.dialect.name
+    should_upgrade = dialect == "sqlite" if upgrade is None else upgrade
     try:
-        if upgrade if upgrade is not None else dialect == "sqlite":
+        if should_upgrade:
             await _migrate(engine, url, "upgrade", "head")
         else:
             await _require_head(engine, url)

@@ -90,6 +90,11 @@ class Repository:
         except OSError as exc:  # the driver lost its socket (PostgreSQL restarted)
             raise StoreError() from exc
 
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+        async with self._tx() as conn:
+            await conn.execute(text("SELECT 1"))
+
     # --- conversations -------------------------------------------------------------------
 
     async def conversation_id(self, where: ThreadKey) -> int | None:
@@ -185,9 +190,21 @@ class Repository:
         assert msg_id is not None
         return conv, int(msg_id)
 
-    async def start_answer(self, conversation_id: int, parent_id: int) -> int:
-        """Create the answer row (status `streaming`) before the first token is asked for."""
+    async def start_answer(self, conversation_id: int, parent_id: int) -> tuple[int, bool]:
+        """Create the answer row (status `streaming`) before the first token is asked for.
+
+        Returns its id and whether it is the thread's first answer (the consent notice goes on
+        that one); one transaction, as this runs for every message.
+        """
+        m = Message
         async with self._tx() as conn:
+            earlier = await conn.scalar(
+                select(m.id)
+                .where(
+                    m.conversation_id == conversation_id, m.role == "assistant", m.status == "ok"
+                )
+                .limit(1)
+            )
             new_id = await conn.scalar(
                 self._insert(Message)
                 .values(
@@ -202,46 +219,56 @@ class Repository:
                 .returning(Message.id)
             )
         assert new_id is not None
-        return int(new_id)
+        return int(new_id), earlier is None
 
     async def finish_answer(
-        self, answer_id: int, text_: str, status: str, record: GenerationRecord | None
+        self,
+        answer_id: int,
+        text_: str,
+        status: str,
+        record: GenerationRecord | None,
+        where: ThreadKey | None = None,
+        platform_message_ids: Sequence[str] = (),
     ) -> None:
-        """Commit an answer's final text and status with its generation record."""
+        """Commit an answer's final text and status with its generation record (and, when
+        given, the platform messages it shows as) in one transaction."""
+        first = platform_message_ids[0] if platform_message_ids else None
         async with self._tx() as conn:
-            await conn.execute(
-                update(Message).where(Message.id == answer_id).values(text=text_, status=status)
-            )
+            values: dict[str, Any] = {"text": text_, "status": status}
+            if first is not None:
+                values["platform_message_id"] = first
+            await conn.execute(update(Message).where(Message.id == answer_id).values(**values))
             if record is not None:
                 await conn.execute(
                     self._insert(Generation)
                     .values(message_id=answer_id, created_at=utcnow(), **record.__dict__)
                     .on_conflict_do_nothing()
                 )
+            if where is not None:
+                await self._insert_refs(conn, answer_id, where, platform_message_ids)
+
+    async def _insert_refs(
+        self, conn: AsyncConnection, answer_id: int, where: ThreadKey, ids: Sequence[str]
+    ) -> None:
+        rows = [
+            {
+                "message_id": answer_id,
+                "platform": where.platform,
+                "channel": where.channel,
+                "platform_message_id": pmid,
+            }
+            for pmid in dict.fromkeys(ids)
+        ]
+        if rows:
+            await conn.execute(self._insert(MessageRef).on_conflict_do_nothing(), rows)
 
     async def add_refs(
-        self, answer_id: int, platform: str, channel: str, platform_message_ids: Sequence[str]
+        self, answer_id: int, where: ThreadKey, platform_message_ids: Sequence[str]
     ) -> None:
-        """Remember every platform message an answer shows as, so reactions find it."""
-        if not platform_message_ids:
-            return
-        async with self._tx() as conn:
-            await conn.execute(
-                update(Message)
-                .where(Message.id == answer_id)
-                .values(platform_message_id=platform_message_ids[0])
-            )
-            for pmid in dict.fromkeys(platform_message_ids):
-                await conn.execute(
-                    self._insert(MessageRef)
-                    .values(
-                        message_id=answer_id,
-                        platform=platform,
-                        channel=channel,
-                        platform_message_id=pmid,
-                    )
-                    .on_conflict_do_nothing()
-                )
+        """Remember more platform messages an answer shows as, so reactions find them."""
+        if platform_message_ids:
+            async with self._tx() as conn:
+                await self._insert_refs(conn, answer_id, where, platform_message_ids)
 
     async def history(
         self, conversation_id: int, *, before_id: int | None = None, limit: int = 64
@@ -305,7 +332,9 @@ class Repository:
             row = (await conn.execute(select(*fields).where(g.message_id == answer_id))).first()
         return GenerationRecord(*row) if row is not None else None
 
-    async def answer_by_ref(self, platform: str, channel: str, platform_message_id: str) -> int | None:
+    async def answer_by_ref(
+        self, platform: str, channel: str, platform_message_id: str
+    ) -> int | None:
         """The answer shown as that platform message, if any."""
         r = MessageRef
         async with self._tx() as conn:
@@ -317,17 +346,6 @@ class Repository:
                 )
             )
         return int(found) if found is not None else None
-
-    async def has_answers(self, conversation_id: int) -> bool:
-        """Whether the thread already got an answer (the consent notice goes on the first)."""
-        m = Message
-        async with self._tx() as conn:
-            found = await conn.scalar(
-                select(m.id)
-                .where(m.conversation_id == conversation_id, m.role == "assistant")
-                .limit(1)
-            )
-        return found is not None
 
     async def mark_interrupted(self, older_than: timedelta | None = None) -> int:
         """Answers a crash left `streaming` become `interrupted`; returns how many."""
@@ -411,7 +429,9 @@ class Repository:
                 yield
             finally:
                 with contextlib.suppress(SQLAlchemyError, OSError):
-                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": conversation_id})
+                    await conn.execute(
+                        text("SELECT pg_advisory_unlock(:k)"), {"k": conversation_id}
+                    )
                     await conn.commit()
         finally:
             with contextlib.suppress(SQLAlchemyError, OSError):

@@ -5,6 +5,8 @@ Everything leaves this module as plain dataclasses, so nothing else needs SQLAlc
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -14,7 +16,7 @@ from sqlalchemy import (
     ColumnElement,
     Date,
     Select,
-    and_,
+    String,
     case,
     cast,
     delete,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -71,7 +74,8 @@ class ThreadMessage:
     text: str
     status: str
     parent_id: int | None
-    created_at: datetime
+    #: As the driver gave it (SQLite: text, stored as UTC); ``as_utc`` makes it a datetime.
+    created_at: datetime | str
     #: Votes that count: those of users who did not opt out.
     up: int = 0
     down: int = 0
@@ -80,7 +84,6 @@ class ThreadMessage:
     model: str | None = None
     template: str | None = None
     prompt: str | None = None
-    has_generation: bool = False
 
     @property
     def net(self) -> int:
@@ -94,9 +97,6 @@ class Thread:
 
     id: int
     platform: str
-    workspace: str
-    channel: str
-    thread: str
     messages: list[ThreadMessage] = field(default_factory=list)
 
 
@@ -143,9 +143,20 @@ class ForgetCounts:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive timestamps (stored as UTC); PostgreSQL aware ones."""
+def as_utc(value: datetime | str) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite gives naive UTC, or text when read raw)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def iso_utc(value: datetime | str) -> str:
+    """A stored time in ISO 8601 with its UTC offset."""
+    if isinstance(value, str) and len(value) == 26 and value[10] == " ":
+        # SQLite's stored form, "YYYY-MM-DD HH:MM:SS.ffffff": rewritten as isoformat() would.
+        fraction = "" if value.endswith(".000000") else value[19:]
+        return f"{value[:10]}T{value[11:19]}{fraction}+00:00"
+    return as_utc(value).isoformat()
 
 
 def _as_date(value: Any) -> date:
@@ -167,40 +178,22 @@ def _conversation_filters(c: Any, scope: ThreadScope) -> list[ColumnElement[bool
     return filters
 
 
-def _voter_ignored(platform: Any, user: Any, optout_users: Collection[str]) -> ColumnElement[bool]:
-    """Whether a vote's user opted out, through the bot or in settings ("platform:id"; a bare
-    id opts that id out on every platform)."""
-    key = platform + literal(":") + user
-    ignored: list[ColumnElement[bool]] = [
-        exists(select(OptOut.user_key).where(OptOut.user_key == key))
-    ]
-    keyed = sorted(u for u in optout_users if ":" in u)
-    bare = sorted(u for u in optout_users if ":" not in u)
-    if keyed:
-        ignored.append(key.in_(keyed))
-    if bare:
-        ignored.append(user.in_(bare))
-    return or_(*ignored)
-
-
-def _vote_totals(scope: ThreadScope, optout_users: Collection[str]) -> Any:
-    """Per answer: counted up-votes, down-votes, and votes ignored because of an opt-out."""
+def _vote_totals(scope: ThreadScope) -> Any:
+    """Per answer: all up-votes and down-votes (opted-out voters are taken off in Python)."""
     f = Feedback
-    fm, fc = aliased(Message), aliased(Conversation)
-    ignored = _voter_ignored(fc.platform, f.user, optout_users)
-    return (
-        select(
-            f.message_id.label("message_id"),
-            func.sum(case((and_(f.rating > 0, ~ignored), 1), else_=0)).label("up"),
-            func.sum(case((and_(f.rating < 0, ~ignored), 1), else_=0)).label("down"),
-            func.sum(case((ignored, 1), else_=0)).label("ignored"),
-        )
-        .join(fm, fm.id == f.message_id)
-        .join(fc, fc.id == fm.conversation_id)
-        .where(*_conversation_filters(fc, scope))
-        .group_by(f.message_id)
-        .subquery("votes")
+    query = select(
+        f.message_id.label("message_id"),
+        func.sum(case((f.rating > 0, 1), else_=0)).label("up"),
+        func.sum(case((f.rating < 0, 1), else_=0)).label("down"),
     )
+    if scope.platform is not None or scope.channel is not None:
+        fm, fc = aliased(Message), aliased(Conversation)
+        query = (
+            query.join(fm, fm.id == f.message_id)
+            .join(fc, fc.id == fm.conversation_id)
+            .where(*_conversation_filters(fc, scope))
+        )
+    return query.group_by(f.message_id).subquery("votes")
 
 
 def _voted_conversations(scope: ThreadScope) -> Select[Any]:
@@ -213,31 +206,31 @@ def _voted_conversations(scope: ThreadScope) -> Select[Any]:
     )
 
 
-def _thread_query(scope: ThreadScope, optout_users: Collection[str]) -> Select[Any]:
+def _thread_query(scope: ThreadScope, dialect: str) -> Select[Any]:
     m, c, g = Message, Conversation, Generation
-    votes = _vote_totals(scope, optout_users)
+    votes = _vote_totals(scope)
     prompt = g.prompt if scope.with_prompts else null()
+    # SQLite stores times as text; parsing one per row would cost more than the rest of the row,
+    # so they come raw and only rated answers' are parsed.
+    created = type_coerce(m.created_at, String) if dialect == "sqlite" else m.created_at
+    # Column order: the conversation, then ThreadMessage's fields in order.
     return (
         select(
             m.conversation_id,
+            c.platform,
             m.id,
             m.role,
             m.author,
             m.text,
             m.status,
             m.parent_id,
-            m.created_at,
-            votes.c.up,
-            votes.c.down,
-            votes.c.ignored,
+            created,
+            func.coalesce(votes.c.up, 0),
+            func.coalesce(votes.c.down, 0),
+            literal(0),
             g.model_id,
             g.template,
             prompt,
-            g.id,
-            c.platform,
-            c.workspace,
-            c.channel,
-            c.thread,
         )
         .join(c, c.id == m.conversation_id)
         .outerjoin(votes, votes.c.message_id == m.id)
@@ -250,6 +243,32 @@ def _thread_query(scope: ThreadScope, optout_users: Collection[str]) -> Select[A
         )
         .order_by(m.conversation_id, m.id)
     )
+
+
+def is_opted_out(platform: str, user: str, optout_users: Collection[str]) -> bool:
+    """A "platform:id" entry opts one account out; a bare id opts it out on every platform."""
+    return f"{platform}:{user}" in optout_users or user in optout_users
+
+
+async def _optout_votes(
+    conn: AsyncConnection, scope: ThreadScope, optout_users: Collection[str]
+) -> dict[int, tuple[int, int]]:
+    """(up, down) cast by opted-out users, by answer: only their votes, never all votes."""
+    ids = sorted({u.rpartition(":")[2] for u in optout_users})
+    f, fm, fc = Feedback, aliased(Message), aliased(Conversation)
+    ignored: dict[int, tuple[int, int]] = {}
+    for start in range(0, len(ids), 500):
+        rows = await conn.execute(
+            select(f.message_id, f.rating, fc.platform, f.user)
+            .join(fm, fm.id == f.message_id)
+            .join(fc, fc.id == fm.conversation_id)
+            .where(f.user.in_(ids[start : start + 500]), *_conversation_filters(fc, scope))
+        )
+        for message_id, rating, platform, user in rows:
+            if is_opted_out(platform, user, optout_users):
+                up, down = ignored.get(message_id, (0, 0))
+                ignored[message_id] = (up + (rating > 0), down + (rating < 0))
+    return ignored
 
 
 def _store_error(exc: BaseException) -> StoreError:
@@ -284,41 +303,62 @@ async def stream_threads(
 ) -> AsyncIterator[Thread]:
     """Conversations that have votes, one at a time, in id order; memory holds one thread.
 
-    Votes of users in ``optout_users`` (or in the optouts table) are counted as ``ignored``.
+    ``optout_users`` is every opted-out user ("platform:id", or a bare id for every platform);
+    their votes are moved from ``up``/``down`` to ``ignored``.
     """
-    query = _thread_query(scope, optout_users).execution_options(yield_per=BATCH)
+    query = _thread_query(scope, db.dialect).execution_options(yield_per=BATCH)
     try:
         async with db.engine.connect() as conn:
+            ignored = await _optout_votes(conn, scope, optout_users) if optout_users else {}
             result = await conn.stream(query)
-            current: Thread | None = None
-            async for batch in result.partitions(BATCH):
+            current = Thread(0, "")
+            async for batch in _prefetched(result.partitions(BATCH)):
                 for row in batch:
-                    if current is None or current.id != row[0]:
-                        if current is not None:
+                    if current.id != row[0]:
+                        if current.messages:
                             yield current
-                        current = Thread(row[0], row[15], row[16], row[17], row[18])
-                    current.messages.append(
-                        ThreadMessage(
-                            row[1],
-                            row[2],
-                            row[3],
-                            row[4],
-                            row[5],
-                            row[6],
-                            row[7],
-                            row[8] or 0,
-                            row[9] or 0,
-                            row[10] or 0,
-                            row[11],
-                            row[12],
-                            row[13],
-                            row[14] is not None,
-                        )
-                    )
-            if current is not None:
+                        current = Thread(row[0], row[1])
+                    message = ThreadMessage(*row[2:])
+                    if ignored and message.id in ignored:
+                        _take_off(message, ignored[message.id])
+                    current.messages.append(message)
+            if current.messages:
                 yield current
     except SQLAlchemyError as exc:
         raise _store_error(exc) from exc
+
+
+def _take_off(message: ThreadMessage, votes: tuple[int, int]) -> None:
+    up, down = votes
+    message.up -= up
+    message.down -= down
+    message.ignored = up + down
+
+
+async def _prefetched(batches: AsyncIterator[Any], depth: int = 2) -> AsyncIterator[Any]:
+    """The same batches, with the next ones fetched while the caller works on this one."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(depth)
+    done = object()
+
+    async def fetch() -> None:
+        try:
+            async for batch in batches:
+                await queue.put(batch)
+        except Exception as exc:  # handed to the consumer, raised there
+            await queue.put(exc)
+        else:
+            await queue.put(done)
+
+    task = asyncio.create_task(fetch())
+    try:
+        while (item := await queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 # --- stats -------------------------------------------------------------------------------------
@@ -549,6 +589,8 @@ __all__ = [
     "as_utc",
     "count_threads",
     "forget_user",
+    "is_opted_out",
+    "iso_utc",
     "optout_keys",
     "purge_idle",
     "stream_threads",

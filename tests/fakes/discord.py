@@ -53,6 +53,7 @@ DISPATCH, HEARTBEAT, IDENTIFY, RESUME, RECONNECT, INVALID_SESSION, HELLO, HEARTB
 # Channel types
 GUILD_TEXT, DM, PUBLIC_THREAD = 0, 1, 11
 EPHEMERAL = 1 << 6
+MESSAGE_CONTENT = 1 << 15  # the privileged intent
 
 
 def _now_iso() -> str:
@@ -237,6 +238,7 @@ class Session:
     log: list[JSON] = field(default_factory=list)  # every dispatch sent, for RESUME replay
     ws: web.WebSocketResponse | None = None
     redeliver: int = 0  # how many already-delivered events the next RESUME sends again
+    floor: int = 0  # READY and the GUILD_CREATEs: never sent again on RESUME
 
     @property
     def seq(self) -> int:
@@ -281,6 +283,8 @@ class FakeDiscord:
         self._rate_limits: list[_RateLimit] = []
         #: False: the bot lacks "Create Public Threads" (thread creation answers 403).
         self.can_create_threads = True
+        #: False: the Message Content intent is off in the portal (IDENTIFY with it closes 4014).
+        self.message_content_enabled = True
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._route_table = self._routes()
@@ -476,6 +480,9 @@ class FakeDiscord:
         if data.get("token") != self.token:
             await ws.close(code=4004, message=b"Authentication failed.")
             return
+        if int(data["intents"]) & MESSAGE_CONTENT and not self.message_content_enabled:
+            await ws.close(code=4014, message=b"Disallowed intent(s).")
+            return
         shard = tuple(data["shard"]) if data.get("shard") else None
         session = Session(secrets.token_hex(16), shard, int(data["intents"]), ws=ws)  # type: ignore[arg-type]
         self.sessions[session.id] = session
@@ -495,6 +502,7 @@ class FakeDiscord:
         await self._send_to(session, "READY", ready)
         if session.wants(self.guild_id):
             await self._send_to(session, "GUILD_CREATE", self._guild_payload())
+        session.floor = session.seq
 
     async def _resume(self, ws: web.WebSocketResponse, data: JSON) -> None:
         self.resumes.append(data)
@@ -503,7 +511,7 @@ class FakeDiscord:
             await ws.send_json({"op": INVALID_SESSION, "d": False})
             return
         session.ws = ws
-        start = max(0, int(data.get("seq") or 0) - session.redeliver)
+        start = max(session.floor, int(data.get("seq") or 0) - session.redeliver)
         session.redeliver = 0
         for frame in session.log[start:]:
             await ws.send_json(frame)

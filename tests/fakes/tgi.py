@@ -527,10 +527,14 @@ class FakeTGI:
     ) -> web.StreamResponse:
         response = await self._start_sse(request)
         last = len(plan.tokens) - 1
+        # With no delay every token is ready at once: the frames go out in one write.
+        ready: list[bytes] = []
         for index, token in enumerate(plan.tokens):
             if fault is not None and index == fault.after_tokens:
+                await _flush(response, ready)
                 return await self._break_stream(request, response, fault)
-            await self._pause(response, self.token_delay)
+            if self.token_delay:
+                await self._pause(response, self.token_delay)
             event: dict[str, Any] = {
                 "index": index + 1,
                 "token": _token_json(token),
@@ -544,7 +548,10 @@ class FakeTGI:
                     "seed": plan.seed,
                     "input_length": plan.input_length,
                 }
-            await response.write(b"data:" + _compact(event).encode() + b"\n\n")
+            ready.append(b"data:" + _compact(event).encode() + b"\n\n")
+            if self.token_delay:
+                await _flush(response, ready)
+        await _flush(response, ready)
         if fault is not None and fault.after_tokens >= len(plan.tokens):
             return await self._break_stream(request, response, fault)
         await response.write_eof()
@@ -697,6 +704,12 @@ def _gateway_response(fault: Fault | None, model_id: str) -> web.Response | None
         payload = {"error": f"Model {model_id} is currently loading", "estimated_time": 20.0}
         return web.json_response(payload, status=503)
     return None
+
+
+async def _flush(response: web.StreamResponse, frames: list[bytes]) -> None:
+    if frames:
+        await response.write(b"".join(frames))
+        frames.clear()
 
 
 def _cut(request: web.Request) -> None:
