@@ -24,8 +24,9 @@ from koalabot.adapter import RunOptions
 from koalabot.config import Settings
 from koalabot.errors import ConfigError, KoalabotError
 from koalabot.events import ChatMessage, FeedbackEvent, FeedbackResult, ThreadKey
-from koalabot_adapters.discord_feedback import RATINGS, FeedbackButton, reaction_rating
-from koalabot_adapters.discord_sink import DiscordReplySink
+
+from .discord_feedback import RATINGS, FeedbackButton, reaction_rating
+from .discord_sink import DiscordReplySink
 
 if TYPE_CHECKING:
     from koalabot.engine import Engine
@@ -78,15 +79,16 @@ def clean_text(message: discord.Message, bot_id: int) -> str:
     def replace(match: re.Match[str]) -> str:
         user_id = int(match[1])
         if user_id == bot_id:
-            return ""
-        return f"@{names[user_id]}" if user_id in names else match[0]
+            return ""  # with the space after it
+        return f"@{names[user_id]}{match[2]}" if user_id in names else match[0]
 
-    return re.sub(r"<@!?(\d+)>[ \t]?", replace, message.content).strip()
+    return re.sub(r"<@!?(\d+)>([ \t]?)", replace, message.content).strip()
 
 
 def thread_name(text: str) -> str:
     """A thread title from the first line of the question."""
-    first = " ".join(text.split("\n", 1)[0].split())
+    line = next((line for line in text.splitlines() if line.strip()), "")
+    first = " ".join(line.split())
     if len(first) > THREAD_NAME_CHARS:
         first = first[: THREAD_NAME_CHARS - 1].rstrip() + "…"
     return first or "Koala"
@@ -182,10 +184,15 @@ class DiscordAdapter:
     ) -> None:
         options = options or RunOptions()
         if not settings.discord_token:
-            raise ConfigError("DISCORD_TOKEN is not set: copy the bot token from the Developer Portal")
+            raise ConfigError(
+                "DISCORD_TOKEN is not set: copy the bot token from the Developer Portal"
+            )
         if (options.shard_id is None) != (options.shard_count is None):
             raise ConfigError("--shard-id and --shard-count must be given together")
-        if options.shard_count is not None and not 0 <= (options.shard_id or 0) < options.shard_count:
+        if (
+            options.shard_count is not None
+            and not 0 <= (options.shard_id or 0) < options.shard_count
+        ):
             raise ConfigError("--shard-id must be at least 0 and less than --shard-count")
         self.engine = engine
         self.settings = settings
@@ -302,7 +309,9 @@ class DiscordAdapter:
             return None
         return thread.id
 
-    async def _answer(self, message: discord.Message, where: ThreadKey, reply: bool = False) -> None:
+    async def _answer(
+        self, message: discord.Message, where: ThreadKey, reply: bool = False
+    ) -> None:
         assert self.client is not None and self.client.user is not None
         chat = ChatMessage(
             where=where,
@@ -411,7 +420,7 @@ def _connect_error(error: BaseException | None, api_url: str) -> KoalabotError:
             "Discord refused the Message Content intent. Turn it on in the Developer Portal → "
             "your application → Bot → Privileged Gateway Intents."
         )
-    return DiscordConnectError(f"could not connect to Discord at {api_url}: {error!r}")
+    return DiscordConnectError(f"could not connect to Discord at {api_url}: {error}")
 
 
 def _log_exit(task: asyncio.Task[None]) -> None:

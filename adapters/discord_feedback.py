@@ -30,9 +30,7 @@ class ButtonTarget(Protocol):
     ) -> None: ...
 
 
-class FeedbackButton(
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=TEMPLATE
-):
+class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=TEMPLATE):
     """One of 👍 👎 🔄 under an answer; its custom_id is `kb:<action>:<answer id>`."""
 
     def __init__(self, action: str, answer_id: int) -> None:

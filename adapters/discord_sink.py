@@ -7,7 +7,7 @@ import logging
 import discord
 from discord.abc import Messageable
 
-from koalabot_adapters.discord_feedback import feedback_view
+from .discord_feedback import feedback_view
 
 #: Discord rejects message content longer than this (Create/Edit Message).
 MAX_CHARS = 2000
@@ -44,8 +44,12 @@ class DiscordReplySink:
     async def post(self, text: str) -> str:
         """A new message; the first one replies to ``reply_to`` when answering in a channel."""
         reference, self._reply_to = self._reply_to, None
-        kwargs = {"reference": reference, "mention_author": False} if reference else {}
-        message = await self.channel.send(_nonempty(text), **kwargs)  # type: ignore[arg-type]
+        if reference is None:
+            message = await self.channel.send(_nonempty(text))
+        else:
+            message = await self.channel.send(
+                _nonempty(text), reference=reference, mention_author=False
+            )
         return str(message.id)
 
     async def edit(self, message_id: str, text: str) -> None:

@@ -94,22 +94,31 @@ class SlackAdapter:
             "SLACK_BOT_TOKEN",
             "give the bot token (xoxb-…) from the Slack app's OAuth & Permissions page",
         )
-        if self.mode == "socket":
-            self.app_token = _need(
+        socket = self.mode == "socket"
+        self.app_token = (
+            _need(
                 settings.slack_app_token,
                 "SLACK_APP_TOKEN",
                 "Socket Mode needs an app-level token (xapp-…) with connections:write "
                 "(or run with --mode http)",
             )
-        else:
-            self.signing_secret = _need(
+            if socket
+            else None
+        )
+        self.signing_secret = (
+            None
+            if socket
+            else _need(
                 settings.slack_signing_secret,
                 "SLACK_SIGNING_SECRET",
                 "HTTP mode needs the signing secret from the app's Basic Information page "
                 "(or run with --mode socket)",
             )
+        )
         self.host = settings.host
         self.port = options.port if options.port is not None else settings.port
+        #: `koalabot run`'s HTTP application: HTTP mode adds its route there (one port).
+        self.web_app = options.web_app
         self.bot_user_id: str | None = None
         self.client: AsyncWebClient | None = None
         self.app: AsyncApp | None = None
@@ -117,6 +126,7 @@ class SlackAdapter:
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._busy: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     @property
     def url(self) -> str:
@@ -151,6 +161,7 @@ class SlackAdapter:
 
     async def stop(self) -> None:
         """Stop taking events, let running answers finish (up to shutdown_grace), disconnect."""
+        self._stopping = True
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
         if self._runner is not None:
@@ -177,13 +188,20 @@ class SlackAdapter:
         self.bot_user_id = str(identity["user_id"])
 
     async def _serve_http(self, app: AsyncApp) -> None:
-        web_app = web.Application()
+        """Route POST /slack/events to bolt: on the process's HTTP app if there is one (its
+        owner serves it), else on a server of our own."""
 
         async def events(request: web.Request) -> web.Response:
+            if self._stopping:  # Slack retries later, when another replica (or we) can answer
+                return web.Response(status=503, text="shutting down")
             return await to_aiohttp_response(
                 await app.async_dispatch(await to_bolt_request(request))
             )
 
+        if self.web_app is not None:
+            self.web_app.router.add_post(EVENTS_PATH, events)
+            return
+        web_app = web.Application()
         web_app.router.add_post(EVENTS_PATH, events)
         self._runner = web.AppRunner(web_app, handle_signals=False)
         await self._runner.setup()
@@ -191,6 +209,7 @@ class SlackAdapter:
         self.port = int(self._runner.addresses[0][1])
 
     async def _connect_socket(self, app: AsyncApp, client: AsyncWebClient) -> None:
+        assert self.app_token is not None
         try:  # ask for the WebSocket URL here, so a bad app token fails start() clearly
             opened = await client.apps_connections_open(app_token=self.app_token)
         except SlackApiError as exc:
@@ -206,7 +225,7 @@ class SlackAdapter:
         app = AsyncApp(
             name="koalabot",
             client=client,
-            signing_secret=getattr(self, "signing_secret", ""),
+            signing_secret=self.signing_secret or "",
             request_verification_enabled=self.mode == "http",
             process_before_response=False,
         )

@@ -49,7 +49,7 @@ WORDS = ("koala", "eucalyptus", "tree", "sleeps", "leaf", "marsupial", "forest",
 REPLY = "".join(f" {WORDS[i % len(WORDS)]}" for i in range(TOKENS - 1))
 CONCURRENCY = (1, 16, 64)
 #: Streams per measurement at each concurrency (a full run stays under about 3 minutes).
-STREAMS = {1: 150, 16: 480, 64: 960}
+STREAMS = {1: 100, 16: 160, 64: 256}
 IMPLS = ("ours", "stock")
 
 
@@ -329,7 +329,9 @@ def _orchestrate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison (or, with --client, one measurement)."""
-    parser = argparse.ArgumentParser(prog="python -m bench.backend", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.backend", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="a quarter of the streams")
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between tokens")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from aiohttp import web
+
 if TYPE_CHECKING:
     from koalabot.config import Settings
     from koalabot.engine import Engine
@@ -22,6 +24,9 @@ class RunOptions:
     port: int | None = None  # HTTP port (Slack events; later /healthz and /metrics)
     shard_id: int | None = None  # Discord
     shard_count: int | None = None
+    #: The process's HTTP application (/healthz, /metrics), served on ``port`` once the
+    #: adapters started; an adapter that receives HTTP (Slack events) adds its routes here.
+    web_app: web.Application | None = None
 
 
 class Adapter(Protocol):

@@ -330,6 +330,7 @@ class RowBuilder:
         self._conversation: str | None = None
         self._chat: dict[int, dict[str, Any]] = {}
         self._clean: dict[int, str] = {}
+        self._authors: dict[int, list[str]] = {}
 
     def rows(self, thread: Thread) -> Iterator[Row]:
         """Every row this thread gives (votes, filters and opt-outs applied)."""
@@ -338,6 +339,7 @@ class RowBuilder:
         self._conversation = None
         self._chat.clear()
         self._clean.clear()
+        self._authors.clear()
         view = ThreadView(thread, self.optout_users)
         return self._rows(view, self._candidates(view))
 
@@ -462,7 +464,7 @@ class RowBuilder:
             }
         if self.meta:
             meta = self._meta(view, chosen, context)
-            for key in ("answer_id", "votes", "status", "created_at"):
+            for key in ("answer_id", "votes", "model", "created_at"):
                 del meta[key]
             meta["chosen"] = _side(chosen)
             meta["rejected"] = _side(rejected)
@@ -534,22 +536,22 @@ class RowBuilder:
         return gap + self.pseudo.text(self._platform, answer.text)
 
     def _meta(self, view: ThreadView, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
+        """Ids (pseudonymised), votes and provenance for researchers; trainers ignore it."""
         if self._conversation is None:
             self._conversation = self.pseudo.conversation(view.thread)
-        user = self.pseudo.user
-        platform = self._platform
-        authors = list(
-            dict.fromkeys(user(platform, m.author) for m in context if m.author is not None)
-        )
+        assert answer.parent_id is not None
+        authors = self._authors.get(answer.parent_id)
+        if authors is None:
+            user, platform = self.pseudo.user, self._platform
+            authors = list(dict.fromkeys(user(platform, m.author) for m in context if m.author))
+            self._authors[answer.parent_id] = authors
         return {
             "answer_id": answer.id,
             "conversation": self._conversation,
             "authors": authors,
             "votes": {"up": answer.up, "down": answer.down},
             "model": answer.model,
-            "template": answer.template,
-            "platform": platform,
-            "status": answer.status,
+            "platform": self._platform,
             "created_at": iso_utc(answer.created_at),
         }
 
@@ -559,7 +561,7 @@ def _side(answer: ThreadMessage) -> Row:
     return {
         "answer_id": answer.id,
         "votes": {"up": answer.up, "down": answer.down},
-        "status": answer.status,
+        "model": answer.model,
         "created_at": iso_utc(answer.created_at),
     }
 

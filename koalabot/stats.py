@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -171,8 +171,24 @@ def report_json(report: Report) -> dict[str, Any]:
 # --- chart -----------------------------------------------------------------------------------
 
 
+#: Days in the rolling window the approval line averages over (daily votes are few and noisy).
+WINDOW = 7
+
+
+def rolling_approval(days: list[date], tallies: list[Tally], window: int = WINDOW) -> list[float]:
+    """Per day: liked / voted over that day and the ``window - 1`` days before (NaN: no votes)."""
+    rates = []
+    for day in days:
+        start = day - timedelta(days=window - 1)
+        in_window = [t for d, t in zip(days, tallies, strict=True) if start <= d <= day]
+        voted = sum(t.voted for t in in_window)
+        liked = sum(t.liked for t in in_window)
+        rates.append(100 * liked / voted if voted else float("nan"))
+    return rates
+
+
 def plot(report: Report, path: str | Path) -> None:
-    """Draw approval rate (top) and answers per day (bottom) over time, one line per model."""
+    """Draw approval (top: a rolling line, daily dots) and answers per day (bottom) per model."""
     try:
         import matplotlib
 
@@ -183,28 +199,34 @@ def plot(report: Report, path: str | Path) -> None:
         raise PlotUnavailableError(
             "--plot needs matplotlib: pip install 'koalabot[plot]'"
         ) from None
-    models = sorted(report.models)
     fig, (top, bottom) = plt.subplots(
         2, 1, sharex=True, figsize=(11, 7), height_ratios=(3, 2), layout="constrained"
     )
-    for model in models:
+    for model in sorted(report.models):
         days = sorted(d for m, d in report.model_days if m == model)
         tallies = [report.model_days[(model, d)] for d in days]
-        rates = [100 * t.approval if t.approval is not None else float("nan") for t in tallies]
-        top.plot(days, rates, marker="o", markersize=4, linewidth=1.8, label=model)
-        bottom.plot(days, [t.answers for t in tallies], marker="o", markersize=3, label=model)
-    top.set_ylim(-2, 102)
-    top.set_ylabel("approval (% liked of voted)")
-    top.set_title("Answers liked, of those voted on, per day and model")
+        daily = [100 * t.approval if t.approval is not None else float("nan") for t in tallies]
+        rolling = rolling_approval(days, tallies)
+        (line,) = top.plot(days, rolling, linewidth=2.2, marker="o", markersize=3, label=model)
+        top.scatter(days, daily, s=14, color=line.get_color(), alpha=0.35, linewidths=0)
+        answers = [t.answers for t in tallies]
+        bottom.plot(days, answers, color=line.get_color(), linewidth=1.8, marker="o", markersize=3)
+    if report.days:
+        # A margin of a day on each side, so a short period is not lost in a default range.
+        bottom.set_xlim(min(report.days) - timedelta(days=1), max(report.days) + timedelta(days=1))
+    top.set_ylim(-3, 103)
+    top.set_ylabel(f"approval, % liked of voted\n(line: {WINDOW}-day rolling; dots: daily)")
     bottom.set_ylabel("answers per day")
     bottom.set_ylim(bottom=0)
+    bottom.set_xlabel("day (UTC)")
     for axis in (top, bottom):
         axis.grid(True, alpha=0.3)
-    top.legend(title="model", loc="best", fontsize="small")
     locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
+    formatter = mdates.ConciseDateFormatter(locator)  # type: ignore[no-untyped-call]
     bottom.xaxis.set_major_locator(locator)
-    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
-    bottom.set_xlabel("day (UTC)")
+    bottom.xaxis.set_major_formatter(formatter)
+    top.set_title("Approval and volume per model", loc="left")
+    fig.legend(loc="outside right upper", title="model")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -219,4 +241,5 @@ __all__ = [
     "gather",
     "plot",
     "report_json",
+    "rolling_approval",
 ]

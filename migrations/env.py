@@ -59,7 +59,7 @@ def _url() -> str:
         "sqlalchemy.url"
     )
     if not url:
-        from koalabot.config import load_settings
+        from koalabot.config import load_settings  # only the command line needs the settings
 
         url = load_settings().database_url
     return async_url(url)
@@ -74,6 +74,12 @@ def run_migrations_offline() -> None:
         dialect_opts={"paramstyle": "named"},
         render_as_batch=url.startswith("sqlite"),
     )
+    _run()
+
+
+def _run() -> None:
+    global _started
+    _started = time.monotonic()
     with context.begin_transaction():
         context.run_migrations()
 
@@ -81,8 +87,7 @@ def run_migrations_offline() -> None:
 def do_run_migrations(connection: Connection) -> None:
     """Run the migrations on a synchronous (greenlet-adapted) connection."""
     _configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
-    with context.begin_transaction():
-        context.run_migrations()
+    _run()
 
 
 async def run_async_migrations() -> None:

@@ -151,6 +151,7 @@ class ThreadBuilder:
 
 async def table_rows(db: Database, model: Any) -> list[dict[str, Any]]:
     """Every row of a table, as dicts (to look for leftovers after `forget`)."""
+    table = getattr(model, "__table__", model)
     async with db.engine.connect() as conn:
-        result = await conn.execute(select(model.__table__))
+        result = await conn.execute(select(table).order_by(*table.primary_key))
         return [dict(row._mapping) for row in result]

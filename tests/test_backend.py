@@ -212,13 +212,16 @@ async def test_retries_a_refused_connection_until_the_server_is_back(
     fake_tgi: FakeTGI, caplog: pytest.LogCaptureFixture
 ):
     await fake_tgi.stop()
-    restart = asyncio.get_running_loop().call_later(
-        0.1, lambda: asyncio.ensure_future(fake_tgi.start())
-    )
+
+    async def restart_soon() -> None:
+        await asyncio.sleep(0.1)
+        await fake_tgi.start()
+
+    restart = asyncio.create_task(restart_soon())
     caplog.set_level(logging.WARNING, logger="koalabot.backend")
     async with backend_for(fake_tgi.url, retries=8, retry_base_delay=0.05) as backend:
         completion = await backend.generate(PROMPT, PARAMS)
-    restart.cancel()
+    await restart
     assert completion.text == " You said: What is a koala?"
     assert any("retry 1 of 8" in r.getMessage() for r in caplog.records)
     assert len(fake_tgi.prompts) == 1

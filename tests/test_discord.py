@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import pytest
+from koalabot_adapters.discord import NEW_CONVERSATION
 
 from koalabot.errors import BackendUnavailableError, RateLimitedError
-from koalabot_adapters.discord import NEW_CONVERSATION
 from tests.fakes.discord import EPHEMERAL, FakeChannel, FakeDiscord, FakeMessage, FakeUser
 from tests.fixtures.discord import DiscordBot
-
-T = TypeVar("T")
 
 #: For behaviour that does not depend on the database: run it on SQLite only, to save time.
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -44,12 +41,15 @@ def answer_id(message: FakeMessage) -> int:
     return int(message.custom_ids[0].rsplit(":", 1)[1])
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], expected: T, within: float = 10) -> None:
+async def eventually(
+    probe: Callable[[], Awaitable[object]], expected: object, within: float = 10
+) -> None:
     """Poll an async probe of the store until it gives ``expected``."""
-    async with asyncio.timeout(within):
-        while (value := await probe()) != expected:
-            await asyncio.sleep(0.02)
-    assert value == expected
+    for _ in range(int(within / 0.02)):
+        if await probe() == expected:
+            return
+        await asyncio.sleep(0.02)
+    assert await probe() == expected
 
 
 async def test_a_mention_gets_a_thread_and_a_streamed_answer(discord_bot: DiscordBot) -> None:
@@ -223,6 +223,24 @@ async def test_a_gateway_reconnect_neither_loses_nor_repeats_an_answer(
 
     assert len(fake.bot_messages(thread.id)) == 1
     assert len(tgi.prompts) == 1
+
+
+@sqlite_only
+async def test_the_model_reads_people_by_name_and_not_the_bot_mention(
+    discord_bot: DiscordBot,
+) -> None:
+    fake, tgi = discord_bot.discord, discord_bot.tgi
+    carol = fake.add_user("carol")
+    text = f"is <@{carol.id}> right that koalas are <@{fake.bot.id}> marsupials?"
+    question = await fake.say(
+        fake.add_user("alice"), fake.channel_id, text, mention_bot=True, mentioning=[carol]
+    )
+    thread = await fake.wait_for(lambda: fake.thread_for(question.id))
+    await answers(fake, thread.id)
+
+    said = "is @carol right that koalas are marsupials?"
+    assert thread.name == said
+    assert tgi.prompts == [f"BEGINNING OF CONVERSATION: USER: {said} GPT:"]
 
 
 @sqlite_only

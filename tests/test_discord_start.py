@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from koalabot_adapters.discord import DiscordAdapter, DiscordConnectError
 
 from koalabot.adapter import RunOptions
 from koalabot.engine import Engine
 from koalabot.errors import ConfigError
-from koalabot_adapters.discord import DiscordAdapter, DiscordConnectError
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.tgi import FakeTGI
 from tests.fixtures.discord import GUILD_READY_TIMEOUT, discord_settings_for
@@ -31,7 +31,9 @@ GUILDS, GUILD_MESSAGES, GUILD_REACTIONS, DM_MESSAGES, DM_REACTIONS, MESSAGE_CONT
 
 
 @pytest.fixture
-async def engine(fake_discord: FakeDiscord, fake_tgi: FakeTGI, sqlite_url: str) -> AsyncIterator[Engine]:
+async def engine(
+    fake_discord: FakeDiscord, fake_tgi: FakeTGI, sqlite_url: str
+) -> AsyncIterator[Engine]:
     engine = await Engine.open(discord_settings_for(fake_discord, fake_tgi, sqlite_url))
     try:
         yield engine
@@ -39,7 +41,9 @@ async def engine(fake_discord: FakeDiscord, fake_tgi: FakeTGI, sqlite_url: str) 
         await engine.close()
 
 
-def adapter_for(engine: Engine, options: RunOptions | None = None, **settings: object) -> DiscordAdapter:
+def adapter_for(
+    engine: Engine, options: RunOptions | None = None, **settings: object
+) -> DiscordAdapter:
     fake_settings = engine.settings.model_copy(update=settings)
     return DiscordAdapter(engine, fake_settings, options, guild_ready_timeout=GUILD_READY_TIMEOUT)
 
@@ -52,7 +56,9 @@ async def test_identify_asks_for_the_intents_and_the_shard(
     await adapter.stop()
 
     (identify,) = fake_discord.identifies
-    wanted = GUILDS | GUILD_MESSAGES | GUILD_REACTIONS | DM_MESSAGES | DM_REACTIONS | MESSAGE_CONTENT
+    wanted = (
+        GUILDS | GUILD_MESSAGES | GUILD_REACTIONS | DM_MESSAGES | DM_REACTIONS | MESSAGE_CONTENT
+    )
     assert identify["intents"] == wanted
     assert identify["shard"] == [0, 2]
     assert [c["name"] for c in fake_discord.commands] == ["new"]  # shard 0 registers /new
@@ -121,6 +127,8 @@ async def test_koalabot_run_answers_and_finishes_the_answer_on_sigterm(
         "KOALABOT_DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}",
         "KOALABOT_EDIT_INTERVAL": "0.05",
         "KOALABOT_NOTICE": "",
+        "KOALABOT_HOST": "127.0.0.1",
+        "KOALABOT_PORT": "0",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -133,14 +141,21 @@ async def test_koalabot_run_answers_and_finishes_the_answer_on_sigterm(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+    output = b""
     try:
-        await fake_discord.wait_for(lambda: fake_discord.identifies, within=60)
+        assert process.stdout is not None
+        async with asyncio.timeout(60):
+            while b"discord adapter running" not in output:
+                line = await process.stdout.readline()
+                assert line, f"koalabot run exited early:\n{output.decode()}"
+                output += line
         alice = fake_discord.add_user("alice")
         question = await fake_discord.say(alice, fake_discord.channel_id, "hi", mention_bot=True)
         thread = await fake_discord.wait_for(lambda: fake_discord.thread_for(question.id))
         await fake_discord.wait_for(lambda: fake_discord.bot_messages(thread.id))
         process.send_signal(signal.SIGTERM)  # mid-answer: it finishes before leaving
-        output, _ = await asyncio.wait_for(process.communicate(), 60)
+        rest, _ = await asyncio.wait_for(process.communicate(), 60)
+        output += rest
     finally:
         if process.returncode is None:
             process.kill()

@@ -108,11 +108,12 @@ FOREIGN_KEYS = {
     ),
 }
 
-INDEXES = {
-    ("message_refs", "ix_message_refs_message_id", ("message_id",)),
-    ("messages", "ix_messages_author", ("author",)),
-    ("messages", "ix_messages_conversation_id_id", ("conversation_id", "id")),
-    ("messages", "ix_messages_parent_id", ("parent_id",)),
+INDEXES = {  # (table, name, columns, unique)
+    ("message_refs", "ix_message_refs_message_id", ("message_id",), False),
+    ("messages", "ix_messages_author", ("author",), False),
+    ("processed_events", "ix_processed_events_message_id", ("message_id",), False),
+    ("messages", "ix_messages_conversation_id_id", ("conversation_id", "id"), False),
+    ("messages", "ix_messages_parent_id", ("parent_id",), False),
 }
 
 
@@ -124,8 +125,8 @@ def _schema(conn: Connection) -> dict[str, Any]:
     for t in tables:
         for fk in insp.get_foreign_keys(t):
             assert fk["options"] == _CASCADE, (t, fk)
-            key = (fk["constrained_columns"], fk["referred_table"], fk["referred_columns"])
-            fks.add((t, fk["name"], tuple(key[0]), key[1], tuple(key[2])))
+            columns, referred = tuple(fk["constrained_columns"]), tuple(fk["referred_columns"])
+            fks.add((t, fk["name"], columns, fk["referred_table"], referred))
     return {
         "tables": tables,
         "columns": {t: [c["name"] for c in insp.get_columns(t)] for t in tables},
@@ -142,10 +143,10 @@ def _schema(conn: Connection) -> dict[str, Any]:
         "foreign_keys": fks,
         # PostgreSQL lists each unique constraint's index too; those are checked as uniques.
         "indexes": {
-            (t, ix["name"], tuple(ix["column_names"]))
+            (t, ix["name"], tuple(ix["column_names"]), bool(ix["unique"]))
             for t in tables
             for ix in insp.get_indexes(t)
-            if "duplicates_constraint" not in ix and not ix["unique"]
+            if "duplicates_constraint" not in ix
         },
     }
 

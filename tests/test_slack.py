@@ -76,6 +76,22 @@ async def test_a_follow_up_in_the_thread_needs_no_mention_and_keeps_the_memory(
     # A mention inside the thread arrives as both `message` and `app_mention`: one answer.
     await slack.user_posts(mention(slack, "thanks!"), thread_ts=root.ts)
     await answer_to(slack, root, nth=3)
+
+    # Other bots, edits and deletions in the thread are not messages to answer.
+    other_bot = Message(root.channel, slack.new_ts(), "U0OTHERBOT", "beep", thread_ts=root.ts)
+    event = slack.message_event(other_bot) | {"subtype": "bot_message", "bot_id": "B0OTHER"}
+    deleted = {
+        "type": "message",
+        "subtype": "message_deleted",
+        "hidden": True,
+        "channel": root.channel,
+        "ts": slack.new_ts(),
+        "deleted_ts": root.ts,
+        "channel_type": "channel",
+        "previous_message": {"ts": root.ts, "user": "U0ALICE", "text": "what do koalas eat?"},
+    }
+    assert (await slack.deliver_event(event)).status == 200
+    assert (await slack.deliver_event(deleted)).status == 200
     await slack.settle()
     assert len(tgi.prompts) == 3
     assert len(slack.bot_replies(root.channel, root.ts)) == 3
@@ -164,6 +180,7 @@ async def test_button_and_reaction_votes_land_in_the_store(slack_bot: SlackBot) 
     assert all(channel == root.channel for _, channel, _, _ in notes)
     assert notes[0][2] == root.ts, "a button's acknowledgement shows in the answer's thread"
     assert "👍" in notes[0][3] and "👎" in notes[1][3] and "removed" in notes[3][3]
+    assert all(delivery.status == 200 for _, delivery in slack.deliveries)  # none unhandled
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the store is incidental
@@ -242,6 +259,8 @@ async def test_the_assistant_view_suggests_prompts_and_shows_thinking(
         if (channel, ts) == (thread.channel, thread.ts)
     ]
     assert shown[0] == "is thinking…" and shown[-1] == ""
+    await slack.settle()
+    assert all(delivery.status == 200 for _, delivery in slack.deliveries)  # none unhandled
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the store is incidental

@@ -1,4 +1,5 @@
-"""Starting the Slack adapter: missing or rejected credentials are one clear line, not a trace."""
+"""Starting and stopping the Slack adapter: missing or rejected credentials are one clear line,
+not a trace; HTTP mode shares `koalabot run`'s port."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from koalabot_adapters.slack import create_adapter
 
 from koalabot.adapter import RunOptions
 from koalabot.engine import Engine
 from koalabot.errors import ConfigError
+from koalabot.http import ops_app
 from tests.fakes.slack import FakeSlack
 from tests.fakes.tgi import FakeTGI
 from tests.fixtures.slack import slack_settings
@@ -81,3 +85,30 @@ async def test_a_token_slack_rejects_fails_start_with_its_name(
     with pytest.raises(ConfigError, match=rf"^{named} was rejected by Slack \(invalid_auth\)$"):
         await adapter.start()
     assert fake_slack.socket_connections == 0
+
+
+async def test_http_mode_shares_the_ports_app_with_healthz(
+    engine_on: Engine, fake_slack: FakeSlack, fake_tgi: FakeTGI
+) -> None:
+    web_app = ops_app(engine_on)  # what `koalabot run` serves on its port
+    options = RunOptions(mode="http", port=0, web_app=web_app)
+    adapter = create_adapter(engine_on, engine_on.settings, options)
+    await adapter.start()
+    runner = web.AppRunner(web_app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    fake_slack.events_url = base + "/slack/events"
+    try:
+        root = await fake_slack.user_posts(f"<@{fake_slack.bot_user_id}> hi")
+        await fake_slack.wait_for(lambda: fake_slack.final_answer(root.channel, root.ts))
+        async with aiohttp.ClientSession() as http, http.get(base + "/healthz") as health:
+            assert health.status == 200
+
+        await adapter.stop()
+        late = await fake_slack.user_posts(f"<@{fake_slack.bot_user_id}> still there?")
+    finally:
+        await adapter.stop()
+        await runner.cleanup()
+
+    assert {d.status for b, d in fake_slack.deliveries if b["event"]["ts"] == late.ts} == {503}

@@ -51,6 +51,18 @@ class SSEReader:
                 raise SSEError(f"an event of more than {MAX_EVENT_BYTES} bytes")
 
     def _event_from_buffer(self) -> str | None:
+        if not self._data:
+            # TGI's framing, `data:{json}\n\n`, taken in one step.
+            buffer, pos = self._buffer, self._pos
+            end = buffer.find(b"\n\n", pos)
+            if (
+                end >= 0
+                and buffer.startswith(b"data:", pos)
+                and buffer.find(b"\n", pos, end) < 0
+                and buffer.find(b"\r", pos, end) < 0
+            ):
+                self._pos = end + 2
+                return buffer[pos + 5 : end].removeprefix(b" ").decode("utf-8", "replace")
         while True:
             line = self._take_line()
             if line is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -74,6 +75,8 @@ class GenerationStream:
         self._pool = pool
         self._body = body
         self._stop = stop
+        self._stop_tail = _stop_prefixes(stop)
+        self._longest_stop = max(map(len, stop), default=0)
         self._timeouts = timeouts
         self._received = ""
         self._pieces = self._run()
@@ -118,7 +121,7 @@ class GenerationStream:
                 self.text += rest
                 yield rest
             await self._drain(reader)
-            model_id = await endpoint.model_id()
+            model_id = await self._model_id(endpoint)
             details = event.details
             self.completion = Completion(
                 text=self.text,
@@ -195,7 +198,12 @@ class GenerationStream:
         """The text of ``event`` that can be handed out now."""
         if not event.token.special:
             self._received += event.token.text
-        safe = len(self._received) - _held_back(self._received, self._stop)
+        safe = len(self._received)
+        if self._stop_tail is not None:
+            # The leftmost match from here is the longest held-back piece.
+            held = self._stop_tail.search(self._received, max(0, safe - self._longest_stop))
+            if held is not None:
+                safe = held.start()
         return self._received[len(self.text) : safe]
 
     def _finish(self, event: StreamResponse) -> str:
@@ -207,6 +215,14 @@ class GenerationStream:
                     return self._received[: -len(stop)]
         return self._received
 
+    async def _model_id(self, endpoint: Endpoint) -> str | None:
+        """The endpoint's model id (``/info`` is read once per endpoint), None if it cannot say."""
+        try:
+            async with asyncio.timeout(self._timeouts.idle):
+                return await endpoint.model_id()
+        except TimeoutError:
+            return None
+
     async def _drain(self, reader: SSEReader) -> None:
         """Read to the end of the response, so its connection goes back to the pool."""
         try:
@@ -217,24 +233,14 @@ class GenerationStream:
             pass
 
 
-def _held_back(text: str, stops: tuple[str, ...]) -> int:
-    """How many trailing characters of ``text`` are, or may begin, a stop sequence."""
-    held = 0
-    for stop in stops:
-        if not stop:
-            continue
-        if text.endswith(stop):
-            held = max(held, len(stop))
-            continue
-        # Candidates start where the stop's first character occurs in the last len(stop)-1.
-        start = max(0, len(text) - len(stop) + 1)
-        at = text.find(stop[0], start)
-        while at >= 0:
-            if stop.startswith(text[at:]):
-                held = max(held, len(text) - at)
-                break
-            at = text.find(stop[0], at + 1)
-    return held
+def _stop_prefixes(stops: tuple[str, ...]) -> re.Pattern[str] | None:
+    """A pattern matching, at the end of a text, the longest piece that is, or may begin, one of
+    ``stops``: every prefix of every stop sequence."""
+    prefixes = {stop[:k] for stop in stops for k in range(1, len(stop) + 1)}
+    if not prefixes:
+        return None
+    alternatives = sorted(prefixes, key=len, reverse=True)
+    return re.compile("(?:" + "|".join(map(re.escape, alternatives)) + r")\Z")
 
 
 def _input_length(data: str) -> int | None:

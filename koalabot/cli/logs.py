@@ -32,5 +32,5 @@ def setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiohttp.access", "discord.gateway", "slack_bolt", "slack_sdk"):
+    for noisy in ("aiohttp.access", "alembic", "discord.gateway", "slack_bolt", "slack_sdk"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

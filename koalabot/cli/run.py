@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
 import signal
 from typing import Any
+
+from aiohttp import web
 
 from koalabot.adapter import Adapter, RunOptions
 from koalabot.cli.logs import setup_logging
@@ -54,16 +57,21 @@ def handle(args: argparse.Namespace) -> int:
 
 
 async def serve(settings: Settings, platforms: list[str], options: RunOptions) -> None:
-    """Start every adapter over one engine; stop them all on SIGTERM or SIGINT."""
+    """Start every adapter over one engine and the HTTP port; on SIGTERM or SIGINT stop taking
+    messages, let answers in flight finish within the grace period, then disconnect."""
     from koalabot.engine import Engine  # heavy (SQLAlchemy, aiohttp); only when running
+    from koalabot.http import ops_app
 
     engine = await Engine.open(settings)
+    options = dataclasses.replace(options, web_app=ops_app(engine))
+    assert options.web_app is not None
     adapters: list[Adapter] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(options.web_app, access_log=None)
     try:
         for name in platforms:
             module = importlib.import_module(f"koalabot_adapters.{name}")
@@ -71,10 +79,18 @@ async def serve(settings: Settings, platforms: list[str], options: RunOptions) -
             await adapter.start()
             adapters.append(adapter)
             log.info("%s adapter running", name)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, options.port)
+        await site.start()
+        log.info("HTTP on %s:%s (/healthz, /metrics)", settings.host, options.port)
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping: finishing answers in flight (up to %.0f s)", settings.shutdown_grace)
+        interrupted = await engine.shutdown(settings.shutdown_grace)
+        if interrupted:
+            log.warning("%d answers interrupted by the shutdown", interrupted)
     finally:
         for adapter in reversed(adapters):
             with contextlib.suppress(Exception):
                 await adapter.stop()
+        await runner.cleanup()
         await engine.close()

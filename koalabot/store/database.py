@@ -6,7 +6,7 @@ works inside a running event loop, and an in-memory SQLite database is migrated 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ _PG_CONNECT_TIMEOUT = 10.0
 class Database:
     """An open database: the engine, a session factory, and which kind of SQL it speaks."""
 
-    url: str
+    url: str = field(repr=False)  # may hold a password; the engine's repr masks it
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     dialect: str  # "sqlite" | "postgresql"

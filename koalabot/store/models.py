@@ -140,6 +140,7 @@ class ProcessedEvent(Base):
     """Platform delivery ids already taken in: retries and duplicates are answered once."""
 
     __tablename__ = "processed_events"
+    __table_args__ = (Index("ix_processed_events_message_id", "message_id"),)
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     message_id: Mapped[int | None] = mapped_column(

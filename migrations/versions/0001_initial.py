@@ -146,9 +146,11 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("key", name="pk_processed_events"),
     )
+    op.create_index("ix_processed_events_message_id", "processed_events", ["message_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_processed_events_message_id", table_name="processed_events")
     op.drop_table("processed_events")
     op.drop_index("ix_message_refs_message_id", table_name="message_refs")
     op.drop_table("message_refs")

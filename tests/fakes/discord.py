@@ -24,7 +24,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -300,11 +300,8 @@ class FakeDiscord:
         app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
         """Close every gateway socket and the listener."""
@@ -334,12 +331,19 @@ class FakeDiscord:
         return user
 
     async def say(
-        self, user: FakeUser, channel_id: int, text: str, *, mention_bot: bool = False
+        self,
+        user: FakeUser,
+        channel_id: int,
+        text: str,
+        *,
+        mention_bot: bool = False,
+        mentioning: Sequence[FakeUser] = (),
     ) -> FakeMessage:
-        """A guild message from ``user`` (a mention puts `<@bot>` in front, as the client does)."""
+        """A guild message from ``user``; `mention_bot` puts `<@bot>` in front, as the client
+        does, and `mentioning` lists the other users whose `<@id>` the text contains."""
         channel = self.channels[channel_id]
         content = f"<@{self.bot.id}> {text}" if mention_bot else text
-        mentions = [self.bot] if mention_bot else []
+        mentions = [self.bot, *mentioning] if mention_bot else list(mentioning)
         message = self._store(channel, user, content, mentions=mentions)
         data = message.payload()
         data["member"] = self._member(user, with_user=False)
@@ -484,7 +488,7 @@ class FakeDiscord:
             await ws.close(code=4014, message=b"Disallowed intent(s).")
             return
         shard = tuple(data["shard"]) if data.get("shard") else None
-        session = Session(secrets.token_hex(16), shard, int(data["intents"]), ws=ws)  # type: ignore[arg-type]
+        session = Session(secrets.token_hex(16), shard, int(data["intents"]), ws=ws)
         self.sessions[session.id] = session
         ready: JSON = {
             "v": 10,
@@ -503,12 +507,14 @@ class FakeDiscord:
         if session.wants(self.guild_id):
             await self._send_to(session, "GUILD_CREATE", self._guild_payload())
         session.floor = session.seq
+        await self._notify()
 
     async def _resume(self, ws: web.WebSocketResponse, data: JSON) -> None:
         self.resumes.append(data)
         session = self.sessions.get(data.get("session_id", ""))
         if session is None or data.get("token") != self.token:
             await ws.send_json({"op": INVALID_SESSION, "d": False})
+            await self._notify()
             return
         session.ws = ws
         start = max(session.floor, int(data.get("seq") or 0) - session.redeliver)
@@ -516,6 +522,7 @@ class FakeDiscord:
         for frame in session.log[start:]:
             await ws.send_json(frame)
         await self._send_to(session, "RESUMED", {})
+        await self._notify()
 
     async def _send_to(self, session: Session, event: str, data: JSON) -> None:
         frame = {"op": DISPATCH, "t": event, "s": session.seq + 1, "d": data}

@@ -441,7 +441,7 @@ class FakeSlack:
         }
         if message.thread_ts:
             container["thread_ts"] = message.thread_ts
-        payload = {
+        payload: dict[str, Any] = {
             "type": "block_actions",
             "user": {"id": user, "username": user.lower(), "name": user.lower()},
             "api_app_id": self.app_id,
@@ -519,11 +519,13 @@ class FakeSlack:
         """The Web API calls of one method, in order."""
         return [c for c in self.calls if c.method == method]
 
-    async def wait_for(self, predicate: Callable[[], T], within: float = 10.0) -> T:
+    async def wait_for(self, predicate: Callable[[], T | None], within: float = 10.0) -> T:
         """Wait until ``predicate()`` is truthy (re-checked on every change); return its value."""
         assert self._changed is not None
         async with self._changed:
-            return await asyncio.wait_for(self._changed.wait_for(predicate), within)
+            value = await asyncio.wait_for(self._changed.wait_for(predicate), within)
+        assert value is not None
+        return value
 
     async def settle(self) -> None:
         """Wait for the echo events still being delivered."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import re
 import signal
@@ -99,11 +100,12 @@ class Token:
         return self.id in (BOS_ID, EOS_ID)
 
 
-def tokenize(text: str) -> list[Token]:
+@functools.lru_cache(maxsize=1024)
+def tokenize(text: str) -> tuple[Token, ...]:
     """Deterministic tokens of `text`, without the BOS TGI adds."""
-    return [
+    return tuple(
         Token(_token_id(m.group()), m.group(), m.start(), m.end()) for m in _TOKEN.finditer(text)
-    ]
+    )
 
 
 def count_input_tokens(text: str) -> int:
@@ -158,7 +160,7 @@ def _invalid(message: str) -> _Rejected:
 class _Plan:
     """What one generation will send: its tokens, finish reason and texts."""
 
-    tokens: list[Token]
+    tokens: tuple[Token, ...]
     finish_reason: str
     generated_text: str
     input_length: int
@@ -407,7 +409,7 @@ class FakeTGI:
         reply = self.replies.popleft() if self.replies else None
         if reply is None:
             reply = self.reply if isinstance(self.reply, str) else self.reply(inputs)
-        tokens, finish, text = _decode(reply, max_new_tokens, list(params.get("stop") or []))
+        tokens, finish, text = _decode(reply, max_new_tokens, tuple(params.get("stop") or ()))
         full = params.get("return_full_text")
         if full is None and compat:
             full = self.pipeline_tag in (None, "text-generation")
@@ -526,7 +528,6 @@ class FakeTGI:
         self, request: web.Request, plan: _Plan, fault: Fault | None
     ) -> web.StreamResponse:
         response = await self._start_sse(request)
-        last = len(plan.tokens) - 1
         # With no delay every token is ready at once: the frames go out in one write.
         ready: list[bytes] = []
         for index, token in enumerate(plan.tokens):
@@ -535,20 +536,7 @@ class FakeTGI:
                 return await self._break_stream(request, response, fault)
             if self.token_delay:
                 await self._pause(response, self.token_delay)
-            event: dict[str, Any] = {
-                "index": index + 1,
-                "token": _token_json(token),
-                "generated_text": plan.generated_text if index == last else None,
-                "details": None,
-            }
-            if index == last and plan.details:
-                event["details"] = {
-                    "finish_reason": plan.finish_reason,
-                    "generated_tokens": len(plan.tokens),
-                    "seed": plan.seed,
-                    "input_length": plan.input_length,
-                }
-            ready.append(b"data:" + _compact(event).encode() + b"\n\n")
+            ready.append(_frame(plan, index, token))
             if self.token_delay:
                 await _flush(response, ready)
         await _flush(response, ready)
@@ -647,30 +635,61 @@ def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _frame(plan: _Plan, index: int, token: Token) -> bytes:
+    """The SSE frame of the token at `index`; the last one carries the text and details."""
+    if index < len(plan.tokens) - 1:  # the common case, without building a dict
+        return b'data:{"index":%d,"token":%s,"generated_text":null,"details":null}\n\n' % (
+            index + 1,
+            _compact_token(token),
+        )
+    event: dict[str, Any] = {
+        "index": index + 1,
+        "token": _token_json(token),
+        "generated_text": plan.generated_text,
+        "details": None,
+    }
+    if plan.details:
+        event["details"] = {
+            "finish_reason": plan.finish_reason,
+            "generated_tokens": len(plan.tokens),
+            "seed": plan.seed,
+            "input_length": plan.input_length,
+        }
+    return b"data:" + _compact(event).encode() + b"\n\n"
+
+
+@functools.lru_cache(maxsize=4096)
+def _compact_token(token: Token) -> bytes:
+    return _compact(_token_json(token)).encode()
+
+
 def _token_json(token: Token) -> dict[str, Any]:
     logprob = -round((token.id % 997) / 1000 + 0.01, 4)
     return {"id": token.id, "text": token.text, "logprob": logprob, "special": token.special}
 
 
-def _decode(reply: str, max_new_tokens: int, stop: list[str]) -> tuple[list[Token], str, str]:
+@functools.lru_cache(maxsize=256)
+def _decode(
+    reply: str, max_new_tokens: int, stop: tuple[str, ...]
+) -> tuple[tuple[Token, ...], str, str]:
     """The tokens TGI would send for `reply`: cut at `max_new_tokens`, at a stop sequence (kept
     in the text, as TGI does), or ended by EOS."""
     tokens: list[Token] = []
     text = ""
     for token in tokenize(reply):
         if len(tokens) == max_new_tokens:
-            return tokens, "length", text
+            return tuple(tokens), "length", text
         tokens.append(token)
         if token.id == EOS_ID:
-            return tokens, "eos_token", text
+            return tuple(tokens), "eos_token", text
         if not token.special:
             text += token.text
         if any(s and text.endswith(s) for s in stop):
-            return tokens, "stop_sequence", text
+            return tuple(tokens), "stop_sequence", text
     if len(tokens) == max_new_tokens:
-        return tokens, "length", text
+        return tuple(tokens), "length", text
     tokens.append(Token(EOS_ID, EOS, 0, 0))
-    return tokens, "eos_token", text
+    return tuple(tokens), "eos_token", text
 
 
 def _seed(params: dict[str, Any], inputs: str) -> int | None:

@@ -1,0 +1,46 @@
+"""The operator's HTTP surface: /healthz for load balancers, /metrics for Prometheus.
+
+`koalabot run` serves these on its HTTP port; the Slack adapter in HTTP mode adds its events
+route to the same application, so one port serves everything.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from koalabot.engine import Engine
+
+ENGINE_KEY = web.AppKey("engine", Engine)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the database and a TGI endpoint answer; 503 with the reasons otherwise."""
+    engine = request.app[ENGINE_KEY]
+    problems = await engine.health()
+    if not engine.accepting:
+        problems["shutdown"] = "shutting down"
+    status = 503 if problems else 200
+    body = {
+        "status": "unhealthy" if problems else "ok",
+        **({"problems": problems} if problems else {}),
+    }
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of the engine's metrics."""
+    engine = request.app[ENGINE_KEY]
+    return web.Response(
+        body=engine.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
+    )
+
+
+def ops_app(engine: Engine) -> web.Application:
+    """An aiohttp application with /healthz and /metrics, ready for more routes."""
+    app = web.Application()
+    app[ENGINE_KEY] = engine
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
