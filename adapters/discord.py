@@ -181,6 +181,7 @@ class DiscordAdapter:
         options: RunOptions | None = None,
         *,
         guild_ready_timeout: float = 2.0,
+        start_timeout: float = 60.0,
     ) -> None:
         options = options or RunOptions()
         if not settings.discord_token:
@@ -198,6 +199,7 @@ class DiscordAdapter:
         self.settings = settings
         self.options = options
         self.guild_ready_timeout = guild_ready_timeout
+        self.start_timeout = start_timeout
         self.client: KoalaClient | None = None
         self._runner: asyncio.Task[None] | None = None
         self._old_urls: tuple[str, yarl.URL] | None = None
@@ -220,14 +222,16 @@ class DiscordAdapter:
             client.start(self.settings.discord_token), name="discord-client"
         )
         ready = asyncio.create_task(client.ready_event.wait())
-        await asyncio.wait({self._runner, ready}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {self._runner, ready}, timeout=self.start_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if ready.done():
             self._runner.add_done_callback(_log_exit)
             return
         ready.cancel()
-        error = self._runner.exception()
+        error = self._runner.exception() if self._runner.done() else None
         await self.stop()
-        raise _connect_error(error, self.settings.discord_api_url) from error
+        raise _connect_error(error, self.settings, self.start_timeout) from error
 
     async def stop(self) -> None:
         """Let answers in flight finish (up to shutdown_grace), then disconnect."""
@@ -240,7 +244,10 @@ class DiscordAdapter:
             await asyncio.gather(*pending, return_exceptions=True)
         await self.client.close()
         if self._runner is not None:
-            with contextlib.suppress(Exception):
+            # The client ends on its own once closed, unless it sleeps between reconnects.
+            await asyncio.wait({self._runner}, timeout=5)
+            self._runner.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._runner
         if self._old_urls is not None:
             point_at(self._old_urls[0], str(self._old_urls[1]))
@@ -409,7 +416,7 @@ class DiscordAdapter:
             self._tasks.discard(task)
 
 
-def _connect_error(error: BaseException | None, api_url: str) -> KoalabotError:
+def _connect_error(error: BaseException | None, settings: Settings, waited: float) -> KoalabotError:
     if isinstance(error, discord.LoginFailure):
         return DiscordConnectError(
             "Discord rejected the bot token (DISCORD_TOKEN). Copy it again from the "
@@ -420,7 +427,14 @@ def _connect_error(error: BaseException | None, api_url: str) -> KoalabotError:
             "Discord refused the Message Content intent. Turn it on in the Developer Portal → "
             "your application → Bot → Privileged Gateway Intents."
         )
-    return DiscordConnectError(f"could not connect to Discord at {api_url}: {error}")
+    if error is None:
+        return DiscordConnectError(
+            f"no connection to the Discord gateway at {settings.discord_gateway_url} "
+            f"within {waited:.0f} s (KOALABOT_DISCORD_GATEWAY_URL)"
+        )
+    return DiscordConnectError(
+        f"could not connect to Discord at {settings.discord_api_url}: {error}"
+    )
 
 
 def _log_exit(task: asyncio.Task[None]) -> None:

@@ -254,14 +254,15 @@ class Engine:
             rating = 1 if ev.rating > 0 else -1
             if ev.removed:
                 removed = await self.repo.unvote(info.id, ev.user, rating)
-                return FeedbackResult(removed, info.id, 0, "removed" if removed else "no vote")
+                reason = "removed" if removed else "no vote"
+                return FeedbackResult(removed, info.id, 0, reason, where=info.where)
             await self.repo.vote(info.id, ev.user, rating)
             self.metrics.votes.labels("+1" if rating > 0 else "-1").inc()
         except StoreError:
             log.exception("could not store a vote")
             return FeedbackResult(False, reason="store unavailable")
         log.info("vote %+d on answer %d", rating, info.id)
-        return FeedbackResult(True, info.id, rating)
+        return FeedbackResult(True, info.id, rating, where=info.where)
 
     # --- the answer ----------------------------------------------------------------------------
 

@@ -134,11 +134,6 @@ class Pseudonymizer:
         self._hmac = hmac.new(self._key, digestmod=hashlib.sha256) if self._key else None
         self._users: dict[tuple[str, str], str] = {}
 
-    @property
-    def active(self) -> bool:
-        """Whether ids are hashed (False: raw ids are written)."""
-        return self._key is not None
-
     def _hash(self, prefix: str, value: str) -> str:
         assert self._hmac is not None
         mac = self._hmac.copy()  # the keyed state, without setting the key up again
@@ -219,8 +214,10 @@ class Progress:
 
     def update(self, threads: int, rows: int) -> None:
         """Redraw at most every ``interval`` seconds."""
+        if self.stream is None:
+            return
         now = time.monotonic()
-        if self.stream is None or now - self._shown < self.interval:
+        if now - self._shown < self.interval:
             return
         self._shown = now
         share = f" ({100 * threads / self.total:.0f}%)" if self.total else ""
@@ -297,7 +294,8 @@ class ThreadView:
 
 # --- rows --------------------------------------------------------------------------------------
 
-_encode = json.JSONEncoder(ensure_ascii=False).encode
+# Rows are trees (shared pieces, never cycles), so the cycle check is skipped.
+_encode = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
 
 Candidate = tuple[ThreadMessage, list[ThreadMessage]]
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from typing import Literal
 
 import pytest
+from aiohttp import web
 
-from koalabot.backend import Backend, GenerationParams
+from koalabot.backend import Backend, GenerationParams, GenerationStream
 from koalabot.budget import CachedCounter, estimate_tokens
-from koalabot.config import Settings
+from koalabot.config import load_settings
 from koalabot.errors import (
     BackendOverloadedError,
     BackendPromptTooLongError,
@@ -19,14 +22,16 @@ from koalabot.errors import (
     GenerationFailedError,
     TokenizerUnavailableError,
 )
-from tests.fakes.tgi import FakeTGI, Fault, count_input_tokens
+from tests.fakes.tgi import FakeTGI, Fault, FaultKind, count_input_tokens
 from tests.fixtures.tgi import backend_for
 
 PROMPT = "BEGINNING OF CONVERSATION: USER: What is a koala? GPT:"
 PARAMS = GenerationParams(max_new_tokens=64, stop=("</s>", "USER:"))
 
 
-async def collect(backend: Backend, prompt: str = PROMPT, params: GenerationParams = PARAMS):
+async def collect(
+    backend: Backend, prompt: str = PROMPT, params: GenerationParams = PARAMS
+) -> tuple[GenerationStream, list[str]]:
     stream = backend.stream(prompt, params)
     pieces = [piece async for piece in stream]
     return stream, pieces
@@ -35,7 +40,7 @@ async def collect(backend: Backend, prompt: str = PROMPT, params: GenerationPara
 # --- streaming ---------------------------------------------------------------------------------
 
 
-async def test_streams_the_answer_token_by_token(fake_tgi: FakeTGI, backend: Backend):
+async def test_streams_the_answer_token_by_token(fake_tgi: FakeTGI, backend: Backend) -> None:
     fake_tgi.replies.append(" A koala is a marsupial.</s>")
     stream, pieces = await collect(backend)
 
@@ -53,7 +58,7 @@ async def test_streams_the_answer_token_by_token(fake_tgi: FakeTGI, backend: Bac
     assert 0 < completion.time_to_first_token <= completion.total_time
 
 
-async def test_sends_the_exact_prompt_and_parameters(fake_tgi: FakeTGI, backend: Backend):
+async def test_sends_the_exact_prompt_and_parameters(fake_tgi: FakeTGI, backend: Backend) -> None:
     params = GenerationParams(
         max_new_tokens=32, temperature=0.7, top_p=0.95, top_k=40, seed=7, stop=("</s>", "USER:")
     )
@@ -71,7 +76,7 @@ async def test_sends_the_exact_prompt_and_parameters(fake_tgi: FakeTGI, backend:
     assert sent["return_full_text"] is False
 
 
-async def test_a_stop_sequence_is_never_shown(fake_tgi: FakeTGI, backend: Backend):
+async def test_a_stop_sequence_is_never_shown(fake_tgi: FakeTGI, backend: Backend) -> None:
     fake_tgi.replies.append(" Sure. USER: and now me")
     stream, pieces = await collect(backend)
 
@@ -82,7 +87,9 @@ async def test_a_stop_sequence_is_never_shown(fake_tgi: FakeTGI, backend: Backen
     assert stream.completion.text == " Sure. "
 
 
-async def test_text_that_only_looks_like_a_stop_start_is_shown(fake_tgi: FakeTGI, backend: Backend):
+async def test_text_that_only_looks_like_a_stop_start_is_shown(
+    fake_tgi: FakeTGI, backend: Backend
+) -> None:
     fake_tgi.replies.append(" US dollars")
     stream, pieces = await collect(backend)
     assert "".join(pieces) == " US dollars"
@@ -90,13 +97,13 @@ async def test_text_that_only_looks_like_a_stop_start_is_shown(fake_tgi: FakeTGI
     assert stream.completion.finish_reason == "eos_token"
 
 
-async def test_length_finish(fake_tgi: FakeTGI, backend: Backend):
+async def test_length_finish(fake_tgi: FakeTGI, backend: Backend) -> None:
     fake_tgi.replies.append(" one two three four five")
     completion = await backend.generate(PROMPT, GenerationParams(max_new_tokens=3))
     assert (completion.text, completion.finish_reason) == (" one two three", "length")
 
 
-async def test_keepalive_comments_between_tokens_are_skipped():
+async def test_keepalive_comments_between_tokens_are_skipped() -> None:
     async with (
         FakeTGI(reply=" slow but sure", token_delay=0.03, keepalive=0.01) as fake,
         backend_for(fake.url, idle_timeout=1.0) as backend,
@@ -105,7 +112,7 @@ async def test_keepalive_comments_between_tokens_are_skipped():
     assert completion.text == " slow but sure"
 
 
-async def test_stopping_early_frees_the_endpoint(fake_tgi: FakeTGI, backend: Backend):
+async def test_stopping_early_frees_the_endpoint(fake_tgi: FakeTGI, backend: Backend) -> None:
     fake_tgi.reply = " " + " ".join(["word"] * 50)
     fake_tgi.token_delay = 0.005
     stream = backend.stream(PROMPT, PARAMS)
@@ -118,13 +125,68 @@ async def test_stopping_early_frees_the_endpoint(fake_tgi: FakeTGI, backend: Bac
     assert (await backend.generate(PROMPT, PARAMS)).text.startswith(" word word")
 
 
+def tgi_events(*texts: str) -> list[str]:
+    """TGI's stream events for these token texts, then the EOS (compact JSON)."""
+    events = [
+        {"index": i + 1, "token": {"id": 100 + i, "text": t, "logprob": -0.1, "special": False},
+         "generated_text": None, "details": None}
+        for i, t in enumerate(texts)
+    ]  # fmt: skip
+    details = {"finish_reason": "eos_token", "generated_tokens": len(texts) + 1, "seed": None}
+    eos = {"id": 2, "text": "</s>", "logprob": -0.1, "special": True}
+    final = {"index": len(texts) + 1, "token": eos, "generated_text": "".join(texts)}
+    events.append(final | {"details": details})
+    return [json.dumps(e, separators=(",", ":")) for e in events]
+
+
+async def serve_bytes(body: bytes, piece: int) -> web.AppRunner:
+    """A server answering /generate_stream with ``body``, written ``piece`` bytes at a time."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for start in range(0, len(body), piece):
+            await response.write(body[start : start + piece])
+            await asyncio.sleep(0.001)  # so the client reads the pieces apart
+        return response
+
+    app = web.Application()
+    app.router.add_post("/generate_stream", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096])
+async def test_any_valid_event_stream_framing_is_read(piece: int) -> None:
+    hello, world, final = tgi_events(" Hello", " world")
+    split_at = final.index(',"generated_text"')
+    body = (
+        b": a comment first\r\n\r\n"
+        + f"data: {hello}\r\n\r\n".encode()  # a space after the colon, CRLF line ends
+        + f"id: 2\revent: message\rdata:{world}\r\r".encode()  # CR line ends, other fields
+        + f"data:{final[:split_at]}\ndata:{final[split_at:]}\n\n".encode()  # two data lines
+    )
+    runner = await serve_bytes(body, piece)
+    port = runner.addresses[0][1]
+    try:
+        async with backend_for(f"http://127.0.0.1:{port}") as backend:
+            stream, pieces = await collect(backend)
+    finally:
+        await runner.cleanup()
+    assert pieces == [" Hello", " world"]
+    assert stream.completion is not None
+    assert stream.completion.finish_reason == "eos_token"
+
+
 # --- info and tokens ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("style", "field"), [("v2", "max_input_tokens"), ("v1", "max_input_length")]
 )
-async def test_info_in_either_shape(style, field):
+async def test_info_in_either_shape(style: Literal["v1", "v2"], field: str) -> None:
     async with (
         FakeTGI(info_style=style, max_input_tokens=1000) as fake,
         backend_for(fake.url) as backend,
@@ -136,13 +198,13 @@ async def test_info_in_either_shape(style, field):
     assert [r.path for r in fake.requests] == ["/info"]  # cached
 
 
-async def test_count_uses_tokenize(fake_tgi: FakeTGI, backend: Backend):
+async def test_count_uses_tokenize(fake_tgi: FakeTGI, backend: Backend) -> None:
     text = "USER: Hello, world!</s>"
     assert await backend.count(text) == count_input_tokens(text)
     assert fake_tgi.requests[-1].path == "/tokenize"
 
 
-async def test_count_without_a_tokenizer_signals_the_budget_to_estimate():
+async def test_count_without_a_tokenizer_signals_the_budget_to_estimate() -> None:
     async with FakeTGI(tokenizer=False) as fake, backend_for(fake.url) as backend:
         with pytest.raises(TokenizerUnavailableError):
             await backend.count("Hello")
@@ -154,7 +216,7 @@ async def test_count_without_a_tokenizer_signals_the_budget_to_estimate():
 # --- timeouts ----------------------------------------------------------------------------------
 
 
-async def test_no_first_token_in_time(fake_tgi: FakeTGI):
+async def test_no_first_token_in_time(fake_tgi: FakeTGI) -> None:
     fake_tgi.fault = Fault("stall", after_tokens=0)
     async with backend_for(fake_tgi.url, first_token_timeout=0.3) as backend:
         with pytest.raises(BackendTimeoutError) as raised:
@@ -163,7 +225,7 @@ async def test_no_first_token_in_time(fake_tgi: FakeTGI):
     assert len(fake_tgi.prompts) == 1  # a timeout is not retried
 
 
-async def test_stall_after_some_tokens_despite_keepalives():
+async def test_stall_after_some_tokens_despite_keepalives() -> None:
     async with FakeTGI(reply=" a b c d e f", keepalive=0.02) as fake:
         fake.fault = Fault("stall", after_tokens=3)
         async with backend_for(fake.url, idle_timeout=0.3, first_token_timeout=5) as backend:
@@ -175,7 +237,7 @@ async def test_stall_after_some_tokens_despite_keepalives():
     assert "".join(seen) == raised.value.partial == stream.text == " a b c"
 
 
-async def test_a_slow_stream_is_not_a_timeout():
+async def test_a_slow_stream_is_not_a_timeout() -> None:
     # A total deadline would cut this stream; first-token and idle limits do not.
     async with (
         FakeTGI(reply=" " + " ".join(["w"] * 12), token_delay=0.05) as fake,
@@ -191,8 +253,8 @@ async def test_a_slow_stream_is_not_a_timeout():
 
 @pytest.mark.parametrize("kind", ["rate_limited", "loading", "overloaded"])
 async def test_retries_429_503_and_overloaded_then_answers(
-    fake_tgi: FakeTGI, backend: Backend, kind
-):
+    fake_tgi: FakeTGI, backend: Backend, kind: FaultKind
+) -> None:
     fake_tgi.fault = Fault(kind, times=2)
     fake_tgi.replies.append(" At last.")
     completion = await backend.generate(PROMPT, PARAMS)
@@ -200,7 +262,7 @@ async def test_retries_429_503_and_overloaded_then_answers(
     assert len(fake_tgi.prompts) == 3
 
 
-async def test_gives_up_when_still_overloaded(fake_tgi: FakeTGI):
+async def test_gives_up_when_still_overloaded(fake_tgi: FakeTGI) -> None:
     fake_tgi.fault = Fault("rate_limited", times=None)
     async with backend_for(fake_tgi.url, retries=2) as backend:
         with pytest.raises(BackendOverloadedError):
@@ -210,7 +272,7 @@ async def test_gives_up_when_still_overloaded(fake_tgi: FakeTGI):
 
 async def test_retries_a_refused_connection_until_the_server_is_back(
     fake_tgi: FakeTGI, caplog: pytest.LogCaptureFixture
-):
+) -> None:
     await fake_tgi.stop()
 
     async def restart_soon() -> None:
@@ -227,7 +289,7 @@ async def test_retries_a_refused_connection_until_the_server_is_back(
     assert len(fake_tgi.prompts) == 1
 
 
-async def test_nothing_listening_is_unavailable(fake_tgi: FakeTGI):
+async def test_nothing_listening_is_unavailable(fake_tgi: FakeTGI) -> None:
     await fake_tgi.stop()
     async with backend_for(fake_tgi.url, retries=2) as backend:
         with pytest.raises(BackendUnavailableError):
@@ -239,7 +301,9 @@ async def test_nothing_listening_is_unavailable(fake_tgi: FakeTGI):
 
 
 @pytest.mark.parametrize("kind", ["error", "incomplete", "disconnect"])
-async def test_breaks_after_tokens_are_not_retried(fake_tgi: FakeTGI, backend: Backend, kind):
+async def test_breaks_after_tokens_are_not_retried(
+    fake_tgi: FakeTGI, backend: Backend, kind: FaultKind
+) -> None:
     fake_tgi.reply = " one two three four"
     fake_tgi.fault = Fault(kind, after_tokens=2)
     stream = backend.stream(PROMPT, PARAMS)
@@ -253,14 +317,14 @@ async def test_breaks_after_tokens_are_not_retried(fake_tgi: FakeTGI, backend: B
     assert [s.in_flight for s in backend.status()] == [0]
 
 
-async def test_an_error_event_before_any_token(fake_tgi: FakeTGI, backend: Backend):
+async def test_an_error_event_before_any_token(fake_tgi: FakeTGI, backend: Backend) -> None:
     fake_tgi.fault = Fault("error", after_tokens=0)
     with pytest.raises(GenerationFailedError) as raised:
         await collect(backend)
     assert raised.value.partial == ""
 
 
-async def test_a_proxys_html_502_is_a_clear_error(fake_tgi: FakeTGI):
+async def test_a_proxys_html_502_is_a_clear_error(fake_tgi: FakeTGI) -> None:
     fake_tgi.fault = Fault("html502", times=None)
     async with backend_for(fake_tgi.url, retries=1) as backend:
         with pytest.raises(BackendUnavailableError) as raised:
@@ -272,7 +336,7 @@ async def test_a_proxys_html_502_is_a_clear_error(fake_tgi: FakeTGI):
 # --- rejected requests -------------------------------------------------------------------------
 
 
-async def test_input_too_long_for_the_model():
+async def test_input_too_long_for_the_model() -> None:
     async with (
         FakeTGI(max_input_tokens=20, max_total_tokens=4096) as fake,
         backend_for(fake.url) as backend,
@@ -283,7 +347,7 @@ async def test_input_too_long_for_the_model():
     assert len(fake.prompts) == 1
 
 
-async def test_input_and_answer_too_long_together():
+async def test_input_and_answer_too_long_together() -> None:
     async with (
         FakeTGI(max_input_tokens=100, max_total_tokens=120) as fake,
         backend_for(fake.url) as backend,
@@ -292,7 +356,7 @@ async def test_input_and_answer_too_long_together():
             await collect(backend, "word " * 50, GenerationParams(max_new_tokens=100))
 
 
-async def test_other_validation_errors_are_rejections(fake_tgi: FakeTGI, backend: Backend):
+async def test_other_validation_errors_are_rejections(fake_tgi: FakeTGI, backend: Backend) -> None:
     params = GenerationParams(stop=("a", "b", "c", "d", "e"))
     with pytest.raises(BackendRejectedError, match="supports up to 4 stop sequences"):
         await collect(backend, PROMPT, params)
@@ -308,8 +372,8 @@ async def test_other_validation_errors_are_rejections(fake_tgi: FakeTGI, backend
     ],
 )
 async def test_invalid_requests_are_refused_before_sending(
-    fake_tgi: FakeTGI, backend: Backend, prompt, params
-):
+    fake_tgi: FakeTGI, backend: Backend, prompt: str, params: GenerationParams
+) -> None:
     with pytest.raises(BackendRejectedError):
         backend.stream(prompt, params)
     assert fake_tgi.requests == []
@@ -318,8 +382,8 @@ async def test_invalid_requests_are_refused_before_sending(
 # --- parameters --------------------------------------------------------------------------------
 
 
-def test_params_from_settings_and_as_stored():
-    settings = Settings(max_new_tokens=100, temperature=0.5, top_p=0.9, top_k=None, seed=3)
+def test_params_from_settings_and_as_stored() -> None:
+    settings = load_settings(max_new_tokens=100, temperature=0.5, top_p=0.9, seed=3)
     params = GenerationParams.from_settings(settings, stop=["</s>", "USER:"])
     assert params == GenerationParams(100, 0.5, 0.9, None, None, 3, ("</s>", "USER:"))
     assert params.as_dict() == {

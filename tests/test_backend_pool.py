@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import trustme
 
 from koalabot.backend import Backend, GenerationParams
-from koalabot.config import Settings
+from koalabot.config import load_settings
 from koalabot.errors import BackendUnavailableError
 from tests.fakes.tgi import FakeTGI
 from tests.fixtures.tgi import backend_for
@@ -19,7 +19,7 @@ PROMPT = "BEGINNING OF CONVERSATION: USER: Hi GPT:"
 PARAMS = GenerationParams(max_new_tokens=64, stop=("</s>", "USER:"))
 
 
-async def eventually(condition) -> None:
+async def eventually(condition: Callable[[], bool]) -> None:
     """Wait up to 5 s for ``condition()`` to hold (state another task changes)."""
     for _ in range(500):
         if condition():
@@ -37,7 +37,7 @@ async def two_fakes() -> AsyncIterator[tuple[FakeTGI, FakeTGI]]:
 # --- connection reuse --------------------------------------------------------------------------
 
 
-async def test_many_streams_few_connections(fake_tgi: FakeTGI, backend: Backend):
+async def test_many_streams_few_connections(fake_tgi: FakeTGI, backend: Backend) -> None:
     for _ in range(20):
         await backend.generate(PROMPT, PARAMS)
     assert backend.connections_opened == 1
@@ -46,7 +46,7 @@ async def test_many_streams_few_connections(fake_tgi: FakeTGI, backend: Backend)
     assert fake_tgi.connections == backend.connections_opened  # the server saw the same
 
 
-async def test_https_streams_reuse_one_connection(tmp_path):
+async def test_https_streams_reuse_one_connection() -> None:
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
@@ -60,7 +60,7 @@ async def test_https_streams_reuse_one_connection(tmp_path):
             assert backend.connections_opened == fake.connections == 1
 
 
-async def test_an_untrusted_certificate_is_unavailable_without_retries():
+async def test_an_untrusted_certificate_is_unavailable_without_retries() -> None:
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
@@ -76,7 +76,9 @@ async def test_an_untrusted_certificate_is_unavailable_without_retries():
 # --- several endpoints -------------------------------------------------------------------------
 
 
-async def test_the_endpoint_with_fewest_in_flight_gets_the_request(two_fakes):
+async def test_the_endpoint_with_fewest_in_flight_gets_the_request(
+    two_fakes: tuple[FakeTGI, FakeTGI],
+) -> None:
     a, b = two_fakes
     for fake in two_fakes:
         fake.reply = " " + " ".join(["word"] * 30)
@@ -99,7 +101,9 @@ async def test_the_endpoint_with_fewest_in_flight_gets_the_request(two_fakes):
         await third.aclose()
 
 
-async def test_a_dead_endpoint_is_skipped_until_health_passes(two_fakes):
+async def test_a_dead_endpoint_is_skipped_until_health_passes(
+    two_fakes: tuple[FakeTGI, FakeTGI],
+) -> None:
     a, b = two_fakes
     await a.stop()
     async with backend_for(a.url, b.url, health_check_interval=0.05) as backend:
@@ -123,7 +127,7 @@ async def test_a_dead_endpoint_is_skipped_until_health_passes(two_fakes):
         assert endpoints == {a.url, b.url}
 
 
-async def test_health_reports_each_endpoint(two_fakes):
+async def test_health_reports_each_endpoint(two_fakes: tuple[FakeTGI, FakeTGI]) -> None:
     a, b = two_fakes
     b.healthy = False
     async with backend_for(a.url, b.url) as backend:
@@ -133,7 +137,7 @@ async def test_health_reports_each_endpoint(two_fakes):
             assert (await backend.generate(PROMPT, PARAMS)).endpoint == a.url
 
 
-async def test_all_endpoints_down_is_unavailable(two_fakes):
+async def test_all_endpoints_down_is_unavailable(two_fakes: tuple[FakeTGI, FakeTGI]) -> None:
     for fake in two_fakes:
         await fake.stop()
     async with backend_for(*(f.url for f in two_fakes), retries=3) as backend:
@@ -144,7 +148,7 @@ async def test_all_endpoints_down_is_unavailable(two_fakes):
 # --- life cycle --------------------------------------------------------------------------------
 
 
-async def test_close_closes_the_connections(fake_tgi: FakeTGI):
+async def test_close_closes_the_connections(fake_tgi: FakeTGI) -> None:
     backend = backend_for(fake_tgi.url)
     await asyncio.gather(*(backend.generate(PROMPT, PARAMS) for _ in range(3)))
     assert fake_tgi.open_connections >= 1
@@ -155,9 +159,9 @@ async def test_close_closes_the_connections(fake_tgi: FakeTGI):
         await backend.generate(PROMPT, PARAMS)
 
 
-async def test_from_settings_uses_every_url(two_fakes):
+async def test_from_settings_uses_every_url(two_fakes: tuple[FakeTGI, FakeTGI]) -> None:
     a, b = two_fakes
-    settings = Settings(tgi_urls=f"{a.url}/,{b.url}", first_token_timeout=3, idle_timeout=2)
+    settings = load_settings(tgi_urls=f"{a.url}/,{b.url}", first_token_timeout=3, idle_timeout=2)
     async with Backend.from_settings(settings) as backend:
         assert [s.url for s in backend.status()] == [a.url, b.url]
         assert (await backend.generate(PROMPT, PARAMS)).text == " You said: Hi"

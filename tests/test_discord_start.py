@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from koalabot_adapters.discord import DiscordAdapter, DiscordConnectError
 
 from koalabot.adapter import RunOptions
 from koalabot.engine import Engine
 from koalabot.errors import ConfigError
+from koalabot_adapters.discord import DiscordAdapter, DiscordConnectError
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.tgi import FakeTGI
 from tests.fixtures.discord import GUILD_READY_TIMEOUT, discord_settings_for
@@ -94,6 +94,13 @@ async def test_a_missing_message_content_intent_says_where_to_enable_it(
 async def test_an_unreachable_discord_is_named(engine: Engine) -> None:
     adapter = adapter_for(engine, discord_api_url="http://127.0.0.1:9/api/v10")
     with pytest.raises(DiscordConnectError, match=r"127\.0\.0\.1:9"):
+        await adapter.start()
+
+
+async def test_an_unreachable_gateway_is_named_after_the_start_timeout(engine: Engine) -> None:
+    settings = engine.settings.model_copy(update={"discord_gateway_url": "ws://127.0.0.1:9/"})
+    adapter = DiscordAdapter(engine, settings, guild_ready_timeout=0.05, start_timeout=0.5)
+    with pytest.raises(DiscordConnectError, match=r"gateway at ws://127\.0\.0\.1:9/ within"):
         await adapter.start()
 
 

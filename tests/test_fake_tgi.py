@@ -56,7 +56,7 @@ def events(raw: bytes) -> list[dict[str, Any]]:
 # --- streaming ---------------------------------------------------------------------------------
 
 
-async def test_generate_stream_frames_are_tgis(fake_tgi: FakeTGI, http: aiohttp.ClientSession):
+async def test_generate_stream_frames_are_tgis(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
     fake_tgi.replies.append(" Hi!")
     body = {"inputs": PROMPT, "parameters": {"details": True, "max_new_tokens": 20}}
     status, ctype, raw, headers = await post(http, fake_tgi.url + "/generate_stream", body)
@@ -89,14 +89,14 @@ async def test_generate_stream_frames_are_tgis(fake_tgi: FakeTGI, http: aiohttp.
     }
 
 
-async def test_stream_details_only_when_asked(fake_tgi: FakeTGI, http: aiohttp.ClientSession):
+async def test_stream_details_only_when_asked(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
     fake_tgi.replies.append(" Hi")
     body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 5}}
     _, _, raw, _ = await post(http, fake_tgi.url + "/generate_stream", body)
     assert events(raw)[-1]["details"] is None
 
 
-async def test_keepalive_comments_fill_silences(http: aiohttp.ClientSession):
+async def test_keepalive_comments_fill_silences(http: aiohttp.ClientSession) -> None:
     async with FakeTGI(reply=" a b", token_delay=0.05, keepalive=0.02) as fake:
         _, _, raw, _ = await post(http, fake.url + "/generate_stream", {"inputs": "x"})
     assert b":\n\n" in raw
@@ -105,7 +105,7 @@ async def test_keepalive_comments_fill_silences(http: aiohttp.ClientSession):
 
 async def test_compat_route_streams_or_wraps_in_an_array(
     fake_tgi: FakeTGI, http: aiohttp.ClientSession
-):
+) -> None:
     fake_tgi.reply = " ok"
     params = {"details": True, "return_full_text": False, "max_new_tokens": 5}
     status, ctype, raw, _ = await post(http, fake_tgi.url, {"inputs": PROMPT, "parameters": params})
@@ -124,7 +124,7 @@ async def test_compat_route_streams_or_wraps_in_an_array(
 
 async def test_compat_route_returns_full_text_by_default(
     fake_tgi: FakeTGI, http: aiohttp.ClientSession
-):
+) -> None:
     fake_tgi.reply = " ok"
     _, _, raw, _ = await post(http, fake_tgi.url, {"inputs": PROMPT, "parameters": {}})
     assert json.loads(raw)[0]["generated_text"] == PROMPT + " ok"
@@ -134,7 +134,7 @@ async def test_compat_route_returns_full_text_by_default(
     assert json.loads(raw) == {"generated_text": " ok"}
 
 
-async def test_stop_sequences_stay_in_the_text(fake_tgi: FakeTGI, http: aiohttp.ClientSession):
+async def test_stop_sequences_stay_in_the_text(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
     fake_tgi.reply = " Paris is nice. USER: and"
     body = {"inputs": PROMPT, "parameters": {"stop": ["USER:"], "details": True}}
     _, _, raw, _ = await post(http, fake_tgi.url + "/generate", body)
@@ -143,7 +143,7 @@ async def test_stop_sequences_stay_in_the_text(fake_tgi: FakeTGI, http: aiohttp.
     assert answer["details"]["finish_reason"] == "stop_sequence"
 
 
-async def test_max_new_tokens_cuts_with_length(fake_tgi: FakeTGI, http: aiohttp.ClientSession):
+async def test_max_new_tokens_cuts_with_length(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
     fake_tgi.reply = " one two three four"
     body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 2, "details": True}}
     _, _, raw, _ = await post(http, fake_tgi.url + "/generate_stream", body)
@@ -152,7 +152,7 @@ async def test_max_new_tokens_cuts_with_length(fake_tgi: FakeTGI, http: aiohttp.
     assert last["details"]["finish_reason"] == "length"
 
 
-async def test_default_reply_quotes_the_user(fake_tgi: FakeTGI, http: aiohttp.ClientSession):
+async def test_default_reply_quotes_the_user(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
     body = {"inputs": "BEGINNING OF CONVERSATION: USER: What is a koala? GPT:"}
     _, _, raw, _ = await post(http, fake_tgi.url + "/generate", body)
     assert json.loads(raw)["generated_text"] == " You said: What is a koala?"
@@ -161,7 +161,7 @@ async def test_default_reply_quotes_the_user(fake_tgi: FakeTGI, http: aiohttp.Cl
 
 async def test_reply_can_be_a_function_of_the_prompt(
     fake_tgi: FakeTGI, http: aiohttp.ClientSession
-):
+) -> None:
     fake_tgi.reply = lambda prompt: f" {len(prompt)}"
     _, _, raw, _ = await post(http, fake_tgi.url + "/generate", {"inputs": "abc"})
     assert json.loads(raw)["generated_text"] == " 3"
@@ -170,7 +170,7 @@ async def test_reply_can_be_a_function_of_the_prompt(
 # --- info, health, tokenize --------------------------------------------------------------------
 
 
-async def test_info_in_both_shapes(http: aiohttp.ClientSession):
+async def test_info_in_both_shapes(http: aiohttp.ClientSession) -> None:
     async with FakeTGI(max_input_tokens=1024) as new, FakeTGI(info_style="v1") as old:
         async with http.get(new.url + "/info") as response:
             info = await response.json()
@@ -183,7 +183,7 @@ async def test_info_in_both_shapes(http: aiohttp.ClientSession):
         assert "max_input_tokens" not in info
 
 
-async def test_health_is_an_empty_200_or_a_503(fake_tgi: FakeTGI, http: aiohttp.ClientSession):
+async def test_health_is_an_empty_200_or_a_503(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
     async with http.get(fake_tgi.url + "/health") as response:
         assert (response.status, await response.read()) == (200, b"")
     fake_tgi.healthy = False
@@ -194,7 +194,7 @@ async def test_health_is_an_empty_200_or_a_503(fake_tgi: FakeTGI, http: aiohttp.
 
 async def test_tokenize_adds_bos_and_slices_the_input(
     fake_tgi: FakeTGI, http: aiohttp.ClientSession
-):
+) -> None:
     text = "Hello world</s>USER: 42"
     _, _, raw, _ = await post(http, fake_tgi.url + "/tokenize", {"inputs": text})
     tokens = json.loads(raw)
@@ -204,7 +204,7 @@ async def test_tokenize_adds_bos_and_slices_the_input(
     assert len(tokens) == count_input_tokens(text) == 1 + len(tokenize(text))
 
 
-async def test_tokenize_404_without_a_fast_tokenizer(http: aiohttp.ClientSession):
+async def test_tokenize_404_without_a_fast_tokenizer(http: aiohttp.ClientSession) -> None:
     async with FakeTGI(tokenizer=False) as fake:
         status, _, raw, _ = await post(http, fake.url + "/tokenize", {"inputs": "hi"})
     assert (status, json.loads(raw)) == (404, {"error": "No fast tokenizer available"})
@@ -231,7 +231,7 @@ async def test_tokenize_404_without_a_fast_tokenizer(http: aiohttp.ClientSession
 )
 async def test_parameter_validation(
     fake_tgi: FakeTGI, http: aiohttp.ClientSession, parameters: dict[str, Any], message: str
-):
+) -> None:
     status, _, raw, _ = await post(
         http, fake_tgi.url + "/generate", {"inputs": PROMPT, "parameters": parameters}
     )
@@ -242,7 +242,7 @@ async def test_parameter_validation(
     }
 
 
-async def test_too_long_checks_the_total_first_then_the_input(http: aiohttp.ClientSession):
+async def test_too_long_checks_the_total_first_then_the_input(http: aiohttp.ClientSession) -> None:
     async with FakeTGI(max_input_tokens=10, max_total_tokens=20) as fake:
         prompt = " ".join(["word"] * 12)  # 13 tokens with the BOS
         url = fake.url + "/generate"
@@ -260,7 +260,7 @@ async def test_too_long_checks_the_total_first_then_the_input(http: aiohttp.Clie
         )
 
 
-async def test_stream_errors_are_events_on_a_200(fake_tgi: FakeTGI, http: aiohttp.ClientSession):
+async def test_stream_errors_are_events_on_a_200(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
     body = {"inputs": PROMPT, "parameters": {"top_p": 1.0}}
     status, ctype, raw, _ = await post(http, fake_tgi.url + "/generate_stream", body)
     assert (status, ctype) == (200, "text/event-stream")
@@ -270,7 +270,7 @@ async def test_stream_errors_are_events_on_a_200(fake_tgi: FakeTGI, http: aiohtt
     )
 
 
-async def test_bodies_axum_rejects_get_plain_text(fake_tgi: FakeTGI, http: aiohttp.ClientSession):
+async def test_bodies_axum_rejects_get_plain_text(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
     status, ctype, raw, _ = await post(http, fake_tgi.url + "/generate", {"parameters": {}})
     assert (status, ctype) == (422, "text/plain")
     assert b"missing field `inputs`" in raw
@@ -282,7 +282,7 @@ async def test_bodies_axum_rejects_get_plain_text(fake_tgi: FakeTGI, http: aioht
         assert response.status == 415
 
 
-async def test_requests_are_recorded(fake_tgi: FakeTGI, http: aiohttp.ClientSession):
+async def test_requests_are_recorded(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
     body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 3, "stop": ["</s>"]}}
     await post(http, fake_tgi.url + "/generate_stream", body)
     [request] = fake_tgi.requests
@@ -294,7 +294,7 @@ async def test_requests_are_recorded(fake_tgi: FakeTGI, http: aiohttp.ClientSess
 # --- faults ------------------------------------------------------------------------------------
 
 
-async def test_overloaded_is_429_or_an_event(fake_tgi: FakeTGI, http: aiohttp.ClientSession):
+async def test_overloaded_is_429_or_an_event(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
     fake_tgi.fault = Fault("overloaded", times=2)
     overloaded = {"error": "Model is overloaded", "error_type": "overloaded"}
     status, _, raw, _ = await post(http, fake_tgi.url + "/generate", {"inputs": "x"})
@@ -315,7 +315,7 @@ async def test_overloaded_is_429_or_an_event(fake_tgi: FakeTGI, http: aiohttp.Cl
 )
 async def test_gateway_faults(
     fake_tgi: FakeTGI, http: aiohttp.ClientSession, kind: Any, status: int, ctype: str
-):
+) -> None:
     fake_tgi.fault = Fault(kind, times=None)
     for path in ("/generate", "/generate_stream", "/"):
         got = await post(http, fake_tgi.url + path, {"inputs": "x"})
@@ -328,7 +328,7 @@ async def test_gateway_faults(
 )
 async def test_error_events_after_some_tokens(
     fake_tgi: FakeTGI, http: aiohttp.ClientSession, kind: Any, error_type: str
-):
+) -> None:
     fake_tgi.reply = " a b c d"
     fake_tgi.fault = Fault(kind, after_tokens=2)
     _, _, raw, _ = await post(http, fake_tgi.url + "/generate_stream", {"inputs": "x"})
@@ -337,14 +337,14 @@ async def test_error_events_after_some_tokens(
     assert error["error_type"] == error_type
 
 
-async def test_disconnect_cuts_the_stream(fake_tgi: FakeTGI, http: aiohttp.ClientSession):
+async def test_disconnect_cuts_the_stream(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
     fake_tgi.reply = " a b c d"
     fake_tgi.fault = Fault("disconnect", after_tokens=1)
     with pytest.raises(aiohttp.ClientPayloadError):
         await post(http, fake_tgi.url + "/generate_stream", {"inputs": "x"})
 
 
-async def test_stall_sends_only_keepalives(http: aiohttp.ClientSession):
+async def test_stall_sends_only_keepalives(http: aiohttp.ClientSession) -> None:
     async with FakeTGI(reply=" a b c", keepalive=0.02) as fake:
         fake.fault = Fault("stall", after_tokens=1)
         async with http.post(fake.url + "/generate_stream", json={"inputs": "x"}) as response:
@@ -356,7 +356,7 @@ async def test_stall_sends_only_keepalives(http: aiohttp.ClientSession):
 
 async def test_stopped_fake_refuses_then_serves_again_on_the_same_port(
     fake_tgi: FakeTGI, http: aiohttp.ClientSession
-):
+) -> None:
     url = fake_tgi.url
     await fake_tgi.stop()
     with pytest.raises(aiohttp.ClientConnectorError):
@@ -366,7 +366,7 @@ async def test_stopped_fake_refuses_then_serves_again_on_the_same_port(
     assert (await post(http, url + "/generate", {"inputs": "x"}))[0] == 200
 
 
-async def test_stats_count_connections(fake_tgi: FakeTGI):
+async def test_stats_count_connections(fake_tgi: FakeTGI) -> None:
     for _ in range(3):  # a new session each time: a new connection each time
         async with aiohttp.ClientSession() as session:
             await post(session, fake_tgi.url + "/generate", {"inputs": "x"})
@@ -386,7 +386,7 @@ stock_client = pytest.mark.filterwarnings("ignore:The `dict` method is deprecate
 
 
 @stock_client
-async def test_stock_client_generates_against_the_fake(fake_tgi: FakeTGI):
+async def test_stock_client_generates_against_the_fake(fake_tgi: FakeTGI) -> None:
     client = text_generation.AsyncClient(fake_tgi.url)
     fake_tgi.replies.extend([" Hi! How can I help you?", " Hi again."])
     response = await client.generate(PROMPT, max_new_tokens=20)
@@ -404,7 +404,7 @@ async def test_stock_client_generates_against_the_fake(fake_tgi: FakeTGI):
 
 
 @stock_client
-async def test_stock_client_maps_the_fakes_errors(fake_tgi: FakeTGI):
+async def test_stock_client_maps_the_fakes_errors(fake_tgi: FakeTGI) -> None:
     client = text_generation.AsyncClient(fake_tgi.url)
     fake_tgi.fault = Fault("overloaded")
     with pytest.raises(tgi_errors.OverloadedError):
@@ -424,7 +424,7 @@ async def test_stock_client_maps_the_fakes_errors(fake_tgi: FakeTGI):
 # --- as a program ------------------------------------------------------------------------------
 
 
-async def test_runs_as_a_program_until_ctrl_c():
+async def test_runs_as_a_program_until_ctrl_c() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.fakes.tgi", "--port", "0", "--token-delay", "0",
         "--reply", " Hello from the fake.",

@@ -7,9 +7,9 @@ import json
 import time
 
 import pytest
-from koalabot_adapters.slack_sink import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP
 
 from koalabot.events import ThreadKey
+from koalabot_adapters.slack_sink import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.tgi import Fault
 from tests.fixtures.slack import SlackBot, StartSlackBot

@@ -12,12 +12,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from koalabot_adapters.slack import create_adapter
 
 from koalabot.adapter import RunOptions
 from koalabot.engine import Engine
 from koalabot.errors import ConfigError
 from koalabot.http import ops_app
+from koalabot_adapters.slack import create_adapter
 from tests.fakes.slack import FakeSlack
 from tests.fakes.tgi import FakeTGI
 from tests.fixtures.slack import slack_settings
@@ -112,3 +112,30 @@ async def test_http_mode_shares_the_ports_app_with_healthz(
         await runner.cleanup()
 
     assert {d.status for b, d in fake_slack.deliveries if b["event"]["ts"] == late.ts} == {503}
+
+
+def test_the_app_manifest_asks_for_what_the_adapter_uses() -> None:
+    yaml = pytest.importorskip("yaml")  # PyYAML comes with huggingface_hub (text-generation)
+    manifest = yaml.safe_load((Path(__file__).parents[1] / "slack-app-manifest.yaml").read_text())
+    settings = manifest["settings"]
+
+    assert set(settings["event_subscriptions"]["bot_events"]) >= {
+        "app_mention",
+        "message.channels",
+        "message.groups",
+        "message.im",
+        "message.mpim",
+        "reaction_added",
+        "reaction_removed",
+        "assistant_thread_started",
+    }
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) >= {
+        "app_mentions:read",
+        "chat:write",
+        "im:history",
+        "channels:history",
+        "reactions:read",
+        "assistant:write",
+    }
+    assert settings["socket_mode_enabled"] and settings["interactivity"]["is_enabled"]
+    assert manifest["features"]["assistant_view"]["assistant_description"]

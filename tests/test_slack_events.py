@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from koalabot.events import ThreadKey
 from koalabot_adapters.slack_events import (
     button_vote,
     chat_message,
@@ -12,8 +13,6 @@ from koalabot_adapters.slack_events import (
     strip_mention,
 )
 from koalabot_adapters.slack_sink import ACTION_UP, SECTION_CHARS, answer_blocks, escape
-
-from koalabot.events import ThreadKey
 
 BOT = "U0KOALABOT"
 

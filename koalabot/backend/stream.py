@@ -116,6 +116,7 @@ class GenerationStream:
                 if event.generated_text is not None:
                     break
                 event, data = await self._next_token(reader)
+            finished_at = loop.time()
             rest = self._finish(event)[len(self.text) :]
             if rest:
                 self.text += rest
@@ -130,7 +131,7 @@ class GenerationStream:
                 endpoint=endpoint.url,
                 model_id=model_id,
                 time_to_first_token=first_token_at - started,
-                total_time=loop.time() - started,
+                total_time=finished_at - started,
                 prompt_tokens=_input_length(data),
             )
         finally:

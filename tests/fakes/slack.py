@@ -47,7 +47,7 @@ BLOCKS_LIMIT = 50
 BUTTON_TEXT_LIMIT = 75
 BUTTON_VALUE_LIMIT = 2_000
 ACTION_ID_LIMIT = 255
-_BOT_METHODS_NEEDING_APP_TOKEN = {"apps.connections.open"}
+_APP_TOKEN_METHODS = {"apps.connections.open"}
 
 
 @dataclass
@@ -554,7 +554,7 @@ class FakeSlack:
     def _authorize(self, method: str, token: str | None) -> dict[str, Any] | None:
         if not token:
             return {"ok": False, "error": "not_authed"}
-        wanted = self.app_token if method in _BOT_METHODS_NEEDING_APP_TOKEN else self.bot_token
+        wanted = self.app_token if method in _APP_TOKEN_METHODS else self.bot_token
         if token == wanted:
             return None
         if token in (self.app_token, self.bot_token):
