@@ -1,1 +1,1 @@
-"""Benchmarks: run each as `python -m bench.<name>`; results are printed, data cached in bench/output/."""
+"""Benchmarks: run each as `python -m bench.<name>`; data is cached in bench/output/."""

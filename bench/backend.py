@@ -62,7 +62,7 @@ class Measurement:
 
     streams: int
     seconds: float
-    ttft_median: float
+    ttfts: list[float]
     tokens: int
 
 
@@ -122,7 +122,7 @@ async def _drive(one: Any, streams: int, concurrency: int) -> Measurement:
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     seconds = time.perf_counter() - started
-    return Measurement(streams, seconds, statistics.median(ttfts), tokens)
+    return Measurement(streams, seconds, ttfts, tokens)
 
 
 def _client(args: argparse.Namespace) -> int:
@@ -242,7 +242,7 @@ def _summarise(protocol: str, concurrency: int, impl: str, runs: list[dict[str, 
         concurrency,
         impl,
         statistics.mean(r["streams"] / r["seconds"] for r in runs),
-        statistics.mean(r["ttft_median"] for r in runs) * 1000,
+        statistics.median(t for r in runs for t in r["ttfts"]) * 1000,
         sum(r["connections"] for r in runs) / sum(r["streams"] for r in runs),
         max(r["connections"] for r in runs),
     )
@@ -302,7 +302,9 @@ def _orchestrate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     print(
         f"{TOKENS}-token streams, {args.token_delay * 1000:g} ms per token, fake TGI in another "
-        f"process on 127.0.0.1; every figure is the mean of two runs, alternating clients.",
+        f"process on 127.0.0.1. Two runs per client, alternating: streams/s is their mean, TTFT "
+        f"the median over both. Load average before: {os.getloadavg()[0]:.1f} (2 cores: above "
+        f"~1, other work is skewing the figures).",
         flush=True,
     )
     rows = []
@@ -323,7 +325,8 @@ def _orchestrate(args: argparse.Namespace) -> int:
     verdicts = _verdicts(rows)
     for ok, text in verdicts:
         print(f"{'met   ' if ok else 'MISSED'} {text}")
-    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+    elapsed = time.perf_counter() - started
+    print(f"\n(total {elapsed:.0f} s; load average after: {os.getloadavg()[0]:.1f})")
     return 1 if args.check and not all(ok for ok, _ in verdicts) else 0
 
 

@@ -14,9 +14,9 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+import unicodedata
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from koalabot.access import AccessPolicy
@@ -42,7 +42,7 @@ from koalabot.events import (
 from koalabot.metrics import Metrics
 from koalabot.prompt import TEMPLATES, Turn, render_turn
 from koalabot.store.database import Database, open_database
-from koalabot.store.repository import GenerationRecord, Repository, StoredMessage
+from koalabot.store.repository import GenerationRecord, Orphan, Repository, StoredMessage
 from koalabot.streaming import ReplyStreamer
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,14 @@ ONLY_ATTACHMENTS = (
 INTERRUPTED = "I was restarted before I could finish this answer. Please ask again."
 SHUTTING_DOWN = "I'm restarting right now; your message is saved. Please send it again in a minute."
 UNEXPECTED = "Something went wrong on my side while answering. Please try again."
+#: Longest an answer waits for earlier messages of its thread to get theirs first.
+ORDER_WAIT = 10.0
+
+
+def has_words(text: str) -> bool:
+    """Whether a message says anything: not only whitespace and invisible format characters
+    (zero-width spaces and joiners, direction marks)."""
+    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
 
 
 def _cut_notice(dropped: int) -> str:
@@ -89,17 +97,23 @@ class Engine:
         self.metrics = Metrics()
         self.accepting = True
         self._tasks: set[asyncio.Task[AnswerResult]] = set()
+        #: Answers a crash cut off, by thread, until their threads are told (tell_interrupted).
+        self._orphans: dict[ThreadKey, list[Orphan]] = {}
 
     @classmethod
     async def open(cls, settings: Settings) -> Engine:
         """Open the store (SQLite upgrades itself) and the backend; recover crashed answers."""
         db = await open_database(settings.database_url)
         engine = cls(settings, db, Backend.from_settings(settings))
-        # On SQLite this process is the only writer, so every `streaming` answer is a crash's.
-        # Other replicas may be mid-answer on PostgreSQL: only answers older than any stream.
-        stale = None if db.dialect == "sqlite" else timedelta(minutes=15)
-        if count := await engine.repo.mark_interrupted(stale):
-            log.warning("marked %d answers left streaming by a crash as interrupted", count)
+        try:
+            orphans = await engine.repo.recover_interrupted()
+        except BaseException:
+            await engine.close()
+            raise
+        for orphan in orphans:
+            engine._orphans.setdefault(orphan.where, []).append(orphan)
+        if orphans:
+            log.warning("marked %d answers left streaming by a crash as interrupted", len(orphans))
         return engine
 
     async def close(self) -> None:
@@ -131,6 +145,11 @@ class Engine:
         self._tasks.add(task)
         try:
             return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if task.cancelled() and not (me is not None and me.cancelling()):
+                return AnswerResult("interrupted", notice=INTERRUPTED)  # by shutdown()
+            raise
         finally:
             if task.done():
                 self._tasks.discard(task)
@@ -152,6 +171,31 @@ class Engine:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         return len(pending)
+
+    async def tell_interrupted(
+        self, platform: str, sink_for: Callable[[ThreadKey], ReplySink]
+    ) -> int:
+        """Turn the placeholders of answers a crash cut off into a notice, once the platform is
+        connected again (``sink_for`` gives a sink for a thread); returns how many.
+
+        Threads not told this way are told when their next message arrives.
+        """
+        told = 0
+        for where in [w for w in self._orphans if w.platform == platform]:
+            told += await self._tell_orphans(where, sink_for(where))
+        return told
+
+    async def _tell_orphans(self, where: ThreadKey, sink: ReplySink) -> int:
+        orphans = self._orphans.pop(where, [])
+        for orphan in orphans:
+            try:
+                if orphan.platform_message_id is None:
+                    await sink.notice(INTERRUPTED)
+                else:
+                    await sink.edit(orphan.platform_message_id, f"⚠️ {INTERRUPTED}")
+            except Exception:
+                log.warning("could not tell answer %d was interrupted", orphan.answer_id)
+        return len(orphans)
 
     async def health(self) -> dict[str, str]:
         """What is wrong, if anything: {"database": reason, "backend": reason}; empty when fine."""
@@ -182,16 +226,18 @@ class Engine:
             log.info("duplicate delivery %s dropped", ",".join(msg.dedupe_keys))
             return AnswerResult("duplicate")
         conversation_id, message_id = stored
+        if msg.where in self._orphans:
+            await self._tell_orphans(msg.where, sink)
         if not self.accepting:
-            return await self._refuse(sink, "interrupted", SHUTTING_DOWN, message_id)
-        if not msg.text.strip():
+            return await self._decline(sink, "interrupted", SHUTTING_DOWN, message_id)
+        if not has_words(msg.text):
             notice = ONLY_ATTACHMENTS if msg.attachments else EMPTY_MESSAGE
-            return await self._refuse(sink, "empty", notice, message_id)
+            return await self._decline(sink, "empty", notice, message_id)
         try:
             self.policy.check_rate(msg.where.platform, msg.user)
         except RateLimitedError as exc:
-            return await self._refuse(sink, "rate_limited", exc.user_message, message_id)
-        return await self._answer(conversation_id, message_id, msg.where, sink)
+            return await self._decline(sink, "rate_limited", exc.user_message, message_id)
+        return await self._answer(conversation_id, message_id, msg.where, sink, in_order=True)
 
     async def regenerate(self, answer_id: int, user: str, sink: ReplySink) -> AnswerResult:
         """Another answer to the same user message, as a sibling both can be voted on."""
@@ -272,6 +318,16 @@ class Engine:
         await self._notify(sink, notice)
         return AnswerResult(status, user_message_id=message_id, notice=notice)
 
+    async def _decline(
+        self, sink: ReplySink, status: str, notice: str, message_id: int
+    ) -> AnswerResult:
+        """Refuse a stored message: marked, so its thread does not wait for its answer."""
+        try:
+            await self.repo.refuse(message_id)
+        except StoreError:
+            log.warning("could not mark message %d refused", message_id)
+        return await self._refuse(sink, status, notice, message_id)
+
     async def _notify(self, sink: ReplySink, notice: str) -> None:
         try:
             await sink.notice(notice)
@@ -290,18 +346,50 @@ class Engine:
             if entry.users == 0:
                 self._locks.pop(conversation_id, None)
 
-    async def _answer(
-        self, conversation_id: int, parent_id: int, where: ThreadKey, sink: ReplySink
-    ) -> AnswerResult:
-        try:
+    @contextlib.asynccontextmanager
+    async def _turn(
+        self, conversation_id: int, parent_id: int, in_order: bool
+    ) -> AsyncIterator[tuple[int, bool]]:
+        """Hold the thread's lock with the answer row created (its id, and whether it is the
+        thread's first). ``in_order``: first let earlier messages of the thread get their
+        answers, for at most ORDER_WAIT."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ORDER_WAIT
+        delay = 0.01
+        while True:
+            wait = in_order and loop.time() < deadline
             async with self._conversation_lock(conversation_id):
-                answer_id, first = await self.repo.start_answer(conversation_id, parent_id)
+                started = await self.repo.start_answer(conversation_id, parent_id, in_order=wait)
+                if started is not None:
+                    yield started
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def _answer(
+        self,
+        conversation_id: int,
+        parent_id: int,
+        where: ThreadKey,
+        sink: ReplySink,
+        *,
+        in_order: bool = False,
+    ) -> AnswerResult:
+        generating = False
+        try:
+            async with self._turn(conversation_id, parent_id, in_order) as (answer_id, first):
+                generating = True
                 return await self._generate(
                     conversation_id, parent_id, answer_id, first, where, sink
                 )
         except StoreError as exc:
             log.exception("store failed while answering")
             return await self._refuse(sink, "failed", exc.user_message, parent_id)
+        except asyncio.CancelledError:
+            if not generating:  # stopped while waiting for its turn; the message is stored
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._notify(sink, SHUTTING_DOWN))
+            raise
 
     async def _generate(
         self,
@@ -315,8 +403,13 @@ class Engine:
         streamer = ReplyStreamer(sink)
         started = time.monotonic()
         prompt, dropped, text = "", 0, ""
+        placed: asyncio.Task[None] | None = None
         try:
             await streamer.start()
+            # Where the answer shows, for a restart after a crash; written while TGI thinks.
+            placed = asyncio.create_task(
+                self.repo.set_placeholder(answer_id, streamer.message_ids[0])
+            )
             await sink.thinking(True)
             prompt, dropped, prompt_tokens = await self._prompt(conversation_id, parent_id)
             stream = self.backend.stream(prompt, self.params)
@@ -346,6 +439,7 @@ class Engine:
                 dropped_turns=dropped,
             )
             shown_so_far = list(streamer.message_ids)
+            await _settled(placed)
             await self.repo.finish_answer(answer_id, answer, "ok", record, where, shown_so_far)
             shown = answer or "(no answer)"
             if dropped:
@@ -356,9 +450,11 @@ class Engine:
             await self.repo.add_refs(answer_id, where, streamer.message_ids[len(shown_so_far) :])
             self._observe(where.platform, completion, started, streamer.edit_calls)
             log.info(
-                "answered %s answer=%d conversation=%d ttft=%.3fs total=%.3fs tokens=%s",
+                "answered %s answer=%d message=%d conversation=%d ttft=%.3fs total=%.3fs "
+                "tokens=%s",
                 where.platform,
                 answer_id,
+                parent_id,
                 conversation_id,
                 completion.time_to_first_token or 0.0,
                 time.monotonic() - started,
@@ -373,6 +469,14 @@ class Engine:
                 message_ids=tuple(streamer.message_ids),
             )
         except asyncio.CancelledError:
+            log.warning(
+                "answer %d interrupted: message=%d conversation=%d total=%.3fs",
+                answer_id,
+                parent_id,
+                conversation_id,
+                time.monotonic() - started,
+            )
+            await _settled(placed)
             await self._give_up(answer_id, "interrupted", text, prompt, dropped, INTERRUPTED)
             with contextlib.suppress(Exception):
                 await asyncio.shield(streamer.fail(INTERRUPTED, text))
@@ -383,13 +487,22 @@ class Engine:
                 self.metrics.backend_errors.labels(type(exc).__name__).inc()
             self.metrics.edits.labels(where.platform).inc(streamer.edit_calls)
             partial = exc.partial if isinstance(exc, BackendError) and exc.partial else text
-            log.warning("answer %d failed: %s", answer_id, exc.__class__.__name__)
+            log.warning(
+                "answer %d failed: %s message=%d conversation=%d total=%.3fs",
+                answer_id,
+                exc.__class__.__name__,
+                parent_id,
+                conversation_id,
+                time.monotonic() - started,
+            )
+            await _settled(placed)
             result = await self._failed(
                 streamer, answer_id, parent_id, status, partial, prompt, dropped, exc.user_message
             )
             return dataclasses.replace(result, error=type(exc).__name__)
         except Exception:
             log.exception("answer %d failed unexpectedly", answer_id)
+            await _settled(placed)
             return await self._failed(
                 streamer, answer_id, parent_id, "failed", text, prompt, dropped, UNEXPECTED
             )
@@ -489,12 +602,24 @@ class Engine:
     @staticmethod
     def _visible(message: StoredMessage, upto_id: int) -> bool:
         if message.role == "user":
-            return message.id <= upto_id and bool(message.text.strip())
+            return message.id <= upto_id and has_words(message.text)
         return (
             message.status == "ok"
             and message.parent_id is not None
             and (message.parent_id < upto_id)
         )
+
+
+async def _settled(task: asyncio.Task[None] | None) -> None:
+    """Wait for a side write to finish; its failure only costs the crash notice."""
+    if task is not None:
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                raise
+        except Exception:
+            log.warning("could not remember where an answer is shown", exc_info=True)
 
 
 def _turns(newest_first: list[StoredMessage], upto_id: int) -> list[Turn]:

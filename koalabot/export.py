@@ -23,6 +23,7 @@ Votes of opted-out users do not count, and no row holds a thread with an opted-o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -593,12 +594,14 @@ async def export(
     bar = Progress(progress, total)
     write = out.write
     try:
-        async for thread in stream_threads(db, scope, optouts):
-            for row in builder.rows(thread):
-                write(_encode(row))
-                write("\n")
-                summary.rows += 1
-            bar.update(summary.threads, summary.rows)
+        # aclosing: a failed write (full disk, closed pipe) still ends the query cleanly.
+        async with contextlib.aclosing(stream_threads(db, scope, optouts)) as threads:
+            async for thread in threads:
+                for row in builder.rows(thread):
+                    write(_encode(row))
+                    write("\n")
+                    summary.rows += 1
+                bar.update(summary.threads, summary.rows)
     finally:
         bar.close()
     return summary

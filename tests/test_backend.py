@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from aiohttp import web
@@ -127,7 +127,7 @@ async def test_stopping_early_frees_the_endpoint(fake_tgi: FakeTGI, backend: Bac
 
 def tgi_events(*texts: str) -> list[str]:
     """TGI's stream events for these token texts, then the EOS (compact JSON)."""
-    events = [
+    events: list[dict[str, Any]] = [
         {"index": i + 1, "token": {"id": 100 + i, "text": t, "logprob": -0.1, "special": False},
          "generated_text": None, "details": None}
         for i, t in enumerate(texts)
@@ -139,11 +139,13 @@ def tgi_events(*texts: str) -> list[str]:
     return [json.dumps(e, separators=(",", ":")) for e in events]
 
 
-async def serve_bytes(body: bytes, piece: int) -> web.AppRunner:
+async def serve_bytes(
+    body: bytes, piece: int, content_type: str = "text/event-stream"
+) -> web.AppRunner:
     """A server answering /generate_stream with ``body``, written ``piece`` bytes at a time."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response = web.StreamResponse(headers={"Content-Type": content_type})
         await response.prepare(request)
         for start in range(0, len(body), piece):
             await response.write(body[start : start + piece])
@@ -178,6 +180,29 @@ async def test_any_valid_event_stream_framing_is_read(piece: int) -> None:
     assert pieces == [" Hello", " world"]
     assert stream.completion is not None
     assert stream.completion.finish_reason == "eos_token"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "error"),
+    [
+        (b"data:<html>oops</html>\n\n", "text/event-stream", GenerationFailedError),
+        (b'data:{"unexpected":true}\n\n', "text/event-stream", GenerationFailedError),
+        (b'data:{"error":"boom"}\n\n', "text/event-stream", GenerationFailedError),
+        (b"", "text/event-stream", GenerationFailedError),
+        (b"<html>Please log in</html>", "text/html", BackendUnavailableError),
+    ],
+)
+async def test_garbage_is_a_backend_error(
+    body: bytes, content_type: str, error: type[Exception]
+) -> None:
+    runner = await serve_bytes(body, 4096, content_type)
+    port = runner.addresses[0][1]
+    try:
+        async with backend_for(f"http://127.0.0.1:{port}", retries=0) as backend:
+            with pytest.raises(error):
+                await collect(backend)
+    finally:
+        await runner.cleanup()
 
 
 # --- info and tokens ---------------------------------------------------------------------------

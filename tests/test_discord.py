@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from koalabot_adapters.discord import NEW_CONVERSATION
 
 from koalabot.errors import BackendUnavailableError, RateLimitedError
+from koalabot_adapters.discord import NEW_CONVERSATION
 from tests.fakes.discord import EPHEMERAL, FakeChannel, FakeDiscord, FakeMessage, FakeUser
 from tests.fixtures.discord import DiscordBot
 

@@ -6,10 +6,10 @@ import re
 
 import discord
 import pytest
-from koalabot_adapters.discord import THREAD_NAME_CHARS, thread_key, thread_name
-from koalabot_adapters.discord_feedback import TEMPLATE, feedback_view, reaction_rating
 
 from koalabot.events import ThreadKey
+from koalabot_adapters.discord import THREAD_NAME_CHARS, thread_key, thread_name
+from koalabot_adapters.discord_feedback import TEMPLATE, feedback_view, reaction_rating
 
 
 @pytest.mark.parametrize(

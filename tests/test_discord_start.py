@@ -64,6 +64,22 @@ async def test_identify_asks_for_the_intents_and_the_shard(
     assert [c["name"] for c in fake_discord.commands] == ["new"]  # shard 0 registers /new
 
 
+async def test_heartbeats_carry_the_sequence_and_are_acknowledged(
+    fake_discord: FakeDiscord, engine: Engine
+) -> None:
+    fake_discord.heartbeat_interval = 0.05
+    adapter = adapter_for(engine)
+    await adapter.start()
+    try:
+        await fake_discord.wait_for(lambda: len(fake_discord.heartbeats) >= 3)
+        (session,) = fake_discord.sessions.values()
+        assert fake_discord.heartbeats[-1] == session.seq  # the last event the client got
+        assert adapter.client is not None and adapter.client.latency < 1  # ACKs arrived
+        assert fake_discord.connections == 1
+    finally:
+        await adapter.stop()
+
+
 async def test_other_shards_leave_the_commands_alone(
     fake_discord: FakeDiscord, engine: Engine
 ) -> None:

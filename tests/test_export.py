@@ -40,11 +40,9 @@ def easylm_text(row: dict[str, Any]) -> tuple[str, str]:
         target = trained
         if field.startswith("[") and field.endswith("]"):
             field, target = field[1:-1], masked
-        if field == "<|eos|>":
-            text = "</s>"
-        else:
-            text = " ".join(row[key] for key in field.split("+"))
-        target.append(text)
+        target.append(
+            "</s>" if field == "<|eos|>" else " ".join(row[key] for key in field.split("+"))
+        )
     return "".join(masked), "".join(trained)
 
 
@@ -122,8 +120,11 @@ async def test_koala_multi_turn_trains_only_the_rated_answer(db: Database) -> No
     assert "An Unhelpful Answer:" not in masked
     # The masked prefix is exactly the prompt the model was given (EasyLM serving, §3.1).
     prompt = render(
-        [Turn("user", "Hello!"), Turn("assistant", "Hi! How can I help you?")]
-        + [Turn("user", "What is the largest animal on earth?")],
+        [
+            Turn("user", "Hello!"),
+            Turn("assistant", "Hi! How can I help you?"),
+            Turn("user", "What is the largest animal on earth?"),
+        ],
         TEMPLATES["koala"],
     )
     assert "BEGINNING OF CONVERSATION: " + sequence(good) == prompt + "The blue whale.</s>"
@@ -316,7 +317,7 @@ async def _liked_and_disliked(db: Database) -> tuple[int, int, int]:
 
 
 async def test_sft_rows_are_liked_answers_with_their_thread(db: Database) -> None:
-    disliked, liked, _ = await _liked_and_disliked(db)
+    _, liked, _ = await _liked_and_disliked(db)
 
     rows, summary = await rows_of(db, "sft")
 

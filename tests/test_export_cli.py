@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import select
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,10 @@ def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_export_writes_the_file_and_a_summary(
-    db: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    db: Database,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await seeded(db)
     monkeypatch.setenv("KOALABOT_PSEUDONYM_SECRET", "s3cret")
@@ -82,7 +86,9 @@ async def test_export_without_a_secret_refuses_with_one_line(
 ) -> None:
     out = tmp_path / "rows.jsonl"
 
-    code = await koalabot("export", "--format", "kto", "--out", str(out), "--database-url", sqlite_url)
+    code = await koalabot(
+        "export", "--format", "kto", "--out", str(out), "--database-url", sqlite_url
+    )
 
     assert code == 2
     err = capsys.readouterr().err
@@ -133,13 +139,16 @@ async def test_progress_line_on_a_terminal(db: Database) -> None:
     try:
         await export(db, ExportOptions(Format.KTO), io.StringIO(), progress=terminal)
         terminal.flush()
-        shown = os.read(leader, 65536).decode()
+        shown = b""
+        while select.select([leader], [], [], 0.2)[0]:
+            shown += os.read(leader, 65536)
     finally:
         terminal.close()
         os.close(leader)
 
-    assert "exporting: 1/1 conversations (100%), 1 rows" in shown
-    assert shown.endswith("\r\x1b[K")  # erased before the summary
+    text = shown.decode()
+    assert "exporting: 1/1 conversations (100%), 1 rows" in text
+    assert text.endswith("\r\x1b[K")  # erased before the summary
 
 
 async def test_no_progress_line_when_not_a_terminal(db: Database) -> None:

@@ -24,10 +24,15 @@ if TYPE_CHECKING:
 class Backend:
     """A client for one or more TGI servers that keeps one pooled session per server.
 
-    Generation streams from ``/generate_stream`` with a first-token and an idle timeout
-    instead of one total deadline; failures before the first token are retried with backoff
-    on the healthy endpoint with the fewest requests in flight. Use ``async with`` or call
-    ``close()``. Also a TokenCounter (koalabot.budget) through ``count``.
+    Generation streams from ``/generate_stream`` with two limits instead of one total
+    deadline: ``first_token_timeout`` from the start of a stream (retries included) to its
+    first token, and ``idle_timeout`` between two tokens (keep-alive comments do not count).
+    Overload (429, 503, ``overloaded``), refused connections and gateway errors are retried
+    ``retries`` times, only before the first token, with exponential backoff from
+    ``retry_base_delay`` and jitter, on the healthy endpoint with the fewest requests in
+    flight; an endpoint that fails is skipped until its ``/health`` passes (probed every
+    ``health_check_interval``). Use ``async with`` or call ``close()``. ``count`` makes it a
+    koalabot.budget TokenCounter.
     """
 
     def __init__(

@@ -49,7 +49,7 @@ def error_from_payload(status: int, payload: dict[str, Any], *, partial: str = "
     if status == 503 and "error_type" not in payload:
         # Hugging Face endpoints and gateways: {"error": "Model ... is currently loading"}.
         return BackendOverloadedError(partial=partial)
-    parsed = tgi.parse_error(status, payload)
+    parsed = tgi.parse_error(status, {**payload, "error": message})
     if isinstance(parsed, (tgi.OverloadedError, tgi.RateLimitExceededError)):
         return BackendOverloadedError(partial=partial)
     if isinstance(parsed, tgi.GenerationError):
@@ -59,7 +59,7 @@ def error_from_payload(status: int, payload: dict[str, Any], *, partial: str = "
     if isinstance(parsed, tgi.NotFoundError) and "tokenizer" in message.lower():
         return TokenizerUnavailableError(partial=partial)
     if isinstance(parsed, tgi.BadRequestError):
-        return BackendRejectedError(f"The model server rejected the request: {message}")
+        return _rejected(message, partial)
     if isinstance(parsed, tgi.ShardTimeoutError):
         return BackendTimeoutError(partial=partial)
     return _error_from_status(status, message, partial=partial)
@@ -68,10 +68,18 @@ def error_from_payload(status: int, payload: dict[str, Any], *, partial: str = "
 def _validation_error(message: str, partial: str) -> BackendError:
     if any(marker in message for marker in _TOO_LONG_MARKERS):
         return BackendPromptTooLongError(partial=partial)
-    return BackendRejectedError(f"The model server rejected the request: {message}")
+    return _rejected(message, partial)
+
+
+def _rejected(message: str, partial: str) -> BackendError:
+    return BackendRejectedError(
+        f"The model server rejected the request: {message}", partial=partial
+    )
 
 
 def _error_from_status(status: int, detail: str, *, partial: str) -> BackendError:
+    if status < 400:  # an error event of a kind we do not know, on a 200 stream
+        return GenerationFailedError(partial=partial)
     if status in (429, 503):
         return BackendOverloadedError(partial=partial)
     if 400 <= status < 500 and status not in (404, 405):

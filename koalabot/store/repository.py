@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
 
 from koalabot.errors import StoreError
 from koalabot.events import ThreadKey
@@ -52,6 +53,21 @@ class AnswerInfo:
     parent_id: int | None
     role: str
     where: ThreadKey
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """An answer a crashed process left `streaming` (now `interrupted`), and where it shows."""
+
+    answer_id: int
+    where: ThreadKey
+    platform_message_id: str | None  # its placeholder, if it was posted
+
+
+#: Earlier messages of a thread younger than this are answered first (see start_answer).
+ORDER_WINDOW = timedelta(minutes=2)
+#: How far back start_answer looks for earlier messages still waiting for their answer.
+ORDER_LOOKBACK = 20
 
 
 @dataclass(frozen=True)
@@ -190,14 +206,20 @@ class Repository:
         assert msg_id is not None
         return conv, int(msg_id)
 
-    async def start_answer(self, conversation_id: int, parent_id: int) -> tuple[int, bool]:
+    async def start_answer(
+        self, conversation_id: int, parent_id: int, *, in_order: bool = False
+    ) -> tuple[int, bool] | None:
         """Create the answer row (status `streaming`) before the first token is asked for.
 
         Returns its id and whether it is the thread's first answer (the consent notice goes on
-        that one); one transaction, as this runs for every message.
+        that one); one transaction, as this runs for every message. With ``in_order``, returns
+        None instead while an earlier recent message of the thread has no answer yet: replicas
+        (or tasks) may take a burst of messages in any order, but answer them in order.
         """
         m = Message
         async with self._tx() as conn:
+            if in_order and await self._earlier_waiting(conn, conversation_id, parent_id):
+                return None
             earlier = await conn.scalar(
                 select(m.id)
                 .where(
@@ -220,6 +242,47 @@ class Repository:
             )
         assert new_id is not None
         return int(new_id), earlier is None
+
+    async def _earlier_waiting(
+        self, conn: AsyncConnection, conversation_id: int, message_id: int
+    ) -> bool:
+        m, user, reply = Message, aliased(Message), aliased(Message)
+        recent = (
+            select(m.id)
+            .where(m.conversation_id == conversation_id, m.id < message_id)
+            .order_by(m.id.desc())
+            .limit(ORDER_LOOKBACK)
+            .subquery()
+        )
+        waiting = await conn.scalar(
+            select(user.id)
+            .where(
+                user.id.in_(select(recent.c.id)),
+                user.role == "user",
+                user.status == "ok",
+                user.created_at > utcnow() - ORDER_WINDOW,
+                ~exists().where(reply.parent_id == user.id),
+            )
+            .limit(1)
+        )
+        return waiting is not None
+
+    async def refuse(self, message_id: int) -> None:
+        """Mark a user message the bot declined to answer (empty, rate-limited, shutting down),
+        so later messages of its thread do not wait for its answer."""
+        m = Message
+        async with self._tx() as conn:
+            await conn.execute(
+                update(m).where(m.id == message_id, m.role == "user").values(status="refused")
+            )
+
+    async def set_placeholder(self, answer_id: int, platform_message_id: str) -> None:
+        """Remember where an answer is being shown, so a restart can turn it into a notice."""
+        m = Message
+        async with self._tx() as conn:
+            await conn.execute(
+                update(m).where(m.id == answer_id).values(platform_message_id=platform_message_id)
+            )
 
     async def finish_answer(
         self,
@@ -347,15 +410,49 @@ class Repository:
             )
         return int(found) if found is not None else None
 
-    async def mark_interrupted(self, older_than: timedelta | None = None) -> int:
-        """Answers a crash left `streaming` become `interrupted`; returns how many."""
-        m = Message
-        stmt = update(m).where(m.status == "streaming").values(status="interrupted")
-        if older_than is not None:
-            stmt = stmt.where(m.created_at < utcnow() - older_than)
-        async with self._tx() as conn:
-            result = await conn.execute(stmt)
-        return int(result.rowcount or 0)
+    async def recover_interrupted(self) -> list[Orphan]:
+        """Answers a crashed process left `streaming` become `interrupted`; returns them.
+
+        On PostgreSQL other replicas may be answering right now: a thread counts only when its
+        advisory lock is free (a crashed holder's session, and so its lock, is gone).
+        """
+        m, c = Message, Conversation
+        found: list[Orphan] = []
+        try:
+            async with self.db.engine.connect() as conn:
+                threads = (
+                    await conn.scalars(select(m.conversation_id).where(m.status == "streaming"))
+                ).all()
+                await conn.commit()
+                for conversation_id in dict.fromkeys(threads):
+                    if not await self._try_lock(conn, conversation_id):
+                        continue
+                    try:
+                        streaming = (m.conversation_id == conversation_id, m.status == "streaming")
+                        rows = (
+                            await conn.execute(
+                                select(
+                                    m.id,
+                                    m.platform_message_id,
+                                    c.platform,
+                                    c.workspace,
+                                    c.channel,
+                                    c.thread,
+                                )
+                                .join(c, c.id == m.conversation_id)
+                                .where(*streaming)
+                            )
+                        ).all()
+                        await conn.execute(update(m).where(*streaming).values(status="interrupted"))
+                        await conn.commit()
+                    finally:
+                        await self._unlock(conn, conversation_id)
+                    found += [
+                        Orphan(int(r[0]), ThreadKey(r[2], r[3], r[4], r[5]), r[1]) for r in rows
+                    ]
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError() from exc
+        return found
 
     # --- feedback ----------------------------------------------------------------------------
 
@@ -429,10 +526,19 @@ class Repository:
                 yield
             finally:
                 with contextlib.suppress(SQLAlchemyError, OSError):
-                    await conn.execute(
-                        text("SELECT pg_advisory_unlock(:k)"), {"k": conversation_id}
-                    )
-                    await conn.commit()
+                    await self._unlock(conn, conversation_id)
         finally:
             with contextlib.suppress(SQLAlchemyError, OSError):
                 await conn.close()
+
+    async def _try_lock(self, conn: AsyncConnection, conversation_id: int) -> bool:
+        if self.db.dialect != "postgresql":
+            return True
+        got = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": conversation_id})
+        await conn.commit()
+        return bool(got)
+
+    async def _unlock(self, conn: AsyncConnection, conversation_id: int) -> None:
+        if self.db.dialect == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": conversation_id})
+            await conn.commit()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -300,7 +300,7 @@ async def count_threads(db: Database, scope: ThreadScope) -> int:
 
 async def stream_threads(
     db: Database, scope: ThreadScope, optout_users: Collection[str] = ()
-) -> AsyncIterator[Thread]:
+) -> AsyncGenerator[Thread, None]:
     """Conversations that have votes, one at a time, in id order; memory holds one thread.
 
     ``optout_users`` is every opted-out user ("platform:id", or a bare id for every platform);

@@ -204,7 +204,7 @@ class FakeChannel:
 
 
 @dataclass
-class Interaction:
+class FakeInteraction:
     """An interaction the fake sent, and what the bot answered to it."""
 
     id: int
@@ -268,13 +268,14 @@ class FakeDiscord:
             self.channel_id: FakeChannel(self.channel_id, GUILD_TEXT, "general", self.guild_id)
         }
         self.messages: dict[int, FakeMessage] = {}
-        self.interactions: dict[int, Interaction] = {}
+        self.interactions: dict[int, FakeInteraction] = {}
         self.commands: list[JSON] = []
         self.sessions: dict[str, Session] = {}
         #: Every IDENTIFY and RESUME payload received, in order.
         self.identifies: list[JSON] = []
         self.resumes: list[JSON] = []
-        self.heartbeats = 0
+        #: The sequence number each heartbeat carried (`d`), in order.
+        self.heartbeats: list[int | None] = []
         self.connections = 0
         #: (method, path) of every REST request, and the ones the fake does not implement.
         self.requests: list[tuple[str, str]] = []
@@ -387,7 +388,7 @@ class FakeDiscord:
         event = "MESSAGE_REACTION_REMOVE" if remove else "MESSAGE_REACTION_ADD"
         await self.dispatch(event, data, message.guild_id)
 
-    async def click(self, user: FakeUser, message_id: int, custom_id: str) -> Interaction:
+    async def click(self, user: FakeUser, message_id: int, custom_id: str) -> FakeInteraction:
         """Press the button ``custom_id`` under a message (INTERACTION_CREATE, type 3)."""
         message = self.messages[message_id]
         if custom_id not in message.custom_ids:
@@ -395,7 +396,7 @@ class FakeDiscord:
         data = {"custom_id": custom_id, "component_type": 2}
         return await self._interact(user, self.channels[message.channel_id], 3, data, message)
 
-    async def slash(self, user: FakeUser, channel_id: int, name: str) -> Interaction:
+    async def slash(self, user: FakeUser, channel_id: int, name: str) -> FakeInteraction:
         """Run the slash command ``/name`` (INTERACTION_CREATE, type 2) in a channel."""
         command = next((c for c in self.commands if c["name"] == name), None)
         if command is None:
@@ -471,8 +472,9 @@ class FakeDiscord:
             payload = json.loads(frame.data)
             op, data = payload.get("op"), payload.get("d")
             if op == HEARTBEAT:
-                self.heartbeats += 1
+                self.heartbeats.append(data)
                 await ws.send_json({"op": HEARTBEAT_ACK})
+                await self._notify()
             elif op == IDENTIFY:
                 await self._identify(ws, data)
             elif op == RESUME:
@@ -829,8 +831,8 @@ class FakeDiscord:
         kind: int,
         data: JSON,
         message: FakeMessage | None,
-    ) -> Interaction:
-        interaction = Interaction(
+    ) -> FakeInteraction:
+        interaction = FakeInteraction(
             self.snowflake(), secrets.token_urlsafe(24), channel.id, time.monotonic()
         )
         self.interactions[interaction.id] = interaction
@@ -891,7 +893,7 @@ class FakeDiscord:
             return _json_response(result)
         return web.Response(status=204)
 
-    def _reply_to(self, interaction: Interaction, body: JSON) -> JSON:
+    def _reply_to(self, interaction: FakeInteraction, body: JSON) -> JSON:
         data = body.get("data") or body
         message = FakeMessage(
             self.snowflake(),

@@ -196,7 +196,8 @@ class FakeTGI:
         self.replies: deque[str] = deque(replies)
         #: The answer when `replies` is empty: a text, or a function of the prompt.
         self.reply: str | Callable[[str], str] = reply if reply is not None else default_reply
-        #: Seconds before each token (and before the first).
+        #: Seconds before each token, the first included. With 0 the first token is written
+        #: at once and the others together in one write (tokens as fast as can be).
         self.token_delay = token_delay
         #: Seconds of silence after which a stream gets a `:` comment (TGI: 15).
         self.keepalive = keepalive
@@ -528,7 +529,8 @@ class FakeTGI:
         self, request: web.Request, plan: _Plan, fault: Fault | None
     ) -> web.StreamResponse:
         response = await self._start_sse(request)
-        # With no delay every token is ready at once: the frames go out in one write.
+        # With no delay the first token goes out as soon as it is ready, as TGI sends it, and
+        # the others, ready at once, in one write.
         ready: list[bytes] = []
         for index, token in enumerate(plan.tokens):
             if fault is not None and index == fault.after_tokens:
@@ -537,7 +539,7 @@ class FakeTGI:
             if self.token_delay:
                 await self._pause(response, self.token_delay)
             ready.append(_frame(plan, index, token))
-            if self.token_delay:
+            if self.token_delay or index == 0:
                 await _flush(response, ready)
         await _flush(response, ready)
         if fault is not None and fault.after_tokens >= len(plan.tokens):
