@@ -350,6 +350,8 @@ class DiscordAdapter:
             return
         self._dm_threads[interaction.channel_id] = str(interaction.id)
         await interaction.response.send_message(NEW_CONVERSATION)
+        key = thread_key(None, interaction.channel_id, str(interaction.id))
+        await self.engine.begin_thread(key)  # survives a restart before the next message
 
     async def on_button(
         self, interaction: discord.Interaction[Any], action: str, answer_id: int

@@ -262,6 +262,11 @@ class Engine:
         """Whether the bot has a conversation in this thread (so it listens without a mention)."""
         return await self.repo.conversation_id(where) is not None
 
+    async def begin_thread(self, where: ThreadKey) -> None:
+        """Start an empty conversation now (a DM's /new), so it is the latest even after a
+        restart."""
+        await self.repo.ensure_conversation(where)
+
     async def latest_thread(self, platform: str, workspace: str, channel: str) -> str | None:
         """The thread id of the newest conversation in a channel (a DM's current one)."""
         return await self.repo.latest_thread(platform, workspace, channel)
@@ -450,8 +455,7 @@ class Engine:
             await self.repo.add_refs(answer_id, where, streamer.message_ids[len(shown_so_far) :])
             self._observe(where.platform, completion, started, streamer.edit_calls)
             log.info(
-                "answered %s answer=%d message=%d conversation=%d ttft=%.3fs total=%.3fs "
-                "tokens=%s",
+                "answered %s answer=%d message=%d conversation=%d ttft=%.3fs total=%.3fs tokens=%s",
                 where.platform,
                 answer_id,
                 parent_id,

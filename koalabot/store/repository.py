@@ -152,6 +152,11 @@ class Repository:
             return pg_insert(model)
         return sqlite_insert(model)
 
+    async def ensure_conversation(self, where: ThreadKey) -> int:
+        """The conversation in that thread, created if it is new."""
+        async with self._tx() as conn:
+            return await self._ensure_conversation(conn, where)
+
     async def latest_thread(self, platform: str, workspace: str, channel: str) -> str | None:
         """The newest conversation's thread id in a channel (a DM's current conversation)."""
         c = Conversation
