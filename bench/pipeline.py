@@ -119,7 +119,8 @@ def fake_tgi_process() -> Iterator[str]:
     """The fake TGI in another process, answering at once."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.tgi", "--port", str(port), "--reply", " Sure."],
+        [sys.executable, "-m", "tests.fakes.tgi", "--port", str(port), "--token-delay", "0",
+         "--reply", " Sure."],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

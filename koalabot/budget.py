@@ -112,6 +112,25 @@ def estimate_tokens(text: str) -> int:
     return total
 
 
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+async def count_all(counter: TokenCounter, texts: Sequence[str]) -> int:
+    """The sum of the counts of ``texts``: cached ones at once, the others concurrently."""
+    peek = getattr(counter, "peek", None)
+    total, missing = 0, []
+    for text in texts:
+        known = peek(text) if peek is not None else None
+        if known is None:
+            missing.append(text)
+        else:
+            total += known
+    if missing:
+        total += sum(await asyncio.gather(*(counter.count(text) for text in missing)))
+    return total
+
+
 class CachedCounter:
     """A TokenCounter that remembers counts per text and estimates when it cannot tokenize.
 
@@ -139,9 +158,20 @@ class CachedCounter:
         """True while counts are estimates (no tokenizer on the server)."""
         return self.inner is None or time.monotonic() < self._unavailable_until
 
+    def peek(self, text: str) -> int | None:
+        """The cached count of ``text``, without awaiting anything; None when not cached.
+
+        The engine counts hundreds of already-seen messages per answer: this keeps that free of
+        event-loop round trips.
+        """
+        cached = self._cache.get(_digest(text))
+        if cached is not None:
+            self._cache.move_to_end(_digest(text))
+        return cached
+
     async def count(self, text: str) -> int:
         """Tokens in ``text`` sent as ``inputs``, BOS included (exact, cached, or estimated)."""
-        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        key = _digest(text)
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
@@ -217,7 +247,7 @@ async def fit(
         if used > budget:
             break
         pieces = [render_turn(turn, template) for turn in turns[start:end]]
-        cost = sum(await asyncio.gather(*(counter.count(piece) for piece in pieces)))
+        cost = await count_all(counter, pieces)
         if used + cost > budget:
             break
         used, first, end = used + cost, start, start
@@ -234,6 +264,7 @@ async def fit(
 
 __all__ = [
     "CachedCounter",
+    "count_all",
     "Fitted",
     "Limits",
     "TokenCounter",

@@ -21,7 +21,7 @@ from typing import Any
 
 from koalabot.access import AccessPolicy
 from koalabot.backend import Backend, Completion, GenerationParams
-from koalabot.budget import CachedCounter, Limits, fit
+from koalabot.budget import CachedCounter, Limits, count_all, fit
 from koalabot.config import Settings
 from koalabot.errors import (
     AccessDeniedError,
@@ -47,7 +47,7 @@ from koalabot.streaming import ReplyStreamer
 
 log = logging.getLogger(__name__)
 
-HISTORY_PAGE = 64
+HISTORY_PAGE = 128
 EMPTY_MESSAGE = "I only read text. Write your question in words and I'll answer it."
 ONLY_ATTACHMENTS = (
     "I can't read attachments or images, only text. Paste the part you want me to look at."
@@ -326,11 +326,11 @@ class Engine:
     async def _decline(
         self, sink: ReplySink, status: str, notice: str, message_id: int
     ) -> AnswerResult:
-        """Refuse a stored message: marked, so its thread does not wait for its answer."""
+        """Refuse a stored message, recorded so its thread does not wait for its answer."""
         try:
-            await self.repo.refuse(message_id)
+            await self.repo.decline(message_id)
         except StoreError:
-            log.warning("could not mark message %d refused", message_id)
+            log.warning("could not record message %d as declined", message_id)
         return await self._refuse(sink, status, notice, message_id)
 
     async def _notify(self, sink: ReplySink, notice: str) -> None:
@@ -593,15 +593,17 @@ class Engine:
             if not page:
                 break
             before = page[-1].id
-            for message in page:
-                if self._visible(message, upto_id):
-                    loaded.append(message)
-                    turn = Turn("user" if message.role == "user" else "assistant", message.text)
-                    tokens += await self.counter.count(render_turn(turn, self.template))
+            visible = [m for m in page if self._visible(m, upto_id)]
+            loaded.extend(visible)
+            tokens += await count_all(self.counter, [self._rendered(m) for m in visible])
         turns = _turns(loaded, upto_id)
         unseen = await self.repo.count_before(conversation_id, before) if more and before else 0
         fitted = await fit(turns, self.template, limits, self.params.max_new_tokens, self.counter)
         return fitted.prompt, fitted.dropped_turns + unseen, fitted.prompt_tokens
+
+    def _rendered(self, message: StoredMessage) -> str:
+        turn = Turn("user" if message.role == "user" else "assistant", message.text)
+        return render_turn(turn, self.template)
 
     @staticmethod
     def _visible(message: StoredMessage, upto_id: int) -> bool:

@@ -7,6 +7,7 @@ route to the same application, so one port serves everything.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -37,9 +38,20 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+@web.middleware
+async def refuse_while_stopping(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Once shutdown began, take no new work: a 503 makes Slack deliver the event again later,
+    to a replica that is still up (or to this one, restarted)."""
+    if request.method == "POST" and not request.app[ENGINE_KEY].accepting:
+        return web.Response(status=503, text="shutting down", headers={"Retry-After": "5"})
+    return await handler(request)
+
+
 def ops_app(engine: Engine) -> web.Application:
     """An aiohttp application with /healthz and /metrics, ready for more routes."""
-    app = web.Application()
+    app = web.Application(middlewares=[refuse_while_stopping])
     app[ENGINE_KEY] = engine
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

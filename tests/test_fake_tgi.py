@@ -56,7 +56,9 @@ def events(raw: bytes) -> list[dict[str, Any]]:
 # --- streaming ---------------------------------------------------------------------------------
 
 
-async def test_generate_stream_frames_are_tgis(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
+async def test_generate_stream_frames_are_tgis(
+    fake_tgi: FakeTGI, http: aiohttp.ClientSession
+) -> None:
     fake_tgi.replies.append(" Hi!")
     body = {"inputs": PROMPT, "parameters": {"details": True, "max_new_tokens": 20}}
     status, ctype, raw, headers = await post(http, fake_tgi.url + "/generate_stream", body)
@@ -89,7 +91,9 @@ async def test_generate_stream_frames_are_tgis(fake_tgi: FakeTGI, http: aiohttp.
     }
 
 
-async def test_stream_details_only_when_asked(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
+async def test_stream_details_only_when_asked(
+    fake_tgi: FakeTGI, http: aiohttp.ClientSession
+) -> None:
     fake_tgi.replies.append(" Hi")
     body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 5}}
     _, _, raw, _ = await post(http, fake_tgi.url + "/generate_stream", body)
@@ -134,7 +138,9 @@ async def test_compat_route_returns_full_text_by_default(
     assert json.loads(raw) == {"generated_text": " ok"}
 
 
-async def test_stop_sequences_stay_in_the_text(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
+async def test_stop_sequences_stay_in_the_text(
+    fake_tgi: FakeTGI, http: aiohttp.ClientSession
+) -> None:
     fake_tgi.reply = " Paris is nice. USER: and"
     body = {"inputs": PROMPT, "parameters": {"stop": ["USER:"], "details": True}}
     _, _, raw, _ = await post(http, fake_tgi.url + "/generate", body)
@@ -143,7 +149,9 @@ async def test_stop_sequences_stay_in_the_text(fake_tgi: FakeTGI, http: aiohttp.
     assert answer["details"]["finish_reason"] == "stop_sequence"
 
 
-async def test_max_new_tokens_cuts_with_length(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
+async def test_max_new_tokens_cuts_with_length(
+    fake_tgi: FakeTGI, http: aiohttp.ClientSession
+) -> None:
     fake_tgi.reply = " one two three four"
     body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 2, "details": True}}
     _, _, raw, _ = await post(http, fake_tgi.url + "/generate_stream", body)
@@ -152,7 +160,9 @@ async def test_max_new_tokens_cuts_with_length(fake_tgi: FakeTGI, http: aiohttp.
     assert last["details"]["finish_reason"] == "length"
 
 
-async def test_default_reply_quotes_the_user(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
+async def test_default_reply_quotes_the_user(
+    fake_tgi: FakeTGI, http: aiohttp.ClientSession
+) -> None:
     body = {"inputs": "BEGINNING OF CONVERSATION: USER: What is a koala? GPT:"}
     _, _, raw, _ = await post(http, fake_tgi.url + "/generate", body)
     assert json.loads(raw)["generated_text"] == " You said: What is a koala?"
@@ -183,7 +193,9 @@ async def test_info_in_both_shapes(http: aiohttp.ClientSession) -> None:
         assert "max_input_tokens" not in info
 
 
-async def test_health_is_an_empty_200_or_a_503(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
+async def test_health_is_an_empty_200_or_a_503(
+    fake_tgi: FakeTGI, http: aiohttp.ClientSession
+) -> None:
     async with http.get(fake_tgi.url + "/health") as response:
         assert (response.status, await response.read()) == (200, b"")
     fake_tgi.healthy = False
@@ -260,7 +272,9 @@ async def test_too_long_checks_the_total_first_then_the_input(http: aiohttp.Clie
         )
 
 
-async def test_stream_errors_are_events_on_a_200(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
+async def test_stream_errors_are_events_on_a_200(
+    fake_tgi: FakeTGI, http: aiohttp.ClientSession
+) -> None:
     body = {"inputs": PROMPT, "parameters": {"top_p": 1.0}}
     status, ctype, raw, _ = await post(http, fake_tgi.url + "/generate_stream", body)
     assert (status, ctype) == (200, "text/event-stream")
@@ -270,7 +284,9 @@ async def test_stream_errors_are_events_on_a_200(fake_tgi: FakeTGI, http: aiohtt
     )
 
 
-async def test_bodies_axum_rejects_get_plain_text(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
+async def test_bodies_axum_rejects_get_plain_text(
+    fake_tgi: FakeTGI, http: aiohttp.ClientSession
+) -> None:
     status, ctype, raw, _ = await post(http, fake_tgi.url + "/generate", {"parameters": {}})
     assert (status, ctype) == (422, "text/plain")
     assert b"missing field `inputs`" in raw
@@ -294,7 +310,9 @@ async def test_requests_are_recorded(fake_tgi: FakeTGI, http: aiohttp.ClientSess
 # --- faults ------------------------------------------------------------------------------------
 
 
-async def test_overloaded_is_429_or_an_event(fake_tgi: FakeTGI, http: aiohttp.ClientSession) -> None:
+async def test_overloaded_is_429_or_an_event(
+    fake_tgi: FakeTGI, http: aiohttp.ClientSession
+) -> None:
     fake_tgi.fault = Fault("overloaded", times=2)
     overloaded = {"error": "Model is overloaded", "error_type": "overloaded"}
     status, _, raw, _ = await post(http, fake_tgi.url + "/generate", {"inputs": "x"})

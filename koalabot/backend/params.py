@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -57,18 +58,24 @@ class GenerationParams:
 
         ``details`` is on so the last stream event carries the finish reason and token count.
         """
-        try:
-            return Parameters(
-                do_sample=self.do_sample,
-                max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature,
-                top_p=self.top_p,
-                top_k=self.top_k,
-                repetition_penalty=self.repetition_penalty,
-                seed=self.seed,
-                stop=list(self.stop),
-                return_full_text=False,
-                details=True,
-            )
-        except TGIValidationError as exc:
-            raise BackendRejectedError(f"Invalid generation settings: {exc}") from exc
+        return _to_tgi(self)
+
+
+@functools.lru_cache(maxsize=64)
+def _to_tgi(params: GenerationParams) -> Parameters:
+    # The same settings serve every answer: validated once, not per request.
+    try:
+        return Parameters(
+            do_sample=params.do_sample,
+            max_new_tokens=params.max_new_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            repetition_penalty=params.repetition_penalty,
+            seed=params.seed,
+            stop=list(params.stop),
+            return_full_text=False,
+            details=True,
+        )
+    except TGIValidationError as exc:
+        raise BackendRejectedError(f"Invalid generation settings: {exc}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -234,6 +235,7 @@ class GenerationStream:
             pass
 
 
+@functools.lru_cache(maxsize=64)
 def _stop_prefixes(stops: tuple[str, ...]) -> re.Pattern[str] | None:
     """A pattern matching, at the end of a text, the longest piece that is, or may begin, one of
     ``stops``: every prefix of every stop sequence."""

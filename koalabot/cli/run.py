@@ -9,7 +9,7 @@ import dataclasses
 import importlib
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -18,6 +18,9 @@ from koalabot.cli.logs import setup_logging
 from koalabot.cli.options import add_backend, add_common, settings_from
 from koalabot.config import Settings
 from koalabot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from koalabot.engine import Engine
 
 log = logging.getLogger(__name__)
 PLATFORMS = ("slack", "discord")
@@ -82,7 +85,10 @@ async def serve(settings: Settings, platforms: list[str], options: RunOptions) -
         await runner.setup()
         site = web.TCPSite(runner, settings.host, options.port)
         await site.start()
-        log.info("HTTP on %s:%s (/healthz, /metrics)", settings.host, options.port)
+        host, port = runner.addresses[0][:2]  # the port chosen when asked for port 0
+        log.info("HTTP on %s:%s (/healthz, /metrics)", host, port)
+        for adapter in adapters:
+            await _tell_interrupted(engine, adapter)
         await stop.wait()
         log.info("stopping: finishing answers in flight (up to %.0f s)", settings.shutdown_grace)
         interrupted = await engine.shutdown(settings.shutdown_grace)
@@ -94,3 +100,11 @@ async def serve(settings: Settings, platforms: list[str], options: RunOptions) -
                 await adapter.stop()
         await runner.cleanup()
         await engine.close()
+
+
+async def _tell_interrupted(engine: Engine, adapter: Adapter) -> None:
+    """Answers a crash cut off become a notice where they stood, if the adapter can give a sink
+    for a thread (``sink_for``); otherwise the engine tells a thread at its next message."""
+    sink_for = getattr(adapter, "sink_for", None)
+    if sink_for is not None and (told := await engine.tell_interrupted(adapter.name, sink_for)):
+        log.info("%d interrupted answers on %s now say so", told, adapter.name)

@@ -68,6 +68,8 @@ class Orphan:
 ORDER_WINDOW = timedelta(minutes=2)
 #: How far back start_answer looks for earlier messages still waiting for their answer.
 ORDER_LOOKBACK = 20
+#: processed_events key prefix of user messages the bot declined to answer.
+_DECLINED = "koalabot:declined:"
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,7 @@ class Repository:
     async def _earlier_waiting(
         self, conn: AsyncConnection, conversation_id: int, message_id: int
     ) -> bool:
-        m, user, reply = Message, aliased(Message), aliased(Message)
+        m, user, reply, handled = Message, aliased(Message), aliased(Message), ProcessedEvent
         recent = (
             select(m.id)
             .where(m.conversation_id == conversation_id, m.id < message_id)
@@ -264,21 +266,22 @@ class Repository:
             .where(
                 user.id.in_(select(recent.c.id)),
                 user.role == "user",
-                user.status == "ok",
                 user.created_at > utcnow() - ORDER_WINDOW,
                 ~exists().where(reply.parent_id == user.id),
+                ~exists().where(handled.message_id == user.id, handled.key.startswith(_DECLINED)),
             )
             .limit(1)
         )
         return waiting is not None
 
-    async def refuse(self, message_id: int) -> None:
-        """Mark a user message the bot declined to answer (empty, rate-limited, shutting down),
-        so later messages of its thread do not wait for its answer."""
-        m = Message
+    async def decline(self, message_id: int) -> None:
+        """Record that the bot will not answer a user message (empty, rate-limited, shutting
+        down), so later messages of its thread do not wait for its answer."""
         async with self._tx() as conn:
             await conn.execute(
-                update(m).where(m.id == message_id, m.role == "user").values(status="refused")
+                self._insert(ProcessedEvent)
+                .values(key=f"{_DECLINED}{message_id}", message_id=message_id, created_at=utcnow())
+                .on_conflict_do_nothing()
             )
 
     async def set_placeholder(self, answer_id: int, platform_message_id: str) -> None:
