@@ -354,19 +354,20 @@ class Engine:
     @contextlib.asynccontextmanager
     async def _turn(
         self, conversation_id: int, parent_id: int, in_order: bool
-    ) -> AsyncIterator[tuple[int, bool]]:
-        """Hold the thread's lock with the answer row created (its id, and whether it is the
-        thread's first). ``in_order``: first let earlier messages of the thread get their
-        answers, for at most ORDER_WAIT."""
+    ) -> AsyncIterator[None]:
+        """Hold the thread's lock; with ``in_order``, once earlier messages of the thread have
+        their answers (waiting at most ORDER_WAIT: their handler may have died)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ORDER_WAIT
         delay = 0.01
         while True:
-            wait = in_order and loop.time() < deadline
             async with self._conversation_lock(conversation_id):
-                started = await self.repo.start_answer(conversation_id, parent_id, in_order=wait)
-                if started is not None:
-                    yield started
+                if not (
+                    in_order
+                    and loop.time() < deadline
+                    and await self.repo.earlier_waiting(conversation_id, parent_id)
+                ):
+                    yield
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
@@ -382,11 +383,9 @@ class Engine:
     ) -> AnswerResult:
         generating = False
         try:
-            async with self._turn(conversation_id, parent_id, in_order) as (answer_id, first):
+            async with self._turn(conversation_id, parent_id, in_order):
                 generating = True
-                return await self._generate(
-                    conversation_id, parent_id, answer_id, first, where, sink
-                )
+                return await self._generate(conversation_id, parent_id, where, sink)
         except StoreError as exc:
             log.exception("store failed while answering")
             return await self._refuse(sink, "failed", exc.user_message, parent_id)
@@ -397,23 +396,16 @@ class Engine:
             raise
 
     async def _generate(
-        self,
-        conversation_id: int,
-        parent_id: int,
-        answer_id: int,
-        first: bool,
-        where: ThreadKey,
-        sink: ReplySink,
+        self, conversation_id: int, parent_id: int, where: ThreadKey, sink: ReplySink
     ) -> AnswerResult:
         streamer = ReplyStreamer(sink)
         started = time.monotonic()
         prompt, dropped, text = "", 0, ""
-        placed: asyncio.Task[None] | None = None
+        answer_id: int | None = None
         try:
             await streamer.start()
-            # Where the answer shows, for a restart after a crash; written while TGI thinks.
-            placed = asyncio.create_task(
-                self.repo.set_placeholder(answer_id, streamer.message_ids[0])
+            answer_id, first = await self.repo.start_answer(
+                conversation_id, parent_id, streamer.message_ids[0]
             )
             await sink.thinking(True)
             prompt, dropped, prompt_tokens = await self._prompt(conversation_id, parent_id)
@@ -444,7 +436,6 @@ class Engine:
                 dropped_turns=dropped,
             )
             shown_so_far = list(streamer.message_ids)
-            await _settled(placed)
             await self.repo.finish_answer(answer_id, answer, "ok", record, where, shown_so_far)
             shown = answer or "(no answer)"
             if dropped:
@@ -474,13 +465,12 @@ class Engine:
             )
         except asyncio.CancelledError:
             log.warning(
-                "answer %d interrupted: message=%d conversation=%d total=%.3fs",
+                "answer %s interrupted: message=%d conversation=%d total=%.3fs",
                 answer_id,
                 parent_id,
                 conversation_id,
                 time.monotonic() - started,
             )
-            await _settled(placed)
             await self._give_up(answer_id, "interrupted", text, prompt, dropped, INTERRUPTED)
             with contextlib.suppress(Exception):
                 await asyncio.shield(streamer.fail(INTERRUPTED, text))
@@ -492,21 +482,19 @@ class Engine:
             self.metrics.edits.labels(where.platform).inc(streamer.edit_calls)
             partial = exc.partial if isinstance(exc, BackendError) and exc.partial else text
             log.warning(
-                "answer %d failed: %s message=%d conversation=%d total=%.3fs",
+                "answer %s failed: %s message=%d conversation=%d total=%.3fs",
                 answer_id,
                 exc.__class__.__name__,
                 parent_id,
                 conversation_id,
                 time.monotonic() - started,
             )
-            await _settled(placed)
             result = await self._failed(
                 streamer, answer_id, parent_id, status, partial, prompt, dropped, exc.user_message
             )
             return dataclasses.replace(result, error=type(exc).__name__)
         except Exception:
-            log.exception("answer %d failed unexpectedly", answer_id)
-            await _settled(placed)
+            log.exception("answer %s failed unexpectedly", answer_id)
             return await self._failed(
                 streamer, answer_id, parent_id, "failed", text, prompt, dropped, UNEXPECTED
             )
@@ -517,7 +505,7 @@ class Engine:
     async def _failed(
         self,
         streamer: ReplyStreamer,
-        answer_id: int,
+        answer_id: int | None,
         parent_id: int,
         status: str,
         partial: str,
@@ -534,8 +522,16 @@ class Engine:
         return AnswerResult(status, answer_id, parent_id, partial.strip(), dropped, notice)
 
     async def _give_up(
-        self, answer_id: int, status: str, partial: str, prompt: str, dropped: int, error: str
+        self,
+        answer_id: int | None,
+        status: str,
+        partial: str,
+        prompt: str,
+        dropped: int,
+        error: str,
     ) -> None:
+        if answer_id is None:  # it never got its row: nothing to mark
+            return
         record = GenerationRecord(
             prompt=prompt,
             template=self.template.name,
@@ -614,18 +610,6 @@ class Engine:
             and message.parent_id is not None
             and (message.parent_id < upto_id)
         )
-
-
-async def _settled(task: asyncio.Task[None] | None) -> None:
-    """Wait for a side write to finish; its failure only costs the crash notice."""
-    if task is not None:
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not task.done():
-                raise
-        except Exception:
-            log.warning("could not remember where an answer is shown", exc_info=True)
 
 
 def _turns(newest_first: list[StoredMessage], upto_id: int) -> list[Turn]:

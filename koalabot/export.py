@@ -333,7 +333,6 @@ class RowBuilder:
 
     def rows(self, thread: Thread) -> Iterator[Row]:
         """Every row this thread gives (votes, filters and opt-outs applied)."""
-        self.summary.threads += 1
         self._platform = thread.platform
         self._conversation = None
         self._chat.clear()
@@ -346,11 +345,15 @@ class RowBuilder:
 
     def _candidates(self, view: ThreadView) -> Iterator[Candidate]:
         """Voted answers within the filters that may become rows, each with its thread."""
+        counted = False
         for answer in view.thread.messages:
             if answer.role != "assistant" or not (answer.up or answer.down or answer.ignored):
                 continue
             if not self._in_scope(answer):
                 continue
+            if not counted:
+                self.summary.threads += 1
+                counted = True
             self.summary.voted_answers += 1
             reason = self._reject(view, answer)
             if reason:
@@ -525,7 +528,12 @@ class RowBuilder:
         """The text as Koala's prompt holds it: stripped, markers neutralised."""
         found = self._clean.get(message.id)
         if found is None:
-            found = self._clean[message.id] = clean(self.pseudo.text(self._platform, message.text))
+            text = self.pseudo.text(self._platform, message.text).strip()
+            # Every role marker ends in ":" and every special token starts with "<": text with
+            # neither has nothing to neutralise, and most text is spared the regular expressions.
+            if ":" in text or "<" in text:
+                text = clean(text)
+            found = self._clean[message.id] = text
         return found
 
     def _completion_text(self, answer: ThreadMessage) -> str:
@@ -596,12 +604,14 @@ async def export(
     try:
         # aclosing: a failed write (full disk, closed pipe) still ends the query cleanly.
         async with contextlib.aclosing(stream_threads(db, scope, optouts)) as threads:
+            streamed = 0
             async for thread in threads:
+                streamed += 1
                 for row in builder.rows(thread):
                     write(_encode(row))
                     write("\n")
                     summary.rows += 1
-                bar.update(summary.threads, summary.rows)
+                bar.update(streamed, summary.rows)
     finally:
         bar.close()
     return summary

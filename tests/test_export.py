@@ -35,7 +35,8 @@ def easylm_text(row: dict[str, Any]) -> tuple[str, str]:
     """(masked text, trained text) of a koala row, read as EasyLM's TextProcessor reads it:
     fields split on ",", "[...]" masked, "+" joined by a space, <|eos|> as "</s>"; fields are
     tokenized apart, so nothing goes between them."""
-    masked, trained = [], []
+    masked: list[str] = []
+    trained: list[str] = []
     for field in row["fields"].split(","):
         target = trained
         if field.startswith("[") and field.endswith("]"):
@@ -510,9 +511,9 @@ async def test_pseudonyms_are_stable_keyed_and_hide_every_raw_id(db: Database) -
     [other_key], _ = await rows_of(db, "kto", pseudonym_secret="another secret")
     assert other_key["meta"]["authors"] != row["meta"]["authors"]
 
-    [raw], _ = await rows_of(db, "kto", pseudonym_secret=None)
-    assert raw["meta"]["authors"] == ["slack:U0RAWUSER1"]
-    assert raw["prompt"][0]["content"] == "ping <@U0RAWUSER2|bob> about it"
+    [unhashed], _ = await rows_of(db, "kto", pseudonym_secret=None)
+    assert unhashed["meta"]["authors"] == ["slack:U0RAWUSER1"]
+    assert unhashed["prompt"][0]["content"] == "ping <@U0RAWUSER2|bob> about it"
 
 
 # --- summary -----------------------------------------------------------------------------------

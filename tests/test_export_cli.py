@@ -158,3 +158,22 @@ async def test_no_progress_line_when_not_a_terminal(db: Database) -> None:
     await export(db, ExportOptions(Format.KTO), io.StringIO(), progress=stream)
 
     assert stream.getvalue() == ""
+
+
+class FullDisk(io.StringIO):
+    """An output whose writes fail, like a full disk or a reader that went away."""
+
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+async def test_a_failed_write_ends_the_export_cleanly(db: Database) -> None:
+    await seeded(db)
+
+    with pytest.raises(OSError, match="No space left"):
+        await export(db, ExportOptions(Format.KTO), FullDisk())
+
+    # The query was closed, not left hanging: the store answers the next export at once.
+    out = io.StringIO()
+    summary = await asyncio.wait_for(export(db, ExportOptions(Format.KTO), out), timeout=30)
+    assert summary.rows == 1

@@ -7,46 +7,24 @@ import asyncio
 from collections.abc import Iterable
 from pathlib import Path
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
 from koalabot.engine import INTERRUPTED
 from koalabot_adapters.slack_sink import ACTION_UP
 from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.tgi import FakeTGI, Fault
 from tests.reliability.process import (
-    BotProcess,
     bot_env,
     get_json,
     post_signed,
     running,
+    scrape,
     sqlite_rows,
+    value,
 )
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def mention(slack: FakeSlack, text: str) -> str:
     return f"<@{slack.bot_user_id}> {text}"
-
-
-async def scrape(bot: BotProcess) -> tuple[str, Samples]:
-    """GET /metrics: the raw text and every sample by (name, labels)."""
-    async with aiohttp.ClientSession() as http, http.get(bot.url("/metrics")) as response:
-        assert response.status == 200
-        assert response.content_type == "text/plain"
-        text = await response.text()
-    samples = {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-    return text, samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 async def slack_answer(slack: FakeSlack, root: Message) -> Message:

@@ -13,22 +13,31 @@ from koalabot.errors import KoalabotError
 COMMANDS = ("run", "chat", "prompt", "db", "export", "stats", "forget")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command tree (also used by the docs and the tests)."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command tree (also used by the docs and the tests).
+
+    With ``only``, just that command's module is imported (the others get a bare entry):
+    command modules pull in SQLAlchemy, aiohttp and the platform SDKs, which take seconds.
+    """
     parser = argparse.ArgumentParser(
         prog="koalabot",
         description="A self-hosted Koala chat model in Slack and Discord, and its training data.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"koalabot.cli.{name}")
-        module.register(sub)
+        if only is None or name == only:
+            module = importlib.import_module(f"koalabot.cli.{name}")
+            module.register(sub)
+        else:
+            sub.add_parser(name)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)

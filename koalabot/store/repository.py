@@ -5,6 +5,7 @@ Everything here returns plain dataclasses, so nothing outside koalabot/store see
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -95,11 +96,15 @@ class Repository:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # SQLite takes one writer at a time. Writers queued here wait their turn in order;
+        # left to SQLite's busy handler, a burst of them sleeps and retries and can time out.
+        self._write_lock = asyncio.Lock() if db.dialect == "sqlite" else None
 
     @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+    async def _tx(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        lock = self._write_lock if write else None
         try:
-            async with self.db.engine.begin() as conn:
+            async with lock or contextlib.nullcontext(), self.db.engine.begin() as conn:
                 yield conn
         except IntegrityError:
             raise
@@ -186,7 +191,7 @@ class Repository:
         Returns (conversation id, message id), or None when a delivery id was already claimed.
         """
         try:
-            async with self._tx() as conn:
+            async with self._tx(write=True) as conn:
                 conv = await self._ensure_conversation(conn, where)
                 msg_id = await conn.scalar(
                     self._insert(Message)
@@ -214,19 +219,16 @@ class Repository:
         return conv, int(msg_id)
 
     async def start_answer(
-        self, conversation_id: int, parent_id: int, *, in_order: bool = False
-    ) -> tuple[int, bool] | None:
-        """Create the answer row (status `streaming`) before the first token is asked for.
+        self, conversation_id: int, parent_id: int, platform_message_id: str | None = None
+    ) -> tuple[int, bool]:
+        """Create the answer row (status `streaming`) before the first token is asked for, with
+        its placeholder's platform message id (so a restart after a crash can find it).
 
         Returns its id and whether it is the thread's first answer (the consent notice goes on
-        that one); one transaction, as this runs for every message. With ``in_order``, returns
-        None instead while an earlier recent message of the thread has no answer yet: replicas
-        (or tasks) may take a burst of messages in any order, but answer them in order.
+        that one); one transaction, as this runs for every message.
         """
         m = Message
-        async with self._tx() as conn:
-            if in_order and await self._earlier_waiting(conn, conversation_id, parent_id):
-                return None
+        async with self._tx(write=True) as conn:
             earlier = await conn.scalar(
                 select(m.id)
                 .where(
@@ -241,6 +243,7 @@ class Repository:
                     role="assistant",
                     author=None,
                     text="",
+                    platform_message_id=platform_message_id,
                     status="streaming",
                     parent_id=parent_id,
                     created_at=utcnow(),
@@ -250,9 +253,10 @@ class Repository:
         assert new_id is not None
         return int(new_id), earlier is None
 
-    async def _earlier_waiting(
-        self, conn: AsyncConnection, conversation_id: int, message_id: int
-    ) -> bool:
+    async def earlier_waiting(self, conversation_id: int, message_id: int) -> bool:
+        """Whether a recent message of the thread, older than ``message_id``, has no answer yet
+        (nor was declined): replicas, or tasks, may take a burst of messages in any order, and
+        the engine answers them in order."""
         m, user, reply, handled = Message, aliased(Message), aliased(Message), ProcessedEvent
         recent = (
             select(m.id)
@@ -261,7 +265,7 @@ class Repository:
             .limit(ORDER_LOOKBACK)
             .subquery()
         )
-        waiting = await conn.scalar(
+        query = (
             select(user.id)
             .where(
                 user.id.in_(select(recent.c.id)),
@@ -272,24 +276,17 @@ class Repository:
             )
             .limit(1)
         )
-        return waiting is not None
+        async with self._tx() as conn:
+            return await conn.scalar(query) is not None
 
     async def decline(self, message_id: int) -> None:
         """Record that the bot will not answer a user message (empty, rate-limited, shutting
         down), so later messages of its thread do not wait for its answer."""
-        async with self._tx() as conn:
+        async with self._tx(write=True) as conn:
             await conn.execute(
                 self._insert(ProcessedEvent)
                 .values(key=f"{_DECLINED}{message_id}", message_id=message_id, created_at=utcnow())
                 .on_conflict_do_nothing()
-            )
-
-    async def set_placeholder(self, answer_id: int, platform_message_id: str) -> None:
-        """Remember where an answer is being shown, so a restart can turn it into a notice."""
-        m = Message
-        async with self._tx() as conn:
-            await conn.execute(
-                update(m).where(m.id == answer_id).values(platform_message_id=platform_message_id)
             )
 
     async def finish_answer(
@@ -304,7 +301,7 @@ class Repository:
         """Commit an answer's final text and status with its generation record (and, when
         given, the platform messages it shows as) in one transaction."""
         first = platform_message_ids[0] if platform_message_ids else None
-        async with self._tx() as conn:
+        async with self._tx(write=True) as conn:
             values: dict[str, Any] = {"text": text_, "status": status}
             if first is not None:
                 values["platform_message_id"] = first
@@ -338,7 +335,7 @@ class Repository:
     ) -> None:
         """Remember more platform messages an answer shows as, so reactions find them."""
         if platform_message_ids:
-            async with self._tx() as conn:
+            async with self._tx(write=True) as conn:
                 await self._insert_refs(conn, answer_id, where, platform_message_ids)
 
     async def history(
@@ -473,7 +470,7 @@ class Repository:
         stmt = stmt.on_conflict_do_update(
             index_elements=["message_id", "user"], set_={"rating": rating, "updated_at": now}
         )
-        async with self._tx() as conn:
+        async with self._tx(write=True) as conn:
             await conn.execute(stmt)
 
     async def unvote(self, answer_id: int, user: str, rating: int | None = None) -> bool:
@@ -482,7 +479,7 @@ class Repository:
         stmt = delete(f).where(f.message_id == answer_id, f.user == user)
         if rating is not None:
             stmt = stmt.where(f.rating == rating)
-        async with self._tx() as conn:
+        async with self._tx(write=True) as conn:
             result = await conn.execute(stmt)
         return bool(result.rowcount)
 
@@ -499,7 +496,7 @@ class Repository:
 
     async def opt_out(self, user_key: str) -> None:
         """Remember that a user ("platform:id") wants nothing of theirs used for training."""
-        async with self._tx() as conn:
+        async with self._tx(write=True) as conn:
             await conn.execute(
                 self._insert(OptOut)
                 .values(user_key=user_key, created_at=utcnow())

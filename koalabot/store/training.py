@@ -5,9 +5,7 @@ Everything leaves this module as plain dataclasses, so nothing else needs SQLAlc
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Sequence
+from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -312,7 +310,7 @@ async def stream_threads(
             ignored = await _optout_votes(conn, scope, optout_users) if optout_users else {}
             result = await conn.stream(query)
             current = Thread(0, "")
-            async for batch in _prefetched(result.partitions(BATCH)):
+            async for batch in result.partitions(BATCH):
                 for row in batch:
                     if current.id != row[0]:
                         if current.messages:
@@ -333,32 +331,6 @@ def _take_off(message: ThreadMessage, votes: tuple[int, int]) -> None:
     message.up -= up
     message.down -= down
     message.ignored = up + down
-
-
-async def _prefetched(batches: AsyncIterator[Any], depth: int = 2) -> AsyncIterator[Any]:
-    """The same batches, with the next ones fetched while the caller works on this one."""
-    queue: asyncio.Queue[Any] = asyncio.Queue(depth)
-    done = object()
-
-    async def fetch() -> None:
-        try:
-            async for batch in batches:
-                await queue.put(batch)
-        except Exception as exc:  # handed to the consumer, raised there
-            await queue.put(exc)
-        else:
-            await queue.put(done)
-
-    task = asyncio.create_task(fetch())
-    try:
-        while (item := await queue.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 # --- stats -------------------------------------------------------------------------------------

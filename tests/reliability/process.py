@@ -24,10 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.slack import FakeSlack, sign
 from tests.fakes.tgi import FakeTGI
+
+#: Prometheus samples by (name, labels).
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 #: Seconds to wait for `koalabot run` to be up (imports are slow on a busy CI machine).
 STARTUP = 60.0
@@ -191,6 +195,25 @@ async def post_signed(
         headers.update({"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_error"})
     async with aiohttp.ClientSession() as http, http.post(url, data=raw, headers=headers) as resp:
         return resp.status
+
+
+async def scrape(bot: BotProcess) -> tuple[str, Samples]:
+    """GET /metrics: the raw text and every sample by (name, labels)."""
+    async with aiohttp.ClientSession() as http, http.get(bot.url("/metrics")) as response:
+        assert response.status == 200
+        assert response.content_type == "text/plain"
+        text = await response.text()
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    return text, samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value (0 when absent, as for a counter never incremented)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def sqlite_rows(path: Path, query: str) -> list[tuple[Any, ...]]:

@@ -1,0 +1,174 @@
+"""PostgreSQL restarted while the Slack bot is answering several people: every message that was
+taken in stays stored, every thread shows an answer or a notice, and the bot answers again once
+the database is back — without answering anything twice.
+
+Restarting the server disturbs everything else using it, so this only runs where allowed: in CI
+(KOALABOT_REQUIRE_POSTGRES=1) or with KOALABOT_ALLOW_PG_RESTART=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import make_url
+
+from koalabot.adapter import RunOptions
+from koalabot.engine import Engine
+from koalabot.store.database import upgrade
+from koalabot_adapters.slack import create_adapter
+from tests.fakes.slack import FakeSlack, Message
+from tests.fakes.tgi import FakeTGI
+from tests.fixtures.db import POSTGRES_URL
+from tests.fixtures.slack import slack_settings
+
+REQUIRED = os.environ.get("KOALABOT_REQUIRE_POSTGRES") == "1"
+CAN_RESTART = shutil.which("pg_ctlcluster") is not None and Path("/etc/postgresql").is_dir()
+ALLOWED = REQUIRED or os.environ.get("KOALABOT_ALLOW_PG_RESTART") == "1"
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(
+        not ALLOWED,
+        reason="restarts PostgreSQL: set KOALABOT_ALLOW_PG_RESTART=1 (CI runs it)",
+    ),
+]
+
+VERSION = sorted(os.listdir("/etc/postgresql"))[-1] if CAN_RESTART else ""
+THREADS = 4
+REPLY = " " + " ".join(["Eucalyptus"] * 40)  # two seconds at 0.05 s a token
+
+
+def _dsn(database: str | None = None) -> str:
+    url = make_url(POSTGRES_URL).set(drivername="postgresql")
+    return (url.set(database=database) if database else url).render_as_string(False)
+
+
+async def _ready(within: float = 60.0) -> None:
+    """Wait until the server accepts connections again."""
+    async with asyncio.timeout(within):
+        while True:
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn = await asyncpg.connect(_dsn(), timeout=2)
+                await conn.close()
+                return
+            await asyncio.sleep(0.1)
+
+
+async def _cluster(action: str) -> None:
+    version = VERSION
+    process = await asyncio.create_subprocess_exec(
+        "pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action
+    )
+    assert await process.wait() == 0, f"pg_ctlcluster {action} failed"
+
+
+@pytest.fixture
+async def restartable_postgres() -> AsyncIterator[str]:
+    """A throwaway database on a server this test may restart; the server is up again after."""
+    if not CAN_RESTART:
+        if REQUIRED:
+            pytest.fail("pg_ctlcluster is needed to restart PostgreSQL")
+        pytest.skip("no pg_ctlcluster here")
+    try:
+        await _ready(within=5)
+    except TimeoutError:
+        if REQUIRED:
+            pytest.fail("PostgreSQL is not reachable (KOALABOT_REQUIRE_POSTGRES=1)")
+        pytest.skip("PostgreSQL is not reachable")
+    name = f"kb_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(_dsn())
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    try:
+        yield _dsn(name)
+    finally:
+        try:
+            await _ready(within=30)
+        except TimeoutError:
+            await _cluster("start")
+            await _ready()
+        admin = await asyncpg.connect(_dsn())
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def settled(slack: FakeSlack, root: Message) -> Message | None:
+    """The bot's first reply in the thread once it is an answer or a notice."""
+    replies = slack.bot_replies(root.channel, root.ts)
+    done = replies and (replies[0].buttons or "⚠️" in replies[0].shown)
+    return replies[0] if done else None
+
+
+async def test_the_bot_rides_out_a_postgres_restart_under_load(
+    restartable_postgres: str, fake_slack: FakeSlack, fake_tgi: FakeTGI
+) -> None:
+    url, slack, tgi = restartable_postgres, fake_slack, fake_tgi
+    await upgrade(url)
+    tgi.token_delay = 0.05
+    tgi.reply = REPLY
+    settings = slack_settings(slack, tgi, url, connect_timeout=2.0)
+    engine = await Engine.open(settings)
+    adapter = create_adapter(engine, settings, RunOptions(mode="http", port=0))
+    await adapter.start()
+    slack.events_url = adapter.url
+    try:
+        mention = f"<@{slack.bot_user_id}>"
+        roots = list(
+            await asyncio.gather(
+                *(
+                    slack.user_posts(f"{mention} question {n}", user=f"U0P{n}")
+                    for n in range(THREADS)
+                )
+            )
+        )
+        await slack.wait_for(lambda: all(slack.bot_replies(r.channel, r.ts) for r in roots))
+
+        await _cluster("restart")  # while every answer is streaming
+        await _ready()
+
+        firsts = await asyncio.gather(
+            *(slack.wait_for(lambda r=r: settled(slack, r), 30) for r in roots)
+        )
+        tgi.token_delay = 0.005
+        tgi.reply = " Back again."
+        for n, root in enumerate(roots):
+            await slack.user_posts(f"{mention} again {n}", user=f"U0P{n}", thread_ts=root.ts)
+        seconds = await asyncio.gather(
+            *(
+                slack.wait_for(
+                    lambda r=r: [m for m in slack.bot_replies(r.channel, r.ts)[1:] if m.buttons], 30
+                )
+                for r in roots
+            )
+        )
+        await slack.settle()
+    finally:
+        await adapter.stop()
+        await engine.close()
+
+    for first in firsts:  # each person saw the answer, or a notice saying what went wrong
+        assert first.shown.startswith("Eucalyptus") or "⚠️" in first.shown
+    for root, second in zip(roots, seconds, strict=True):
+        assert [m.shown for m in second] == ["Back again."]
+        assert len(slack.bot_replies(root.channel, root.ts)) == 2  # nothing twice
+    conn = await asyncpg.connect(url)
+    try:
+        users = {r["text"] for r in await conn.fetch("SELECT text FROM messages WHERE role='user'")}
+        twice = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT parent_id FROM messages WHERE role = 'assistant' "
+            "AND status = 'ok' GROUP BY parent_id HAVING count(*) > 1) AS t"
+        )
+    finally:
+        await conn.close()
+    assert users == {f"question {n}" for n in range(THREADS)} | {
+        f"again {n}" for n in range(THREADS)
+    }
+    assert twice == 0
