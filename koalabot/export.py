@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import json
 import re
 import time
 from collections import Counter
@@ -35,6 +34,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TextIO
+
+import orjson
 
 from koalabot.errors import KoalabotError
 from koalabot.prompt import TEMPLATES, clean
@@ -133,7 +134,9 @@ class Pseudonymizer:
     def __init__(self, secret: str | None) -> None:
         self._key = secret.encode() if secret is not None else None
         self._hmac = hmac.new(self._key, digestmod=hashlib.sha256) if self._key else None
-        self._users: dict[tuple[str, str], str] = {}
+        #: Pseudonyms already computed, by platform then user id (the same users vote often).
+        self._users: dict[str, dict[str, str]] = {}
+        self._cached = 0
 
     def _hash(self, prefix: str, value: str) -> str:
         assert self._hmac is not None
@@ -145,12 +148,17 @@ class Pseudonymizer:
         """The pseudonym of a platform user (``u_`` + 80 bits of HMAC)."""
         if self._key is None:
             return f"{platform}:{user_id}"
-        key = (platform, user_id)
-        found = self._users.get(key)
+        users = self._users.get(platform)
+        if users is None:
+            users = self._users[platform] = {}
+        found = users.get(user_id)
         if found is None:
-            if len(self._users) >= _CACHE_LIMIT:
+            if self._cached >= _CACHE_LIMIT:
                 self._users.clear()
-            found = self._users[key] = self._hash("u_", f"user\0{platform}\0{user_id}")
+                self._cached = 0
+                users = self._users[platform] = {}
+            found = users[user_id] = self._hash("u_", f"user\0{platform}\0{user_id}")
+            self._cached += 1
         return found
 
     def conversation(self, thread: Thread) -> str:
@@ -295,8 +303,11 @@ class ThreadView:
 
 # --- rows --------------------------------------------------------------------------------------
 
-# Rows are trees (shared pieces, never cycles), so the cycle check is skipped.
-_encode = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+
+def encode_row(row: Row) -> str:
+    """One JSON line: UTF-8 text as is (no ``\\u`` escapes), keys in the order built, compact."""
+    return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE).decode()
+
 
 Candidate = tuple[ThreadMessage, list[ThreadMessage]]
 
@@ -528,12 +539,7 @@ class RowBuilder:
         """The text as Koala's prompt holds it: stripped, markers neutralised."""
         found = self._clean.get(message.id)
         if found is None:
-            text = self.pseudo.text(self._platform, message.text).strip()
-            # Every role marker ends in ":" and every special token starts with "<": text with
-            # neither has nothing to neutralise, and most text is spared the regular expressions.
-            if ":" in text or "<" in text:
-                text = clean(text)
-            found = self._clean[message.id] = text
+            found = self._clean[message.id] = clean(self.pseudo.text(self._platform, message.text))
         return found
 
     def _completion_text(self, answer: ThreadMessage) -> str:
@@ -550,8 +556,10 @@ class RowBuilder:
         authors = self._authors.get(answer.parent_id)
         if authors is None:
             user, platform = self.pseudo.user, self._platform
-            authors = list(dict.fromkeys(user(platform, m.author) for m in context if m.author))
-            self._authors[answer.parent_id] = authors
+            authors = self._authors[answer.parent_id] = []
+            for m in context:
+                if m.author and (pseudonym := user(platform, m.author)) not in authors:
+                    authors.append(pseudonym)
         return {
             "answer_id": answer.id,
             "conversation": self._conversation,
@@ -608,8 +616,7 @@ async def export(
             async for thread in threads:
                 streamed += 1
                 for row in builder.rows(thread):
-                    write(_encode(row))
-                    write("\n")
+                    write(encode_row(row))
                     summary.rows += 1
                 bar.update(streamed, summary.rows)
     finally:
@@ -643,6 +650,7 @@ __all__ = [
     "RowBuilder",
     "Summary",
     "ThreadView",
+    "encode_row",
     "export",
     "print_summary",
 ]

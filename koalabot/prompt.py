@@ -88,6 +88,8 @@ def neutralise(text: str) -> str:
     Text without a marker comes back unchanged, and ``neutralise(neutralise(t)) ==
     neutralise(t)``.
     """
+    if ":" not in text and "<" not in text:
+        return text  # every marker ends in an ASCII colon, every special token starts with "<"
     text = _SPECIAL.sub(r"< \1", text)
     return _MARKER.sub(r"\1\2：", text)
 

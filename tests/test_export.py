@@ -12,7 +12,8 @@ import pytest
 
 from koalabot.export import ExportOptions, Format, Summary, export
 from koalabot.prompt import TEMPLATES, Turn, render
-from koalabot.store.database import Database
+from koalabot.store import training
+from koalabot.store.database import Database, open_database
 from tests.helpers_data import MODEL, START, Seed
 
 SECRET = "test-secret-0123456789"
@@ -74,15 +75,24 @@ async def test_single_turn_koala_rows_are_the_koala_pipeline_rows(db: Database) 
     options = ExportOptions(Format.KOALA, meta=False)
     await export(db, options, out)
 
-    # Byte for byte the two HH rows of reference §4.3 (create_hf_data_v2.py process_dialogue).
-    assert out.getvalue() == (
+    # The two HH rows of reference §4.3 (create_hf_data_v2.py process_dialogue): the same keys in
+    # the same order with the same values, written compactly (no space after "," and ":").
+    reference = [
         '{"marker_user": "USER:", "marker_gpt": "GPT:", "marker_gpt_bad": "An Unhelpful Answer:", '
         '"human_0": "What is a koala?", "gpt_1": "A koala is a marsupial native to Australia.", '
-        '"fields": "[marker_user+human_0+marker_gpt],gpt_1,<|eos|>"}\n'
+        '"fields": "[marker_user+human_0+marker_gpt],gpt_1,<|eos|>"}',
         '{"marker_user": "USER:", "marker_gpt": "GPT:", "marker_gpt_bad": "An Unhelpful Answer:", '
         '"human_0": "What is a koala?", "gpt_bad_1": "No idea.", '
-        '"fields": "[marker_user+human_0+marker_gpt_bad],gpt_bad_1,<|eos|>"}\n'
-    )
+        '"fields": "[marker_user+human_0+marker_gpt_bad],gpt_bad_1,<|eos|>"}',
+    ]
+    lines = out.getvalue().splitlines(keepends=True)
+    assert [list(json.loads(line).items()) for line in lines] == [
+        list(json.loads(line).items()) for line in reference
+    ]
+    assert lines == [
+        json.dumps(json.loads(line), ensure_ascii=False, separators=(",", ":")) + "\n"
+        for line in reference
+    ]
 
 
 async def test_koala_multi_turn_trains_only_the_rated_answer(db: Database) -> None:
@@ -390,6 +400,62 @@ async def test_threads_do_not_mix_between_conversations(db: Database) -> None:
         ["first Q1", "first A1"],
         ["second Q1", "second A1"],
     ]
+
+
+async def test_conversations_read_in_many_batches_stay_whole(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed = Seed(db)
+    for n in range(3):
+        thread = await seed.thread()
+        for turn in range(3):
+            await thread.ask(f"Q{n}.{turn}")
+            answer = await thread.answer(f"A{n}.{turn}")
+            await thread.vote(answer, "U2", 1 if turn % 2 else -1)
+    whole, _ = await rows_of(db, "kto")
+
+    # Two rows per read: every conversation is split across batches.
+    monkeypatch.setattr(training, "BATCH", 2)
+    monkeypatch.setattr(training, "SQLITE_BATCH", 2)
+    batched, summary = await rows_of(db, "kto")
+
+    assert batched == whole
+    assert summary.rows == 9 and summary.threads == 3
+    assert [m["content"] for m in batched[-1]["prompt"]] == ["Q2.0", "A2.0", "Q2.1", "A2.1", "Q2.2"]
+
+
+async def test_an_in_memory_database_exports_too() -> None:
+    db = await open_database("sqlite://")
+    try:
+        thread = await Seed(db).thread()
+        await thread.ask("What is a koala?")
+        answer = await thread.answer("A marsupial.")
+        await thread.vote(answer, "U2", 1)
+
+        [row], _ = await rows_of(db, "kto")
+    finally:
+        await db.close()
+
+    assert row["completion"] == [{"role": "assistant", "content": "A marsupial."}]
+    assert row["meta"]["created_at"] == "2024-05-01T12:03:00+00:00"
+
+
+async def test_rows_are_utf8_json_with_escapes_only_where_json_needs_them(db: Database) -> None:
+    text = 'Café ☕ 日本語 🐨 "quoted" back\\slash\ttab\nline\x01\x7f\u2028 end'
+    thread = await Seed(db).thread()
+    await thread.ask(text)
+    answer = await thread.answer("Ünïcödé")
+    await thread.vote(answer, "U2", 1)
+
+    out = io.StringIO()
+    await export(db, ExportOptions(Format.KTO, meta=False), out)
+
+    line = out.getvalue()
+    row = json.loads(line)
+    assert row["prompt"] == [{"role": "user", "content": text}]
+    assert "Café ☕ 日本語 🐨" in line and "Ünïcödé" in line  # as UTF-8, not \u escapes
+    # The stdlib's own encoding (ensure_ascii=False), compact: one row per line, nothing else.
+    assert line == json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 # --- filters -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from koalabot.errors import KoalabotError
 
 # Each module defines register(subparsers) and sets a `handler(args) -> int` default.
-COMMANDS = ("run", "chat", "prompt", "db", "export", "stats", "forget")
+COMMANDS = ("run", "chat", "prompt", "db", "export", "stats", "forget", "review")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

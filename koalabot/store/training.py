@@ -5,10 +5,15 @@ Everything leaves this module as plain dataclasses, so nothing else needs SQLAlc
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncGenerator, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -45,6 +50,8 @@ from koalabot.store.models import (
 
 #: Rows fetched per round trip while streaming (a server-side cursor on PostgreSQL).
 BATCH = 5000
+#: Rows read per batch from a SQLite file (no round trips; fewer thread hand-overs).
+SQLITE_BATCH = 20_000
 
 
 # --- plain data ------------------------------------------------------------------------------
@@ -62,10 +69,15 @@ class ThreadScope:
     with_prompts: bool = False
 
 
-@dataclass(slots=True)
-class ThreadMessage:
-    """One message of a thread, with the votes on it and how it was generated."""
+class ThreadMessage(NamedTuple):
+    """One message of a thread, with the votes on it and how it was generated.
 
+    A named tuple rather than a dataclass: an export reads millions, and a row from the driver
+    becomes one without a Python-level constructor call.
+    """
+
+    conversation_id: int
+    platform: str
     id: int
     role: str
     author: str | None
@@ -77,11 +89,11 @@ class ThreadMessage:
     #: Votes that count: those of users who did not opt out.
     up: int = 0
     down: int = 0
-    #: Votes left out because the voter opted out.
-    ignored: int = 0
     model: str | None = None
     template: str | None = None
     prompt: str | None = None
+    #: Votes left out because the voter opted out.
+    ignored: int = 0
 
     @property
     def net(self) -> int:
@@ -207,13 +219,11 @@ def _voted_conversations(scope: ThreadScope) -> Select[Any]:
 def _thread_query(scope: ThreadScope, dialect: str) -> Select[Any]:
     m, c, g = Message, Conversation, Generation
     votes = _vote_totals(scope)
-    prompt = g.prompt if scope.with_prompts else null()
     # SQLite stores times as text; parsing one per row would cost more than the rest of the row,
     # so they come raw and only rated answers' are parsed.
     created = type_coerce(m.created_at, String) if dialect == "sqlite" else m.created_at
-    # Column order: the conversation, then ThreadMessage's fields in order.
     return (
-        select(
+        select(  # ThreadMessage's fields, in order
             m.conversation_id,
             c.platform,
             m.id,
@@ -225,10 +235,10 @@ def _thread_query(scope: ThreadScope, dialect: str) -> Select[Any]:
             created,
             func.coalesce(votes.c.up, 0),
             func.coalesce(votes.c.down, 0),
-            literal(0),
             g.model_id,
             g.template,
-            prompt,
+            g.prompt if scope.with_prompts else null(),
+            literal(0),  # ignored: opted-out voters are taken off in Python
         )
         .join(c, c.id == m.conversation_id)
         .outerjoin(votes, votes.c.message_id == m.id)
@@ -304,33 +314,99 @@ async def stream_threads(
     ``optout_users`` is every opted-out user ("platform:id", or a bare id for every platform);
     their votes are moved from ``up``/``down`` to ``ignored``.
     """
-    query = _thread_query(scope, db.dialect).execution_options(yield_per=BATCH)
+    query = _thread_query(scope, db.dialect)
+    path = _sqlite_file(db)
     try:
         async with db.engine.connect() as conn:
             ignored = await _optout_votes(conn, scope, optout_users) if optout_users else {}
-            result = await conn.stream(query)
+        batches = (
+            _sqlite_batches(path, *_sqlite_statement(db, query))
+            if path is not None
+            else _streamed_batches(db, query)
+        )
+        async with contextlib.aclosing(batches):
             current = Thread(0, "")
-            async for batch in result.partitions(BATCH):
+            messages = current.messages
+            make = ThreadMessage._make
+            async for batch in batches:
                 for row in batch:
-                    if current.id != row[0]:
-                        if current.messages:
+                    message = make(row)
+                    if current.id != message.conversation_id:
+                        if messages:
                             yield current
-                        current = Thread(row[0], row[1])
-                    message = ThreadMessage(*row[2:])
+                        current = Thread(message.conversation_id, message.platform)
+                        messages = current.messages
                     if ignored and message.id in ignored:
-                        _take_off(message, ignored[message.id])
-                    current.messages.append(message)
-            if current.messages:
+                        message = _take_off(message, ignored[message.id])
+                    messages.append(message)
+            if messages:
                 yield current
     except SQLAlchemyError as exc:
         raise _store_error(exc) from exc
+    except sqlite3.Error as exc:
+        raise StoreError(f"database error: {exc}") from exc
 
 
-def _take_off(message: ThreadMessage, votes: tuple[int, int]) -> None:
+async def _streamed_batches(
+    db: Database, query: Select[Any]
+) -> AsyncGenerator[Sequence[Any], None]:
+    """Rows in batches through the async engine (a server-side cursor on PostgreSQL)."""
+    async with db.engine.connect() as conn:
+        result = await conn.stream(query.execution_options(yield_per=BATCH))
+        async for batch in result.partitions(BATCH):
+            yield batch
+
+
+def _sqlite_file(db: Database) -> str | None:
+    """The file of a SQLite database (None for PostgreSQL and in-memory SQLite)."""
+    if db.dialect != "sqlite":
+        return None
+    name = db.engine.url.database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    return name
+
+
+def _sqlite_statement(db: Database, query: Select[Any]) -> tuple[str, list[Any]]:
+    """The query as SQLite SQL text and its positional parameters, as the engine would bind them."""
+    dialect = db.engine.dialect
+    compiled = query.compile(dialect=dialect)
+    params = []
+    for name in compiled.positiontup or ():
+        value = compiled.params[name]
+        bind = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+        params.append(bind(value) if bind is not None else value)
+    return str(compiled), params
+
+
+async def _sqlite_batches(
+    path: str, sql: str, params: list[Any]
+) -> AsyncGenerator[Sequence[Any], None]:
+    """Rows in large batches, read by the stdlib driver on a thread of its own: no per-row
+    SQLAlchemy or aiosqlite machinery, and the event loop stays free while SQLite works."""
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1, thread_name_prefix="koalabot-sqlite") as reader:
+        conn = await loop.run_in_executor(reader, _sqlite_connect, path)
+        try:
+            cursor = await loop.run_in_executor(reader, conn.execute, sql, params)
+            while batch := await loop.run_in_executor(reader, cursor.fetchmany, SQLITE_BATCH):
+                yield batch
+        finally:
+            conn.interrupt()  # any thread may stop a running statement
+            # On the thread that made it, after any read still running there.
+            await asyncio.shield(loop.run_in_executor(reader, conn.close))
+
+
+def _sqlite_connect(path: str) -> sqlite3.Connection:
+    # mode=rw: an existing database only, never a new empty file; busy timeout as the engine's.
+    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=rw", uri=True, timeout=5.0)
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+def _take_off(message: ThreadMessage, votes: tuple[int, int]) -> ThreadMessage:
     up, down = votes
-    message.up -= up
-    message.down -= down
-    message.ignored = up + down
+    return message._replace(up=message.up - up, down=message.down - down, ignored=up + down)
 
 
 # --- stats -------------------------------------------------------------------------------------
