@@ -169,6 +169,20 @@ def _new_command() -> app_commands.Command[Any, ..., None]:
     return new
 
 
+class RateLimitCounter(logging.Filter):
+    """Counts discord.py's 429 waits for /metrics: it handles them itself and only logs them."""
+
+    def __init__(self, counter: Any) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("We are being rate limited") and "Retrying in" in message:
+            self.counter.inc()
+        return True
+
+
 class DiscordAdapter:
     """A running Discord bot answering through one Engine."""
 
@@ -205,6 +219,9 @@ class DiscordAdapter:
         self._old_urls: tuple[str, yarl.URL] | None = None
         self._dm_threads: dict[int, str] = {}  # DM channel → conversation started by /new
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._rate_limit_counter = RateLimitCounter(
+            engine.metrics.rate_limit_waits.labels("discord")
+        )
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -212,6 +229,7 @@ class DiscordAdapter:
         """Log in and connect; returns once the gateway is ready (raises if it cannot be)."""
         assert self.settings.discord_token is not None
         self._old_urls = point_at(self.settings.discord_api_url, self.settings.discord_gateway_url)
+        logging.getLogger("discord.http").addFilter(self._rate_limit_counter)
         self.client = client = KoalaClient(
             self,
             shard_id=self.options.shard_id,
@@ -243,6 +261,7 @@ class DiscordAdapter:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self.client.close()
+        logging.getLogger("discord.http").removeFilter(self._rate_limit_counter)
         if self._runner is not None:
             # The client ends on its own once closed, unless it sleeps between reconnects.
             await asyncio.wait({self._runner}, timeout=5)
@@ -336,6 +355,12 @@ class DiscordAdapter:
         )
         result = await self.engine.handle_message(chat, sink)
         log.debug("message %s in %s: %s", message.id, where, result.status)
+
+    def sink_for(self, where: ThreadKey) -> DiscordReplySink:
+        """A sink for an existing thread (to tell it about an answer a crash cut off)."""
+        guild = int(where.workspace) if where.workspace else None
+        channel = self._channel(int(where.channel), guild)
+        return DiscordReplySink(channel, edit_interval=self.settings.edit_interval)
 
     def _channel(self, channel_id: int, guild_id: int | None) -> discord.PartialMessageable:
         assert self.client is not None

@@ -36,7 +36,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from koalabot.adapter import RunOptions
 from koalabot.config import Settings
 from koalabot.errors import ConfigError, KoalabotError
-from koalabot.events import AnswerResult, FeedbackEvent, FeedbackResult
+from koalabot.events import AnswerResult, FeedbackEvent, FeedbackResult, ThreadKey
 
 from .slack_events import (
     button_vote,
@@ -76,6 +76,18 @@ def _need(value: str | None, variable: str, why: str) -> str:
     if not value:
         raise ConfigError(f"{variable} is not set: {why}")
     return value
+
+
+class CountingRateLimitHandler(AsyncRateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler (waits Retry-After), counting each wait for /metrics."""
+
+    def __init__(self, counter: Any, max_retry_count: int) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self._waits = counter.labels("slack")
+
+    async def prepare_for_next_attempt_async(self, **kwargs: Any) -> None:
+        self._waits.inc()
+        await super().prepare_for_next_attempt_async(**kwargs)
 
 
 class SlackAdapter:
@@ -144,7 +156,7 @@ class SlackAdapter:
             session=self._session,
             retry_handlers=[
                 AsyncConnectionErrorRetryHandler(max_retry_count=2),
-                AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+                CountingRateLimitHandler(self.engine.metrics.rate_limit_waits, max_retry_count=5),
             ],
         )
         try:
@@ -253,6 +265,10 @@ class SlackAdapter:
         finally:
             if task is not None:
                 self._busy.discard(task)
+
+    def sink_for(self, where: ThreadKey) -> SlackReplySink:
+        """A sink for an existing thread (to tell it about an answer a crash cut off)."""
+        return self._sink(where.channel, where.thread)
 
     def _sink(self, channel: str, thread_ts: str, *, assistant: bool = False) -> SlackReplySink:
         assert self.client is not None

@@ -264,10 +264,10 @@ async def fit(
 
 __all__ = [
     "CachedCounter",
-    "count_all",
     "Fitted",
     "Limits",
     "TokenCounter",
+    "count_all",
     "estimate_tokens",
     "exchanges",
     "fit",

@@ -119,6 +119,7 @@ class Engine:
     async def close(self) -> None:
         """Close the backend sessions and the database pool."""
         await self.backend.close()
+        await self.repo.close()
         await self.db.close()
 
     async def __aenter__(self) -> Engine:
@@ -473,7 +474,7 @@ class Engine:
             )
             await self._give_up(answer_id, "interrupted", text, prompt, dropped, INTERRUPTED)
             with contextlib.suppress(Exception):
-                await asyncio.shield(streamer.fail(INTERRUPTED, text))
+                await asyncio.shield(streamer.fail(INTERRUPTED, text.strip()))
             raise
         except KoalabotError as exc:
             status = "too_long" if isinstance(exc, PromptTooLongError) else "failed"

@@ -7,11 +7,20 @@ import asyncio
 from collections.abc import Iterable
 from pathlib import Path
 
-from koalabot.engine import INTERRUPTED
+import asyncpg
+from aiohttp import web
+from sqlalchemy import make_url
+
+from koalabot.config import load_settings
+from koalabot.engine import INTERRUPTED, SHUTTING_DOWN, Engine
+from koalabot.events import ChatMessage, ThreadKey
+from koalabot.http import ops_app
+from koalabot.store.database import upgrade
 from koalabot_adapters.slack_sink import ACTION_UP
 from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.tgi import FakeTGI, Fault
+from tests.fixtures.db import POSTGRES_URL
 from tests.reliability.process import (
     bot_env,
     get_json,
@@ -21,6 +30,7 @@ from tests.reliability.process import (
     sqlite_rows,
     value,
 )
+from tests.reliability.sinks import Recorder
 
 
 def mention(slack: FakeSlack, text: str) -> str:
@@ -161,3 +171,56 @@ async def test_sigterm_finishes_short_answers_interrupts_long_ones_and_takes_no_
     assert rows[1][1].startswith("Eucalyptus")  # the partial answer is kept
     assert "Still there?" not in [text for _, text, _ in rows]
     assert any("interrupted" in r["message"] for r in bot.records)
+
+
+async def test_healthz_names_the_database_when_it_is_gone(
+    postgres_url: str, fake_tgi: FakeTGI
+) -> None:
+    await upgrade(postgres_url)
+    engine = await Engine.open(load_settings(None, database_url=postgres_url, tgi_url=fake_tgi.url))
+    runner = web.AppRunner(ops_app(engine))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    healthz = f"http://127.0.0.1:{runner.addresses[0][1]}/healthz"
+    try:
+        assert await get_json(healthz) == (200, {"status": "ok"})
+        admin = await asyncpg.connect(
+            make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(False)
+        )
+        try:  # the operator dropped the wrong database: every connection is cut
+            await admin.execute(f'DROP DATABASE "{make_url(postgres_url).database}" WITH (FORCE)')
+        finally:
+            await admin.close()
+        status, body = await get_json(healthz)
+        assert status == 503 and set(body["problems"]) == {"database"}
+        assert body["problems"]["database"].startswith("unreachable")
+    finally:
+        await runner.cleanup()
+        await engine.close()
+
+
+async def test_shutdown_tells_every_thread_what_became_of_its_message(
+    sqlite_url: str, fake_tgi: FakeTGI
+) -> None:
+    fake_tgi.token_delay = 0.05
+    fake_tgi.replies.extend([" One two three four five six seven eight nine ten.", " Done."])
+    settings = load_settings(None, database_url=sqlite_url, tgi_url=fake_tgi.url, notice="")
+    thread = ThreadKey("slack", "T1", "C1", "1.0")
+    engine = await Engine.open(settings)
+    try:
+        first, second, late = Recorder(), Recorder(), Recorder()
+        asked = [
+            asyncio.create_task(engine.handle_message(ChatMessage(thread, "U1", q, ts), sink))
+            for q, ts, sink in [("Count to ten.", "1.1", first), ("And back?", "1.2", second)]
+        ]
+        await first.wait_for(lambda: first.shown.get("m0", "").startswith("One"))  # streaming
+        assert await engine.shutdown(grace=0.1) == 2
+        results = await asyncio.gather(*asked)
+        refused = await engine.handle_message(ChatMessage(thread, "U1", "Hello?", "1.3"), late)
+    finally:
+        await engine.close()
+
+    assert [r.status for r in results] == ["interrupted", "interrupted"]
+    assert first.shown["m0"].startswith("One") and first.shown["m0"].endswith(INTERRUPTED)
+    assert second.notices == [SHUTTING_DOWN] and not second.shown  # it was waiting its turn
+    assert refused.status == "interrupted" and late.notices == [SHUTTING_DOWN]

@@ -7,20 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import pytest
 
 from koalabot import engine as engine_module
-from koalabot.config import Settings
+from koalabot.config import load_settings
 from koalabot.engine import Engine
 from koalabot.events import ChatMessage, ThreadKey
 from koalabot.store.database import upgrade
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.tgi import FakeTGI
 from tests.reliability.process import BotProcess, bot_env, post_signed, running, scrape, value
+from tests.reliability.sinks import Recorder
 
 THREADS = 3
 PER_THREAD = 3
@@ -140,32 +140,6 @@ async def test_two_replicas_answer_every_message_once_and_in_thread_order(
 # --- the ordering rule, one step at a time, in one process -------------------------------
 
 
-@dataclass
-class Recorder:
-    """A reply sink that keeps what the thread shows."""
-
-    max_chars: int = 3000
-    edit_interval: float = 0.01
-    shown: dict[str, str] = field(default_factory=dict)
-    notices: list[str] = field(default_factory=list)
-
-    async def post(self, text: str) -> str:
-        self.shown[f"m{len(self.shown)}"] = text
-        return f"m{len(self.shown) - 1}"
-
-    async def edit(self, message_id: str, text: str) -> None:
-        self.shown[message_id] = text
-
-    async def finish(self, message_id: str, text: str, answer_id: int) -> None:
-        self.shown[message_id] = text
-
-    async def notice(self, text: str) -> None:
-        self.notices.append(text)
-
-    async def thinking(self, on: bool) -> None:
-        return None
-
-
 THREAD = ThreadKey("slack", "T1", "C1", "1700000000.000100")
 
 
@@ -175,7 +149,7 @@ def chat(text: str, ts: str) -> ChatMessage:
 
 async def open_engine(url: str, tgi: FakeTGI) -> Engine:
     return await Engine.open(
-        Settings(database_url=url, tgi_url=tgi.url, notice="", edit_interval=0.01, retries=0)
+        load_settings(None, database_url=url, tgi_url=tgi.url, notice="", edit_interval=0.01)
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select, text, update
+from sqlalchemy import Select, bindparam, delete, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -91,6 +91,33 @@ class GenerationRecord:
     error: str | None = None
 
 
+def _earlier_waiting() -> Select[Any]:
+    """Built once: this runs for every message, and building a statement costs more than
+    running it on SQLite."""
+    m, user, reply, handled = Message, aliased(Message), aliased(Message), ProcessedEvent
+    recent = (
+        select(m.id)
+        .where(m.conversation_id == bindparam("conversation"), m.id < bindparam("before"))
+        .order_by(m.id.desc())
+        .limit(ORDER_LOOKBACK)
+        .subquery()
+    )
+    return (
+        select(user.id)
+        .where(
+            user.id.in_(select(recent.c.id)),
+            user.role == "user",
+            user.created_at > bindparam("since"),
+            ~exists().where(reply.parent_id == user.id),
+            ~exists().where(handled.message_id == user.id, handled.key.startswith(_DECLINED)),
+        )
+        .limit(1)
+    )
+
+
+_EARLIER_WAITING = _earlier_waiting()
+
+
 class Repository:
     """Conversation memory: store user messages first, answers with their generation record."""
 
@@ -99,6 +126,7 @@ class Repository:
         # SQLite takes one writer at a time. Writers queued here wait their turn in order;
         # left to SQLite's busy handler, a burst of them sleeps and retries and can time out.
         self._write_lock = asyncio.Lock() if db.dialect == "sqlite" else None
+        self._locks = _LockSession(db) if db.dialect == "postgresql" else None
 
     @contextlib.asynccontextmanager
     async def _tx(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -257,27 +285,12 @@ class Repository:
         """Whether a recent message of the thread, older than ``message_id``, has no answer yet
         (nor was declined): replicas, or tasks, may take a burst of messages in any order, and
         the engine answers them in order."""
-        m, user, reply, handled = Message, aliased(Message), aliased(Message), ProcessedEvent
-        recent = (
-            select(m.id)
-            .where(m.conversation_id == conversation_id, m.id < message_id)
-            .order_by(m.id.desc())
-            .limit(ORDER_LOOKBACK)
-            .subquery()
-        )
-        query = (
-            select(user.id)
-            .where(
-                user.id.in_(select(recent.c.id)),
-                user.role == "user",
-                user.created_at > utcnow() - ORDER_WINDOW,
-                ~exists().where(reply.parent_id == user.id),
-                ~exists().where(handled.message_id == user.id, handled.key.startswith(_DECLINED)),
-            )
-            .limit(1)
-        )
+        params = {"conversation": conversation_id, "before": message_id}
         async with self._tx() as conn:
-            return await conn.scalar(query) is not None
+            found = await conn.scalar(
+                _EARLIER_WAITING, {**params, "since": utcnow() - ORDER_WINDOW}
+            )
+        return found is not None
 
     async def decline(self, message_id: int) -> None:
         """Record that the bot will not answer a user message (empty, rate-limited, shutting
@@ -517,24 +530,22 @@ class Repository:
 
         SQLite has one writer process by nature, so the engine's in-process lock suffices there.
         """
-        if self.db.dialect != "postgresql":
+        if self._locks is None:
             yield
             return
+        delay = 0.01
+        while (held := await self._locks.try_lock(conversation_id)) is None:
+            await asyncio.sleep(delay)  # another replica is answering in this thread
+            delay = min(delay * 2, 0.25)
         try:
-            conn = await self.db.engine.connect()
-        except (SQLAlchemyError, OSError) as exc:
-            raise StoreError() from exc
-        try:
-            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": conversation_id})
-            await conn.commit()
-            try:
-                yield
-            finally:
-                with contextlib.suppress(SQLAlchemyError, OSError):
-                    await self._unlock(conn, conversation_id)
+            yield
         finally:
-            with contextlib.suppress(SQLAlchemyError, OSError):
-                await conn.close()
+            await self._locks.unlock(conversation_id, held)
+
+    async def close(self) -> None:
+        """Give back the connection that holds this process's thread locks."""
+        if self._locks is not None:
+            await self._locks.close()
 
     async def _try_lock(self, conn: AsyncConnection, conversation_id: int) -> bool:
         if self.db.dialect != "postgresql":
@@ -547,3 +558,53 @@ class Repository:
         if self.db.dialect == "postgresql":
             await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": conversation_id})
             await conn.commit()
+
+
+class _LockSession:
+    """The one PostgreSQL session that holds this process's thread locks.
+
+    Advisory locks belong to a session. Holding each on a pooled connection for the length of
+    an answer would take one connection per answer in flight, and with the pool used up the
+    lock holders could not get one for their own queries. One session holds them all instead;
+    waiting is polling with ``pg_try_advisory_lock``, since a blocking wait would stall it.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._conn: AsyncConnection | None = None
+        self._session = 0  # which session the locks taken now belong to
+        self._use = asyncio.Lock()  # one statement at a time on the connection
+
+    async def try_lock(self, key: int) -> int | None:
+        """Take the lock if it is free: the session it is held by, else None."""
+        async with self._use:
+            try:
+                if self._conn is None:
+                    conn = await self._db.engine.connect()
+                    self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    self._session += 1
+                got = await self._conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+            except (SQLAlchemyError, OSError) as exc:
+                await self._drop()
+                raise StoreError() from exc
+        return self._session if got else None
+
+    async def unlock(self, key: int, session: int) -> None:
+        """Release a lock; nothing to do if its session is gone (the server released it)."""
+        async with self._use:
+            if self._conn is None or session != self._session:
+                return
+            try:
+                await self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            except (SQLAlchemyError, OSError):
+                await self._drop()
+
+    async def close(self) -> None:
+        async with self._use:
+            await self._drop()
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await conn.invalidate()

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from koalabot.engine import INTERRUPTED
+from koalabot.config import Settings, load_settings
+from koalabot.engine import INTERRUPTED, Engine
+from koalabot.events import ThreadKey
+from koalabot.store.database import upgrade
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.tgi import FakeTGI
 from tests.reliability.process import bot_env, running, sqlite_rows
+from tests.reliability.sinks import Recorder
 
 
 def cut_off(slack: FakeSlack, root: Message) -> Message | None:
@@ -57,3 +61,62 @@ async def test_an_answer_cut_off_by_a_crash_says_so_after_the_restart(
     assert len(tgi.prompts) == 2  # the restarted bot did not answer the first message again
     assert "Eucalyptus" not in tgi.prompts[-1]  # nor took the cut-off text for its own words
     assert any("left streaming by a crash" in r["message"] for r in second.records)
+
+
+# --- recovery, one step at a time, in one process ------------------------------------------
+
+
+THREAD = ThreadKey("slack", "T1", "C1", "1700000000.000100")
+
+
+async def crashed_mid_answer(settings: Settings) -> int:
+    """A process that took a message in and began its answer, then died: the conversation id."""
+    engine = await Engine.open(settings)
+    try:
+        stored = await engine.repo.add_user_message(THREAD, "U1", "hi", "1.1", ["slack:1.1"])
+        assert stored is not None
+        await engine.repo.start_answer(stored[0], stored[1], "1.2")
+    finally:
+        await engine.close()
+    return stored[0]
+
+
+async def test_a_restarted_engine_tells_the_thread_once_its_platform_is_back(
+    migrated_database_url: str, fake_tgi: FakeTGI
+) -> None:
+    settings = load_settings(None, database_url=migrated_database_url, tgi_url=fake_tgi.url)
+    await crashed_mid_answer(settings)
+    engine = await Engine.open(settings)
+    try:
+        thread = Recorder()
+        assert await engine.tell_interrupted("discord", lambda where: thread) == 0
+        assert await engine.tell_interrupted("slack", lambda where: thread) == 1
+        assert thread.shown == {"1.2": f"⚠️ {INTERRUPTED}"}
+        assert await engine.tell_interrupted("slack", lambda where: thread) == 0  # told once
+        conversation = await engine.repo.conversation_id(THREAD)
+        assert conversation is not None
+        statuses = [m.status for m in await engine.repo.history(conversation)]
+        assert statuses == ["interrupted", "ok"]
+    finally:
+        await engine.close()
+
+
+async def test_a_replica_starting_leaves_answers_another_one_is_streaming_alone(
+    postgres_url: str, fake_tgi: FakeTGI
+) -> None:
+    await upgrade(postgres_url)
+    settings = load_settings(None, database_url=postgres_url, tgi_url=fake_tgi.url)
+    busy = await Engine.open(settings)
+    try:
+        conversation = await crashed_mid_answer(settings)
+        async with busy.repo.thread_lock(conversation):  # as if it were answering there
+            starting = await Engine.open(settings)
+            await starting.close()
+            statuses = [m.status for m in await busy.repo.history(conversation)]
+            assert statuses == ["streaming", "ok"]
+        restarted = await Engine.open(settings)  # nobody holds the thread: the answer is dead
+        await restarted.close()
+        statuses = [m.status for m in await busy.repo.history(conversation)]
+        assert statuses == ["interrupted", "ok"]
+    finally:
+        await busy.close()

@@ -119,8 +119,8 @@ async def test_the_bot_rides_out_a_postgres_restart_under_load(
     adapter = create_adapter(engine, settings, RunOptions(mode="http", port=0))
     await adapter.start()
     slack.events_url = adapter.url
+    mention = f"<@{slack.bot_user_id}>"
     try:
-        mention = f"<@{slack.bot_user_id}>"
         roots = list(
             await asyncio.gather(
                 *(
@@ -131,33 +131,37 @@ async def test_the_bot_rides_out_a_postgres_restart_under_load(
         )
         await slack.wait_for(lambda: all(slack.bot_replies(r.channel, r.ts) for r in roots))
 
-        await _cluster("restart")  # while every answer is streaming
-        await _ready()
+        await _cluster("stop")  # the restart's first half, while every answer is streaming
+        try:
+            late = await slack.user_posts(f"{mention} anyone home?", user="U0LATE")
+            (refused,) = await slack.wait_for(lambda: slack.bot_replies(late.channel, late.ts), 30)
+            firsts = await asyncio.gather(
+                *(slack.wait_for(lambda r=r: settled(slack, r), 30) for r in roots)
+            )
+        finally:
+            await _cluster("start")
+            await _ready()
 
-        firsts = await asyncio.gather(
-            *(slack.wait_for(lambda r=r: settled(slack, r), 30) for r in roots)
-        )
         tgi.token_delay = 0.005
         tgi.reply = " Back again."
         for n, root in enumerate(roots):
             await slack.user_posts(f"{mention} again {n}", user=f"U0P{n}", thread_ts=root.ts)
+        await slack.user_posts(f"{mention} anyone home now?", user="U0LATE", thread_ts=late.ts)
         seconds = await asyncio.gather(
-            *(
-                slack.wait_for(
-                    lambda r=r: [m for m in slack.bot_replies(r.channel, r.ts)[1:] if m.buttons], 30
-                )
-                for r in roots
-            )
+            *(slack.wait_for(lambda r=r: answered_again(slack, r), 30) for r in [*roots, late])
         )
         await slack.settle()
     finally:
         await adapter.stop()
         await engine.close()
 
-    for first in firsts:  # each person saw the answer, or a notice saying what went wrong
-        assert first.shown.startswith("Eucalyptus") or "⚠️" in first.shown
-    for root, second in zip(roots, seconds, strict=True):
-        assert [m.shown for m in second] == ["Back again."]
+    memory = "I could not reach my memory"
+    assert memory in refused.shown  # nothing could be stored: the person is told to retry
+    for first in firsts:  # the answer, with a notice that it could not be saved
+        assert first.shown.startswith("Eucalyptus") and memory in first.shown
+        assert not first.buttons
+    for root, second in zip([*roots, late], seconds, strict=True):
+        assert second.shown == "Back again."
         assert len(slack.bot_replies(root.channel, root.ts)) == 2  # nothing twice
     conn = await asyncpg.connect(url)
     try:
@@ -168,7 +172,12 @@ async def test_the_bot_rides_out_a_postgres_restart_under_load(
         )
     finally:
         await conn.close()
-    assert users == {f"question {n}" for n in range(THREADS)} | {
-        f"again {n}" for n in range(THREADS)
-    }
+    asked = {f"question {n}" for n in range(THREADS)} | {f"again {n}" for n in range(THREADS)}
+    assert users == asked | {"anyone home now?"}  # every message taken in is kept
     assert twice == 0
+
+
+def answered_again(slack: FakeSlack, root: Message) -> Message | None:
+    """A finished answer after the first reply in the thread."""
+    later = [m for m in slack.bot_replies(root.channel, root.ts)[1:] if m.buttons]
+    return later[0] if later else None
