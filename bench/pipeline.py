@@ -26,6 +26,7 @@ import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ from koalabot.store.models import Conversation, Message
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("KOALABOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 LENGTHS = (1, 100, 1000)
+#: The seeded history was written an hour ago (a thread's past, not a burst in flight).
+EARLIER = datetime.now(UTC) - timedelta(hours=1)
 CONCURRENCY = (1, 32)
 SENTENCES = [
     f"Message number {i} talks about koalas, eucalyptus and the weather in Brisbane today."
@@ -119,8 +122,17 @@ def fake_tgi_process() -> Iterator[str]:
     """The fake TGI in another process, answering at once."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.tgi", "--port", str(port), "--token-delay", "0",
-         "--reply", " Sure."],
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.tgi",
+            "--port",
+            str(port),
+            "--token-delay",
+            "0",
+            "--reply",
+            " Sure.",
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -170,6 +182,7 @@ async def seed_threads(url: str, length: int, threads: int, tag: str) -> list[Th
                 )
                 rows: list[dict[str, Any]] = [
                     {
+                        "created_at": EARLIER,
                         "conversation_id": conv,
                         "role": "user" if n % 2 == 0 else "assistant",
                         "author": "U" if n % 2 == 0 else None,

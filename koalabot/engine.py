@@ -365,6 +365,7 @@ class Engine:
             async with self._conversation_lock(conversation_id):
                 if not (
                     in_order
+                    and self.db.dialect == "postgresql"  # one SQLite process orders by its lock
                     and loop.time() < deadline
                     and await self.repo.earlier_waiting(conversation_id, parent_id)
                 ):
@@ -582,11 +583,11 @@ class Engine:
         budget = limits.prompt_budget(self.params.max_new_tokens)
         loaded: list[StoredMessage] = []
         before: int | None = None
-        tokens = 0
-        more = True
-        while more and tokens <= budget:
-            page = await self.repo.history(conversation_id, before_id=before, limit=HISTORY_PAGE)
-            more = len(page) == HISTORY_PAGE
+        tokens, older = 0, 1
+        while older and tokens <= budget:
+            page, older = await self.repo.history_page(
+                conversation_id, before_id=before, limit=HISTORY_PAGE
+            )
             if not page:
                 break
             before = page[-1].id
@@ -594,7 +595,7 @@ class Engine:
             loaded.extend(visible)
             tokens += await count_all(self.counter, [self._rendered(m) for m in visible])
         turns = _turns(loaded, upto_id)
-        unseen = await self.repo.count_before(conversation_id, before) if more and before else 0
+        unseen = older if tokens > budget else 0
         fitted = await fit(turns, self.template, limits, self.params.max_new_tokens, self.counter)
         return fitted.prompt, fitted.dropped_turns + unseen, fitted.prompt_tokens
 

@@ -153,6 +153,7 @@ async def open_engine(url: str, tgi: FakeTGI) -> Engine:
     )
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # replicas share PostgreSQL
 async def test_an_answer_waits_for_an_earlier_message_another_replica_took_in(
     migrated_database_url: str, fake_tgi: FakeTGI
 ) -> None:
@@ -174,7 +175,7 @@ async def test_an_answer_waits_for_an_earlier_message_another_replica_took_in(
         await engine.close()
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_a_message_nobody_answers_holds_its_thread_up_only_briefly(
     migrated_database_url: str, fake_tgi: FakeTGI, monkeypatch: pytest.MonkeyPatch
 ) -> None:

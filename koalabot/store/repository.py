@@ -355,6 +355,14 @@ class Repository:
         self, conversation_id: int, *, before_id: int | None = None, limit: int = 64
     ) -> list[StoredMessage]:
         """One page of the thread, newest first, older than ``before_id`` (keyset paging)."""
+        page, _ = await self.history_page(conversation_id, before_id=before_id, limit=limit)
+        return page
+
+    async def history_page(
+        self, conversation_id: int, *, before_id: int | None = None, limit: int = 64
+    ) -> tuple[list[StoredMessage], int]:
+        """One page of the thread, newest first, and how many messages are older than it —
+        one transaction, as the engine reads the tail of a thread for every answer."""
         m = Message
         query = (
             select(m.id, m.role, m.text, m.parent_id, m.status)
@@ -366,18 +374,18 @@ class Repository:
             query = query.where(m.id < before_id)
         async with self._tx() as conn:
             rows = (await conn.execute(query)).all()
-        return [StoredMessage(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
-
-    async def count_before(self, conversation_id: int, before_id: int) -> int:
-        """How many messages of the thread are older than ``before_id``."""
-        m = Message
-        async with self._tx() as conn:
-            n = await conn.scalar(
-                select(func.count())
-                .select_from(m)
-                .where(m.conversation_id == conversation_id, m.id < before_id)
-            )
-        return int(n or 0)
+            older = 0
+            if len(rows) == limit:
+                older = int(
+                    await conn.scalar(
+                        select(func.count())
+                        .select_from(m)
+                        .where(m.conversation_id == conversation_id, m.id < rows[-1][0])
+                    )
+                    or 0
+                )
+        page = [StoredMessage(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+        return page, older
 
     async def answer(self, answer_id: int) -> AnswerInfo | None:
         """An answer (or any message) with its thread, for votes and regeneration."""
