@@ -5,8 +5,9 @@ An instant fake TGI runs in another process. For SQLite and PostgreSQL, threads 
 reports messages/s and the engine's own added latency per message (p50, p99): the wall time of
 `handle_message` minus the time spent waiting on TGI for that message (the stream's
 `total_time` from its generation record, plus any /tokenize calls). In the same run it
-measures the bare backend call with a prebuilt prompt, the baseline. Memory: the peak Python allocation (tracemalloc) while answering one message, by
-thread length — flat means the engine never loads a whole thread.
+measures the bare backend call with a prebuilt prompt, the baseline. Memory: the peak Python
+allocation (tracemalloc) while answering one message, by thread length — flat means the engine
+never loads a whole thread.
 Targets: added latency p50 <= 3 ms and p99 <= 15 ms on SQLite at 1,000-message threads.
 """
 
