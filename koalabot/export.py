@@ -19,11 +19,19 @@ An answer's thread is the conversation's user messages in order, each followed b
 shown last before the rated answer was written (its latest ``ok`` sibling), ending with the user
 message the rated answer answers: what the model was given, apart from turns cut for length.
 Votes of opted-out users do not count, and no row holds a thread with an opted-out user's message.
+
+Review decisions (`koalabot review`) apply: an excluded answer never becomes a row, and one
+excluded as unsafe or private is not shown in any thread either; a correction is exported as a
+liked answer (in sft and openai in place of the original, in kto and koala beside it, in dpo as
+the chosen side against it). ``reviewed_only`` keeps only included and corrected answers,
+``dedupe`` one answer per question, and ``redact`` (on by default) replaces personal data and
+secrets in every text with placeholders (koalabot.redact).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import re
@@ -37,9 +45,12 @@ from typing import Any, TextIO
 
 import orjson
 
+from koalabot.dedupe import Deduper, question_key
 from koalabot.errors import KoalabotError
 from koalabot.prompt import TEMPLATES, clean
+from koalabot.redact import Kind, redact
 from koalabot.store.database import Database
+from koalabot.store.review import REASONS, WITHHELD_REASONS, Decision
 from koalabot.store.training import (
     Thread,
     ThreadMessage,
@@ -102,6 +113,12 @@ class ExportOptions:
     string_prompt: bool = False
     #: Add a ``meta`` object to each row; None means the format's default (all but openai).
     meta: bool | None = None
+    #: Only answers included or corrected on the review page (`koalabot review`).
+    reviewed_only: bool = False
+    #: One answer per question: drop answers whose user message repeats an earlier one.
+    dedupe: bool = False
+    #: Replace e-mail addresses, phone numbers, secret URLs and API keys with placeholders.
+    redact: bool = True
 
     def __post_init__(self) -> None:
         if self.string_prompt and self.format not in STRING_PROMPT_FORMATS:
@@ -186,6 +203,8 @@ class Summary:
     threads: int = 0
     voted_answers: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    #: What redaction replaced, by kind (each message counted once).
+    redacted: Counter[Kind] = field(default_factory=Counter)
 
     def skip(self, reason: str) -> None:
         """Count one voted answer (or, for dpo, one answer without a pair) left out."""
@@ -204,11 +223,26 @@ class Summary:
             lines += [f"  {n:>9,}  {reason}" for reason, n in self.skipped.most_common()]
         else:
             lines.append("skipped 0")
+        found = [(kind, self.redacted[kind]) for kind in _REDACTED_NOUNS if self.redacted[kind]]
+        if found:
+            lines.append(
+                "redacted " + ", ".join(_count(n, _REDACTED_NOUNS[kind]) for kind, n in found)
+            )
         return lines
 
 
+_REDACTED_NOUNS = {
+    Kind.EMAIL: "e-mail address",
+    Kind.PHONE: "phone number",
+    Kind.URL: "secret URL",
+    Kind.API_KEY: "API key",
+}
+
+
 def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+    if n == 1:
+        return f"{n:,} {noun}"
+    return f"{n:,} {noun}es" if noun.endswith("ss") else f"{n:,} {noun}s"
 
 
 class Progress:
@@ -250,7 +284,7 @@ class Progress:
 class ThreadView:
     """One conversation, indexed so each rated answer's thread is cheap to rebuild."""
 
-    __slots__ = ("first_opted_out", "position", "questions", "shown", "thread")
+    __slots__ = ("first_opted_out", "position", "questions", "shown", "thread", "withheld")
 
     def __init__(self, thread: Thread, optout_users: Collection[str] = ()) -> None:
         self.thread = thread
@@ -259,6 +293,8 @@ class ThreadView:
         self.shown: dict[int, list[ThreadMessage]] = {}
         #: The first message of an opted-out user: every thread reaching it is left out.
         self.first_opted_out: int | None = None
+        #: Answers excluded on the review page as unsafe or private: no thread may show them.
+        self.withheld: set[int] = set()
         questions, position, shown = self.questions, self.position, self.shown
         for m in thread.messages:
             if m.role == "user":
@@ -276,6 +312,8 @@ class ThreadView:
                     shown[m.parent_id].append(m)
                 else:
                     shown[m.parent_id] = [m]
+                if m.review == Decision.EXCLUDE and m.review_reason in WITHHELD_REASONS:
+                    self.withheld.add(m.id)
 
     def context(self, parent_id: int, before_id: int) -> list[ThreadMessage]:
         """User messages up to ``parent_id`` (which must be in this thread), each followed by
@@ -289,6 +327,10 @@ class ThreadView:
                 turns.append(answer)
         turns.append(self.questions[end])
         return turns
+
+    def shows_withheld(self, context: list[ThreadMessage]) -> bool:
+        """Whether a thread shows an answer excluded as unsafe or private."""
+        return bool(self.withheld) and any(m.id in self.withheld for m in context)
 
     def reaches_opted_out(self, parent_id: int) -> bool:
         """Whether the thread up to this user message holds an opted-out user's message."""
@@ -311,6 +353,19 @@ def encode_row(row: Row) -> str:
 
 Candidate = tuple[ThreadMessage, list[ThreadMessage]]
 
+#: ``review`` of the stand-in for a reviewer's correction. The stand-in carries the answer's id
+#: negated, so the per-thread caches (keyed by message id) never mix up the two texts.
+CORRECTION = "correction"
+
+
+def _correction(answer: ThreadMessage) -> ThreadMessage:
+    """The answer a reviewer wrote in place of ``answer``, as an answer of its own."""
+    return answer._replace(id=-answer.id, text=answer.correction or "", review=CORRECTION)
+
+
+def _is_liked(answer: ThreadMessage) -> bool:
+    return answer.review == CORRECTION or answer.net > 0
+
 
 class RowBuilder:
     """Turns threads into rows of one format, counting every voted answer left out and why."""
@@ -328,6 +383,9 @@ class RowBuilder:
         self.timed = options.since is not None or options.until is not None
         self.statuses = {"ok", "failed", "interrupted"} if options.include_failed else {"ok"}
         self.meta = options.with_meta
+        self.deduper = Deduper() if options.dedupe else None
+        #: Formats where a correction takes the place of its answer (they train on liked only).
+        self.replaces = options.format in (Format.SFT, Format.OPENAI)
         self._rows: Callable[[ThreadView, Iterator[Candidate]], Iterator[Row]] = {
             Format.KOALA: self._labelled,
             Format.KTO: self._labelled,
@@ -341,14 +399,22 @@ class RowBuilder:
         self._chat: dict[int, dict[str, Any]] = {}
         self._clean: dict[int, str] = {}
         self._authors: dict[int, list[str]] = {}
+        #: Each correction's answer, by the correction's (negated) id.
+        self._corrected: dict[int, ThreadMessage] = {}
+        self._mention: Callable[[str], str] | None = None
 
     def rows(self, thread: Thread) -> Iterator[Row]:
-        """Every row this thread gives (votes, filters and opt-outs applied)."""
+        """Every row this thread gives (votes, filters, reviews and opt-outs applied)."""
         self._platform = thread.platform
         self._conversation = None
         self._chat.clear()
         self._clean.clear()
         self._authors.clear()
+        self._corrected.clear()
+        if self.options.pseudonym_secret is not None:
+            self._mention = functools.partial(self.pseudo.user, thread.platform)
+        if self.deduper is not None:
+            self.deduper.new_conversation()
         view = ThreadView(thread, self.optout_users)
         return self._rows(view, self._candidates(view))
 
@@ -366,12 +432,36 @@ class RowBuilder:
                 self.summary.threads += 1
                 counted = True
             self.summary.voted_answers += 1
-            reason = self._reject(view, answer)
-            if reason:
-                self.summary.skip(reason)
+            corrected = answer.review == Decision.CORRECT and bool(answer.correction)
+            # A correction stands in for its answer where only liked answers count, and with
+            # --reviewed-only (dpo still pairs the two).
+            if not (corrected and (self.replaces or self.options.reviewed_only)):
+                found = self._ready(view, answer, self._reject(view, answer))
+                if found is not None:
+                    yield found
+            if corrected:
+                correction = _correction(answer)
+                found = self._ready(view, correction, self._reject_correction(view, answer))
+                if found is not None:
+                    self._corrected[correction.id] = answer
+                    yield found
+
+    def _ready(self, view: ThreadView, answer: ThreadMessage, reason: str) -> Candidate | None:
+        """The answer with its thread, unless it is left out (and counted) for ``reason`` or
+        for what its thread holds."""
+        if not reason:
+            assert answer.parent_id is not None
+            context = view.context(answer.parent_id, abs(answer.id))
+            if view.shows_withheld(context):
+                reason = "thread shows an answer excluded as unsafe or private"
+            elif self.deduper is not None and not self.deduper.keep(
+                question_key(m.text for m in context if m.role == "user"), answer.parent_id
+            ):
+                reason = "repeated question (--dedupe)"
             else:
-                assert answer.parent_id is not None
-                yield answer, view.context(answer.parent_id, answer.id)
+                return answer, context
+        self.summary.skip(reason)
+        return None
 
     def _in_scope(self, answer: ThreadMessage) -> bool:
         options = self.options
@@ -392,6 +482,10 @@ class RowBuilder:
             return "answer without its user message"
         if view.reaches_opted_out(answer.parent_id):
             return "opted-out user in the thread"
+        if answer.review == Decision.EXCLUDE:
+            return f"excluded on review: {REASONS.get(answer.review_reason or '', 'no reason')}"
+        if self.options.reviewed_only and answer.review not in (Decision.INCLUDE, Decision.CORRECT):
+            return "not included on review (--reviewed-only)"
         counted = answer.up + answer.down
         if counted < self.options.min_votes:
             if answer.ignored and not counted:
@@ -401,6 +495,17 @@ class RowBuilder:
             return "net-zero votes"
         if not answer.text.strip():
             return "empty answer"
+        if self.options.string_prompt and not answer.prompt:
+            return "no stored prompt string (--string-prompt)"
+        return ""
+
+    def _reject_correction(self, view: ThreadView, answer: ThreadMessage) -> str:
+        """Why a reviewer's correction of this answer gives no row ("" when it does): votes,
+        status and the like do not matter, the thread does."""
+        if answer.parent_id is None or answer.parent_id not in view.position:
+            return "answer without its user message"
+        if view.reaches_opted_out(answer.parent_id):
+            return "opted-out user in the thread"
         if self.options.string_prompt and not answer.prompt:
             return "no stored prompt string (--string-prompt)"
         return ""
@@ -418,7 +523,7 @@ class RowBuilder:
     def _liked(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
         openai = self.options.format is Format.OPENAI
         for answer, context in candidates:
-            if answer.net < 0:
+            if not _is_liked(answer):
                 self.summary.skip(f"disliked ({self.options.format} takes liked answers only)")
                 continue
             if openai:
@@ -440,9 +545,13 @@ class RowBuilder:
 
     def _pairs(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
         by_question: dict[int, list[ThreadMessage]] = {}
+        corrections: list[ThreadMessage] = []
         for answer, _ in candidates:
             assert answer.parent_id is not None
-            by_question.setdefault(answer.parent_id, []).append(answer)
+            if answer.review == CORRECTION:
+                corrections.append(answer)
+            else:
+                by_question.setdefault(answer.parent_id, []).append(answer)
         for siblings in by_question.values():
             liked = [a for a in siblings if a.net > 0]
             disliked = [a for a in siblings if a.net < 0]
@@ -455,17 +564,24 @@ class RowBuilder:
                     row = self._pair(view, chosen, rejected)
                     if row is not None:
                         yield row
+        for correction in corrections:
+            row = self._pair(view, correction, self._corrected[correction.id])
+            if row is not None:
+                yield row
 
     def _pair(self, view: ThreadView, chosen: ThreadMessage, rejected: ThreadMessage) -> Row | None:
         assert chosen.parent_id is not None
-        context = view.context(chosen.parent_id, min(chosen.id, rejected.id))
+        context = view.context(chosen.parent_id, min(abs(chosen.id), rejected.id))
+        if view.shows_withheld(context):
+            self.summary.skip("thread shows an answer excluded as unsafe or private")
+            return None
         row: Row
         if self.options.string_prompt:
             if chosen.prompt != rejected.prompt:
                 self.summary.skip("pair's prompt strings differ (--string-prompt)")
                 return None
             row = {
-                "prompt": self.pseudo.text(self._platform, chosen.prompt or ""),
+                "prompt": self._text(chosen.prompt or ""),
                 "chosen": self._completion_text(chosen),
                 "rejected": self._completion_text(rejected),
             }
@@ -479,13 +595,14 @@ class RowBuilder:
             meta = self._meta(view, chosen, context)
             for key in ("answer_id", "votes", "model", "created_at"):
                 del meta[key]
+            meta.pop("review", None)
             meta["chosen"] = _side(chosen)
             meta["rejected"] = _side(rejected)
             row["meta"] = meta
         return row
 
     def _koala(self, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
-        bad = answer.net < 0
+        bad = not _is_liked(answer)
         row: Row = {
             "marker_user": MARKER_USER,
             "marker_gpt": MARKER_GPT,
@@ -513,14 +630,14 @@ class RowBuilder:
     def _kto(self, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
         if self.options.string_prompt:
             return {
-                "prompt": self.pseudo.text(self._platform, answer.prompt or ""),
+                "prompt": self._text(answer.prompt or ""),
                 "completion": self._completion_text(answer),
-                "label": answer.net > 0,
+                "label": _is_liked(answer),
             }
         return {
             "prompt": self._chat_messages(context),
             "completion": [self._chat_message(answer)],
-            "label": answer.net > 0,
+            "label": _is_liked(answer),
         }
 
     # --- pieces (cached per thread: rows of one thread share their earlier turns) ---------------
@@ -528,7 +645,7 @@ class RowBuilder:
     def _chat_message(self, message: ThreadMessage) -> dict[str, Any]:
         found = self._chat.get(message.id)
         if found is None:
-            content = self.pseudo.text(self._platform, message.text)
+            content = self._text(message.text)
             found = self._chat[message.id] = {"role": message.role, "content": content}
         return found
 
@@ -539,14 +656,20 @@ class RowBuilder:
         """The text as Koala's prompt holds it: stripped, markers neutralised."""
         found = self._clean.get(message.id)
         if found is None:
-            found = self._clean[message.id] = clean(self.pseudo.text(self._platform, message.text))
+            found = self._clean[message.id] = clean(self._text(message.text))
         return found
 
     def _completion_text(self, answer: ThreadMessage) -> str:
         """The answer as the model continued its prompt string (after the template's gap)."""
         template = TEMPLATES.get(answer.template or "")
         gap = template.assistant_answer_sep if template is not None else ""
-        return gap + self.pseudo.text(self._platform, answer.text)
+        return gap + self._text(answer.text)
+
+    def _text(self, text: str) -> str:
+        """Message text as exported: redacted (unless --no-redact), mentions pseudonymised."""
+        if not self.options.redact:
+            return self.pseudo.text(self._platform, text)
+        return redact(text, self._mention, counts=self.summary.redacted)
 
     def _meta(self, view: ThreadView, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
         """Ids (pseudonymised), votes and provenance for researchers; trainers ignore it."""
@@ -560,8 +683,8 @@ class RowBuilder:
             for m in context:
                 if m.author and (pseudonym := user(platform, m.author)) not in authors:
                     authors.append(pseudonym)
-        return {
-            "answer_id": answer.id,
+        meta: Row = {
+            "answer_id": abs(answer.id),
             "conversation": self._conversation,
             "authors": authors,
             "votes": {"up": answer.up, "down": answer.down},
@@ -569,16 +692,22 @@ class RowBuilder:
             "platform": self._platform,
             "created_at": iso_utc(answer.created_at),
         }
+        if answer.review is not None:
+            meta["review"] = answer.review
+        return meta
 
 
 def _side(answer: ThreadMessage) -> Row:
-    """One answer of a dpo pair, for ``meta``."""
-    return {
-        "answer_id": answer.id,
+    """One answer of a dpo pair, for ``meta``: a correction names the answer it corrects."""
+    side: Row = {
+        "answer_id": abs(answer.id),
         "votes": {"up": answer.up, "down": answer.down},
         "model": answer.model,
         "created_at": iso_utc(answer.created_at),
     }
+    if answer.review is not None:
+        side["review"] = answer.review
+    return side
 
 
 # --- the export --------------------------------------------------------------------------------
@@ -634,6 +763,8 @@ def print_summary(summary: Summary, options: ExportOptions, target: str, err: Te
         else "user ids written raw (--no-pseudonymize)"
     )
     lines.append(ids)
+    if not options.redact:
+        lines.append("text written as stored, nothing redacted (--no-redact)")
     err.write("".join(f"koalabot export: {line}\n" for line in lines))
 
 

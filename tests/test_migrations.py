@@ -66,6 +66,15 @@ COLUMNS = {
     ],
     "optouts": ["user_key", "created_at"],
     "processed_events": ["key", "message_id", "created_at"],
+    "reviews": [
+        "id",
+        "message_id",
+        "decision",
+        "reason",
+        "correction",
+        "reviewer",
+        "decided_at",
+    ],
 }
 
 PRIMARY_KEYS = {
@@ -77,6 +86,7 @@ PRIMARY_KEYS = {
     "messages": ("pk_messages", ("id",)),
     "optouts": ("pk_optouts", ("user_key",)),
     "processed_events": ("pk_processed_events", ("key",)),
+    "reviews": ("pk_reviews", ("id",)),
 }
 
 UNIQUES = {
@@ -84,6 +94,7 @@ UNIQUES = {
     ("feedback", "uq_feedback_message_user", ("message_id", "user")),
     ("generations", "uq_generations_message_id", ("message_id",)),
     ("message_refs", "uq_message_refs_key", ("platform", "channel", "platform_message_id")),
+    ("reviews", "uq_reviews_message_id", ("message_id",)),
 }
 
 _CASCADE = {"ondelete": "CASCADE"}
@@ -106,6 +117,7 @@ FOREIGN_KEYS = {
         "messages",
         ("id",),
     ),
+    ("reviews", "fk_reviews_message_id_messages", ("message_id",), "messages", ("id",)),
 }
 
 INDEXES = {  # (table, name, columns, unique)
@@ -177,7 +189,7 @@ async def test_upgrade_from_empty_builds_exactly_the_schema(database_url: str) -
     assert schema["uniques"] == UNIQUES
     assert schema["foreign_keys"] == FOREIGN_KEYS
     assert schema["indexes"] == INDEXES
-    assert await current_revision(database_url) == head_revision() == "0001"
+    assert await current_revision(database_url) == head_revision() == "0002"
 
 
 async def test_migrated_schema_matches_the_models(database_url: str) -> None:
@@ -228,6 +240,7 @@ def test_alembic_command_line_uses_the_same_env(sqlite_url: str, tmp_path: Path)
 
     assert done.returncode == 0, done.stderr
     assert "Running upgrade  -> 0001, initial schema" in done.stderr
+    assert "Running upgrade 0001 -> 0002, review decisions" in done.stderr
     assert asyncio.run(current_revision(sqlite_url)) == head_revision()
 
 
@@ -240,23 +253,25 @@ def test_koalabot_db_upgrade_and_current(
     shown = database_url  # no password in the test URLs, so it is printed as given
 
     assert main(["db", "current", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == "(none) (head is 0001: run `koalabot db upgrade`)\n"
+    assert capsys.readouterr().out == "(none) (head is 0002: run `koalabot db upgrade`)\n"
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
     assert "applied migration 0001 (initial schema)" in out
-    assert out.endswith(f"{shown} upgraded from (none) to 0001 (head).\n")
+    assert "applied migration 0002 (review decisions)" in out
+    assert out.endswith(f"{shown} upgraded from (none) to 0002 (head).\n")
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == f"{shown} is already at 0001 (head); nothing to do.\n"
+    assert capsys.readouterr().out == f"{shown} is already at 0002 (head); nothing to do.\n"
 
     assert main(["db", "current", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == "0001 (head)\n"
+    assert capsys.readouterr().out == "0002 (head)\n"
 
     assert main(["db", "downgrade", "base", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
+    assert "reverted migration 0002 (review decisions)" in out
     assert "reverted migration 0001 (initial schema)" in out
-    assert out.endswith(f"{shown} downgraded from 0001 (head) to (none).\n")
+    assert out.endswith(f"{shown} downgraded from 0002 (head) to (none).\n")
 
 
 def test_koalabot_db_current_does_not_create_a_missing_sqlite_file(
@@ -277,7 +292,7 @@ def test_koalabot_db_reads_the_url_from_the_environment(
 
     assert main(["db", "upgrade"]) == 0
 
-    assert capsys.readouterr().out.endswith(f"{sqlite_url} upgraded from (none) to 0001 (head).\n")
+    assert capsys.readouterr().out.endswith(f"{sqlite_url} upgraded from (none) to 0002 (head).\n")
 
 
 @pytest.mark.parametrize(
@@ -322,4 +337,4 @@ def test_console_script_runs_db_current(sqlite_url: str) -> None:
     )
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "(none) (head is 0001: run `koalabot db upgrade`)\n"
+    assert done.stdout == "(none) (head is 0002: run `koalabot db upgrade`)\n"

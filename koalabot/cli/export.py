@@ -32,6 +32,9 @@ Write every voted answer as training data, one JSON object per line. koala: Easy
 dpo: prompt/chosen/rejected from regenerated answers with opposite votes; sft and openai:
 liked answers with their thread. Each row's context is the thread up to the rated answer.
 Votes of opted-out users do not count, and threads with their messages are left out.
+Answers excluded on the review page (`koalabot review`) never appear; corrected ones are
+exported as liked answers. E-mail addresses, phone numbers, secret URLs and API keys are
+replaced with placeholders (--no-redact keeps them).
 A summary of rows written and skipped (by reason) goes to stderr."""
 
 
@@ -117,6 +120,24 @@ def register(subparsers: Any) -> None:
         help="add a meta object (ids, pseudonyms, votes, model) to each row "
         "(default: on, except for openai)",
     )
+    parser.add_argument(
+        "--reviewed-only",
+        action="store_true",
+        help="only answers included or corrected on the review page (koalabot review)",
+    )
+    parser.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="one answer per question: drop answers whose user message repeats an earlier one "
+        "(case, spacing and punctuation aside)",
+    )
+    parser.add_argument(
+        "--redact",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="replace e-mail addresses, phone numbers, URLs with secrets and API keys with "
+        "placeholders (default; --no-redact keeps them)",
+    )
     add_common(parser)
     parser.set_defaults(handler=run)
 
@@ -142,6 +163,9 @@ def options_from(args: argparse.Namespace, settings: Settings) -> ExportOptions:
         pseudonym_secret=secret,
         string_prompt=args.string_prompt,
         meta=args.meta,
+        reviewed_only=args.reviewed_only,
+        dedupe=args.dedupe,
+        redact=args.redact,
     )
 
 

@@ -156,3 +156,23 @@ class OptOut(Base):
 
     user_key: Mapped[str] = mapped_column(String(128), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Review(Base):
+    """A person's decision on a rated answer, from `koalabot review`: the latest one counts.
+
+    ``decision`` is include, exclude (with ``reason``) or correct (with ``correction``, the
+    answer it should have given; the answer itself is never changed).
+    """
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), unique=True
+    )
+    decision: Mapped[str] = mapped_column(String(16))  # include | exclude | correct
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

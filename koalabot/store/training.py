@@ -46,6 +46,7 @@ from koalabot.store.models import (
     MessageRef,
     OptOut,
     ProcessedEvent,
+    Review,
 )
 
 #: Rows fetched per round trip while streaming (a server-side cursor on PostgreSQL).
@@ -94,6 +95,12 @@ class ThreadMessage(NamedTuple):
     prompt: str | None = None
     #: Votes left out because the voter opted out.
     ignored: int = 0
+    #: The decision made on the review page: include, exclude or correct (None: unreviewed).
+    review: str | None = None
+    #: Why it was excluded (koalabot.store.review.REASONS).
+    review_reason: str | None = None
+    #: The answer it should have given, for a corrected answer.
+    correction: str | None = None
 
     @property
     def net(self) -> int:
@@ -217,7 +224,7 @@ def _voted_conversations(scope: ThreadScope) -> Select[Any]:
 
 
 def _thread_query(scope: ThreadScope, dialect: str) -> Select[Any]:
-    m, c, g = Message, Conversation, Generation
+    m, c, g, r = Message, Conversation, Generation, Review
     votes = _vote_totals(scope)
     # SQLite stores times as text; parsing one per row would cost more than the rest of the row,
     # so they come raw and only rated answers' are parsed.
@@ -239,10 +246,14 @@ def _thread_query(scope: ThreadScope, dialect: str) -> Select[Any]:
             g.template,
             g.prompt if scope.with_prompts else null(),
             literal(0),  # ignored: opted-out voters are taken off in Python
+            r.decision,
+            r.reason,
+            r.correction,
         )
         .join(c, c.id == m.conversation_id)
         .outerjoin(votes, votes.c.message_id == m.id)
         .outerjoin(g, g.message_id == m.id)
+        .outerjoin(r, r.message_id == m.id)
         .where(
             *_conversation_filters(c, scope),
             m.conversation_id.in_(_voted_conversations(scope)),
