@@ -6,9 +6,13 @@ reports messages/s and the engine's own added latency per message (p50, p99): th
 `handle_message` minus the time spent waiting on TGI for that message (the stream's
 `total_time` from its generation record, plus any /tokenize calls). In the same run it
 measures the bare backend call with a prebuilt prompt, the baseline. Memory: the peak Python
-allocation (tracemalloc) while answering one message, by thread length — flat means the engine
-never loads a whole thread.
-Targets: added latency p50 <= 3 ms and p99 <= 15 ms on SQLite at 1,000-message threads.
+allocation (tracemalloc) while answering one message, by thread length, up to a 10,000-message
+thread — flat once the thread fills the model's window means the engine never loads a whole
+thread.
+Targets: added latency p50 <= 3 ms and p99 <= 15 ms on SQLite at 1,000-message threads, one
+message at a time. At concurrency 32 one event loop serves 32 messages at once, so each one's
+wall time also holds the work done for the other 31 (and the fake TGI's, on the same two cores):
+those rows report throughput, not the engine's cost per message.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from koalabot.store.models import Conversation, Message
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("KOALABOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 LENGTHS = (1, 100, 1000)
+#: A thread far longer than the window, for the memory figure only.
+MEMORY_LENGTH = 10_000
 #: The seeded history was written an hour ago (a thread's past, not a burst in flight).
 EARLIER = datetime.now(UTC) - timedelta(hours=1)
 CONCURRENCY = (1, 32)
@@ -280,7 +286,8 @@ async def peak_memory(engine: Engine, key: ThreadKey) -> float:
         tracemalloc.stop()
 
 
-async def bench_db(kind: str, url: str, tgi: str, n: int) -> list[Row]:
+async def bench_db(kind: str, url: str, tgi: str, n: int) -> tuple[list[Row], float]:
+    """The table's rows for one database, and the peak allocation at MEMORY_LENGTH."""
     await upgrade(url)
     rows: list[Row] = []
     engine = await Engine.open(settings_for(url, tgi))
@@ -309,9 +316,14 @@ async def bench_db(kind: str, url: str, tgi: str, n: int) -> list[Row]:
                     )
                 )
                 print_row(rows[-1])
+        (longest,) = await seed_threads(url, MEMORY_LENGTH, 1, f"{kind}mem")
+        await engine.handle_message(
+            ChatMessage(longest, "U", SENTENCES[0], uuid.uuid4().hex), NullSink()
+        )
+        longest_peak = await peak_memory(engine, longest)
     finally:
         await engine.close()
-    return rows
+    return rows, longest_peak
 
 
 HEADER = (
@@ -333,29 +345,34 @@ def print_row(r: Row) -> None:
 async def main_async(args: argparse.Namespace) -> int:
     n = 64 if args.quick else 320
     rows: list[Row] = []
+    peaks: dict[str, float] = {}
     with fake_tgi_process() as tgi, tempfile.TemporaryDirectory() as tmp:
         print("engine's own latency per message = handle_message wall time - time waiting on TGI")
         print("bare = the backend alone streaming a prebuilt prompt (baseline, same run)\n")
         print(HEADER)
-        rows += await bench_db("sqlite", f"sqlite:///{tmp}/bench.db", tgi, n)
+        found, peaks["sqlite"] = await bench_db("sqlite", f"sqlite:///{tmp}/bench.db", tgi, n)
+        rows += found
         if not args.no_postgres:
             try:
                 async with postgres_database() as pg:
-                    rows += await bench_db("postgres", pg, tgi, n)
+                    found, peaks["postgres"] = await bench_db("postgres", pg, tgi, n)
+                    rows += found
             except (OSError, asyncpg.PostgresError, aiohttp.ClientError) as exc:
                 print(f"postgres   skipped: {exc}")
-    target = [r for r in rows if r.db == "sqlite" and r.length == 1000]
+    target = [r for r in rows if r.db == "sqlite" and r.length == 1000 and r.concurrency == 1]
     ok = all(r.added_p50 <= 3.0 and r.added_p99 <= 15.0 for r in target)
-    peaks = [r.peak_kib for r in rows if r.db == "sqlite" and r.peak_kib is not None]
     print()
     print(
-        "target (SQLite, 1,000-message threads: added p50 <= 3 ms, p99 <= 15 ms): "
-        + ("met" if ok else "MISSED")
+        "target (SQLite, 1,000-message threads, one message at a time: added p50 <= 3 ms, "
+        "p99 <= 15 ms): " + ("met" if ok else "MISSED")
     )
-    if len(peaks) == len(LENGTHS):
+    for db, longest in peaks.items():
+        by_length = {r.length: r.peak_kib for r in rows if r.db == db and r.peak_kib}
+        figures = ", ".join(f"{n:,}: {kib:.0f} KiB" for n, kib in by_length.items())
         print(
-            f"peak allocation per message, 1,000 vs 1 earlier messages: "
-            f"{peaks[-1]:.0f} KiB vs {peaks[0]:.0f} KiB (ratio {peaks[-1] / peaks[0]:.2f})"
+            f"{db}: peak allocation per message by earlier messages in the thread: {figures}, "
+            f"{MEMORY_LENGTH:,}: {longest:.0f} KiB "
+            f"(ratio {MEMORY_LENGTH:,} vs 1,000: {longest / by_length[1000]:.2f})"
         )
     return 0
 

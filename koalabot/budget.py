@@ -164,9 +164,10 @@ class CachedCounter:
         The engine counts hundreds of already-seen messages per answer: this keeps that free of
         event-loop round trips.
         """
-        cached = self._cache.get(_digest(text))
+        key = _digest(text)
+        cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(_digest(text))
+            self._cache.move_to_end(key)
         return cached
 
     async def count(self, text: str) -> int:
@@ -220,6 +221,7 @@ async def fit(
     limits: Limits,
     max_new_tokens: int,
     counter: TokenCounter,
+    costs: Sequence[int] | None = None,
 ) -> Fitted:
     """The prompt for the next answer with as many of the newest exchanges as fit the budget.
 
@@ -229,6 +231,9 @@ async def fit(
     overcounts by about one token per turn; the rendered prompt is then counted once, exactly,
     and in the rare case that tokens merged across turns push it over the budget, the oldest
     kept exchange goes too. Raises PromptTooLongError when the newest message alone is too long.
+
+    ``costs``, when the caller knows them, are each turn's count as rendered on its own (what
+    ``counter`` would say), so a long thread's turns are not rendered and looked up again.
     """
     if not turns or turns[-1].role != "user":
         raise ValueError("fit() needs a thread that ends with the user's message")
@@ -240,14 +245,15 @@ async def fit(
         )
     starts = exchanges(turns)
     first = len(turns) - 1
+    if costs is not None and len(costs) != len(turns):
+        raise ValueError("fit() needs one cost per turn")
     used = await counter.count(template.prepend + template.assistant_prefix)
-    used += await counter.count(render_turn(turns[first], template))
+    used += await _cost(turns, first, first + 1, template, counter, costs)
     end = first
     for start in reversed(starts[:-1]):
         if used > budget:
             break
-        pieces = [render_turn(turn, template) for turn in turns[start:end]]
-        cost = await count_all(counter, pieces)
+        cost = await _cost(turns, start, end, template, counter, costs)
         if used + cost > budget:
             break
         used, first, end = used + cost, start, start
@@ -260,6 +266,19 @@ async def fit(
         if first == len(turns) - 1:
             raise PromptTooLongError(tokens, budget)
         first = next(s for s in starts if s > first)
+
+
+async def _cost(
+    turns: Sequence[Turn],
+    start: int,
+    end: int,
+    template: Template,
+    counter: TokenCounter,
+    costs: Sequence[int] | None,
+) -> int:
+    if costs is not None:
+        return sum(costs[start:end])
+    return await count_all(counter, [render_turn(turn, template) for turn in turns[start:end]])
 
 
 __all__ = [

@@ -14,14 +14,13 @@ import contextlib
 import dataclasses
 import logging
 import time
-import unicodedata
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from koalabot.access import AccessPolicy
 from koalabot.backend import Backend, Completion, GenerationParams
-from koalabot.budget import CachedCounter, Limits, count_all, fit
+from koalabot.budget import CachedCounter, Limits
 from koalabot.config import Settings
 from koalabot.errors import (
     AccessDeniedError,
@@ -38,16 +37,17 @@ from koalabot.events import (
     FeedbackResult,
     ReplySink,
     ThreadKey,
+    has_words,
 )
+from koalabot.history import HistoryPrompter
 from koalabot.metrics import Metrics
-from koalabot.prompt import TEMPLATES, Turn, render_turn
+from koalabot.prompt import TEMPLATES, Turn
 from koalabot.store.database import Database, open_database
-from koalabot.store.repository import GenerationRecord, Orphan, Repository, StoredMessage
+from koalabot.store.repository import GenerationRecord, Orphan, Page, Repository
 from koalabot.streaming import ReplyStreamer
 
 log = logging.getLogger(__name__)
 
-HISTORY_PAGE = 128
 EMPTY_MESSAGE = "I only read text. Write your question in words and I'll answer it."
 ONLY_ATTACHMENTS = (
     "I can't read attachments or images, only text. Paste the part you want me to look at."
@@ -57,12 +57,6 @@ SHUTTING_DOWN = "I'm restarting right now; your message is saved. Please send it
 UNEXPECTED = "Something went wrong on my side while answering. Please try again."
 #: Longest an answer waits for earlier messages of its thread to get theirs first.
 ORDER_WAIT = 10.0
-
-
-def has_words(text: str) -> bool:
-    """Whether a message says anything: not only whitespace and invisible format characters
-    (zero-width spaces and joiners, direction marks)."""
-    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
 
 
 def _cut_notice(dropped: int) -> str:
@@ -91,6 +85,7 @@ class Engine:
         self.template = TEMPLATES[settings.template]
         self.params = GenerationParams.from_settings(settings, stop=self.template.stop)
         self.counter = CachedCounter(backend)
+        self.history = HistoryPrompter(self.repo, self.counter, self.template)
         self._limits: Limits | None = None
         self._locks: dict[int, _LockEntry] = {}
         self.backend_urls = settings.endpoints
@@ -406,11 +401,17 @@ class Engine:
         answer_id: int | None = None
         try:
             await streamer.start()
-            answer_id, first = await self.repo.start_answer(
-                conversation_id, parent_id, streamer.message_ids[0]
+            start = await self.repo.start_answer(
+                conversation_id,
+                parent_id,
+                streamer.message_ids[0],
+                tail=self.history.first_page(conversation_id),
             )
+            answer_id, first = start.answer_id, start.first
             await sink.thinking(True)
-            prompt, dropped, prompt_tokens = await self._prompt(conversation_id, parent_id)
+            prompt, dropped, prompt_tokens = await self._prompt(
+                conversation_id, parent_id, start.tail
+            )
             stream = self.backend.stream(prompt, self.params)
             self.metrics.backend_in_flight.inc()
             try:
@@ -573,60 +574,12 @@ class Engine:
             self._limits = Limits.from_info(await self.backend.info())
         return self._limits
 
-    async def _prompt(self, conversation_id: int, upto_id: int) -> tuple[str, int, int]:
-        """The prompt for answering message ``upto_id``, from as much of the thread as fits.
-
-        Pages through the thread newest-first and stops once the budget is surely exceeded, so
-        a long thread is never loaded whole.
-        """
+    async def _prompt(
+        self, conversation_id: int, upto_id: int, tail: Page | None
+    ) -> tuple[str, int, int]:
+        """The prompt for answering message ``upto_id``: its text, dropped messages, tokens."""
         limits = await self._get_limits()
-        budget = limits.prompt_budget(self.params.max_new_tokens)
-        loaded: list[StoredMessage] = []
-        before: int | None = None
-        tokens, older = 0, 1
-        while older and tokens <= budget:
-            page, older = await self.repo.history_page(
-                conversation_id, before_id=before, limit=HISTORY_PAGE
-            )
-            if not page:
-                break
-            before = page[-1].id
-            visible = [m for m in page if self._visible(m, upto_id)]
-            loaded.extend(visible)
-            tokens += await count_all(self.counter, [self._rendered(m) for m in visible])
-        turns = _turns(loaded, upto_id)
-        unseen = older if tokens > budget else 0
-        fitted = await fit(turns, self.template, limits, self.params.max_new_tokens, self.counter)
-        return fitted.prompt, fitted.dropped_turns + unseen, fitted.prompt_tokens
-
-    def _rendered(self, message: StoredMessage) -> str:
-        turn = Turn("user" if message.role == "user" else "assistant", message.text)
-        return render_turn(turn, self.template)
-
-    @staticmethod
-    def _visible(message: StoredMessage, upto_id: int) -> bool:
-        if message.role == "user":
-            return message.id <= upto_id and has_words(message.text)
-        return (
-            message.status == "ok"
-            and message.parent_id is not None
-            and (message.parent_id < upto_id)
+        built = await self.history.build(
+            conversation_id, upto_id, limits, self.params.max_new_tokens, tail
         )
-
-
-def _turns(newest_first: list[StoredMessage], upto_id: int) -> list[Turn]:
-    """Chronological turns: each user message followed by its latest successful answer."""
-    answers: dict[int, StoredMessage] = {}
-    users: list[StoredMessage] = []
-    for message in newest_first:
-        if message.role == "user":
-            users.append(message)
-        elif message.parent_id is not None and message.parent_id not in answers:
-            answers[message.parent_id] = message  # newest first: the first seen is the latest
-    turns: list[Turn] = []
-    for user in reversed(users):
-        turns.append(Turn("user", user.text))
-        answer = answers.get(user.id)
-        if answer is not None and user.id != upto_id:
-            turns.append(Turn("assistant", answer.text))
-    return turns
+        return built.prompt, built.dropped, built.tokens

@@ -5,6 +5,7 @@ Adapters turn platform events into these; the engine never sees a platform SDK o
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -104,3 +105,12 @@ class ReplySink(Protocol):
     async def thinking(self, on: bool) -> None:
         """Show or clear a 'thinking' status while waiting for the first token (may be a no-op)."""
         ...
+
+
+def has_words(text: str) -> bool:
+    """Whether a message says anything: not only whitespace and invisible format characters
+    (zero-width spaces and joiners, direction marks)."""
+    rest = text.lstrip()
+    if rest[:1].isprintable() and rest:
+        return True  # isprintable is False for format characters: the usual case, at once
+    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in rest)

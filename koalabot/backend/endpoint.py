@@ -8,7 +8,6 @@ and counts the connections it opens so reuse can be checked.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl as ssl_module
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import orjson
 
 from koalabot.backend.error_map import error_from_body
 from koalabot.errors import BackendError, BackendUnavailableError, TokenizerUnavailableError
@@ -170,7 +170,7 @@ class Endpoint:
         except aiohttp.ClientError as exc:
             raise self._connection_error(exc) from exc
         try:
-            return json.loads(raw)
+            return orjson.loads(raw)  # a /tokenize answer lists every token: big
         except ValueError:
             raise self._not_tgi(path) from None
 

@@ -6,19 +6,25 @@ works inside a running event loop, and an in-memory SQLite database is migrated 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, event, make_url
+from sqlalchemy import Connection, create_engine, event, make_url
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import ArgumentError, InvalidRequestError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    InvalidRequestError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -29,6 +35,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 
 from koalabot.errors import ConfigError, MigrationError, SchemaBehindError, StoreError
+from koalabot.store.inline import LANE_PRAGMAS, InlineLane, LaneBusy
 
 #: Where Alembic finds env.py and versions/: the installed package, from any working directory.
 SCRIPT_LOCATION = "koalabot_migrations:"
@@ -51,6 +58,9 @@ _PG_POOL = {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True, "pool_re
 _PG_CONNECT_TIMEOUT = 10.0
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
 class Database:
     """An open database: the engine, a session factory, and which kind of SQL it speaks."""
@@ -59,9 +69,28 @@ class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     dialect: str  # "sqlite" | "postgresql"
+    #: A SQLite file's fast lane (see ``run``); None for PostgreSQL and in-memory SQLite.
+    inline: InlineLane | None = None
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one transaction and return what it returns.
+
+        PostgreSQL runs it on the async engine (``run_sync``); a SQLite file on its fast lane
+        (koalabot/store/inline.py), or on the async engine when another process is writing.
+        ``work`` may run twice, so it touches nothing but the connection.
+        """
+        if self.inline is not None:
+            try:
+                return self.inline.run(work)
+            except LaneBusy:
+                pass  # wait for the other writer off the event loop
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(work)
 
     async def close(self) -> None:
         """Close every pooled connection."""
+        if self.inline is not None:
+            await self.inline.close()
         await self.engine.dispose()
 
 
@@ -142,6 +171,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     for pragma in _SQLITE_PRAGMAS:
         cursor.execute(pragma)
     cursor.close()
+
+
+def _inline_lane(url: str, engine: AsyncEngine) -> InlineLane | None:
+    """A SQLite file's fast lane: a synchronous engine on the same file."""
+    parsed = make_url(async_url(url))
+    if parsed.get_backend_name() != "sqlite" or _is_memory(parsed):
+        return None
+    sync = create_engine(parsed.set(drivername="sqlite+pysqlite"), pool_size=1)
+
+    @event.listens_for(sync, "connect")
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        for pragma in _SQLITE_PRAGMAS + LANE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.close()
+
+    return InlineLane(sync, engine)
 
 
 def _sqlite_file_missing(url: str) -> bool:
@@ -317,4 +363,5 @@ async def open_database(url: str, *, upgrade: bool | None = None) -> Database:
         await engine.dispose()
         raise
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    return Database(url=url, engine=engine, sessions=sessions, dialect=dialect)
+    inline = _inline_lane(url, engine)
+    return Database(url=url, engine=engine, sessions=sessions, dialect=dialect, inline=inline)

@@ -7,12 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple, TypeVar, cast
 
-from sqlalchemy import Select, bindparam, delete, exists, func, select, text, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -34,15 +46,32 @@ from koalabot.store.models import (
 )
 
 
-@dataclass(frozen=True)
-class StoredMessage:
-    """A message as the prompt builder needs it."""
+class StoredMessage(NamedTuple):
+    """A message as the prompt builder needs it (a tuple: hundreds are read per answer)."""
 
     id: int
     role: str
     text: str
     parent_id: int | None
     status: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """Some of a thread's messages, newest first, and how many are older still."""
+
+    messages: list[StoredMessage]
+    older: int
+
+
+@dataclass(frozen=True)
+class AnswerStart:
+    """A new answer's row, whether it is its thread's first, and the thread's newest
+    messages when they were asked for."""
+
+    answer_id: int
+    first: bool
+    tail: Page | None
 
 
 @dataclass(frozen=True)
@@ -69,6 +98,7 @@ class Orphan:
 ORDER_WINDOW = timedelta(minutes=2)
 #: How far back start_answer looks for earlier messages still waiting for their answer.
 ORDER_LOOKBACK = 20
+T = TypeVar("T")
 #: processed_events key prefix of user messages the bot declined to answer.
 _DECLINED = "koalabot:declined:"
 
@@ -118,8 +148,77 @@ def _earlier_waiting() -> Select[Any]:
 _EARLIER_WAITING = _earlier_waiting()
 
 
+class _Statements:
+    """The statements of the per-message path, built once per dialect: on SQLite, building a
+    statement costs more than running it."""
+
+    def __init__(self, dialect: str) -> None:
+        ins = pg_insert if dialect == "postgresql" else sqlite_insert
+        m, c = _table(Message).c, _table(Conversation).c
+        self.find_conversation = select(c.id).where(
+            c.platform == bindparam("platform"),
+            c.workspace == bindparam("workspace"),
+            c.channel == bindparam("channel"),
+            c.thread == bindparam("thread"),
+        )
+        self.add_conversation = ins(_table(Conversation)).on_conflict_do_nothing()
+        self.add_message = insert(_table(Message)).returning(m.id)
+        self.add_events = insert(_table(ProcessedEvent))
+        self.answered = (
+            select(m.id)
+            .where(
+                m.conversation_id == bindparam("conversation"),
+                m.role == "assistant",
+                m.status == "ok",
+            )
+            .limit(1)
+        )
+        self.finish = (
+            update(_table(Message))
+            .where(m.id == bindparam("answer"))
+            .values(
+                text=bindparam("new_text"),
+                status=bindparam("new_status"),
+                platform_message_id=func.coalesce(bindparam("shown_as"), m.platform_message_id),
+            )
+        )
+        self.add_generation = ins(_table(Generation)).on_conflict_do_nothing()
+        self.add_refs = ins(_table(MessageRef)).on_conflict_do_nothing()
+        self.older = (
+            select(func.count())
+            .select_from(_table(Message))
+            .where(m.conversation_id == bindparam("conversation"), m.id < bindparam("before"))
+        )
+        self._pages: dict[tuple[int, bool], Select[Any]] = {}
+        self.ins = ins
+
+    def page(self, limit: int, before: bool) -> Select[Any]:
+        """Newest-first messages of a conversation (older than ``before`` when paging on)."""
+        key = (limit, before)
+        if key not in self._pages:
+            m = _table(Message).c
+            query = (
+                select(m.id, m.role, m.text, m.parent_id, m.status)
+                .where(m.conversation_id == bindparam("conversation"))
+                .order_by(m.id.desc())
+                .limit(limit)
+            )
+            if before:
+                query = query.where(m.id < bindparam("before"))
+            self._pages[key] = query
+        return self._pages[key]
+
+
+def _table(model: Any) -> Table:
+    return cast(Table, model.__table__)
+
+
 class Repository:
-    """Conversation memory: store user messages first, answers with their generation record."""
+    """Conversation memory: store user messages first, answers with their generation record.
+
+    Each public method is one transaction, written as a plain function of a synchronous
+    connection that ``Database.run`` runs (it may run twice, so it touches nothing else).
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -127,13 +226,13 @@ class Repository:
         # left to SQLite's busy handler, a burst of them sleeps and retries and can time out.
         self._write_lock = asyncio.Lock() if db.dialect == "sqlite" else None
         self._locks = _LockSession(db) if db.dialect == "postgresql" else None
+        self._sql = _Statements(db.dialect)
 
-    @contextlib.asynccontextmanager
-    async def _tx(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def _run(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
         lock = self._write_lock if write else None
         try:
-            async with lock or contextlib.nullcontext(), self.db.engine.begin() as conn:
-                yield conn
+            async with lock or contextlib.nullcontext():
+                return await self.db.run(work)
         except IntegrityError:
             raise
         except SQLAlchemyError as exc:
@@ -143,30 +242,28 @@ class Repository:
 
     async def ping(self) -> None:
         """Raise StoreError unless the database answers."""
-        async with self._tx() as conn:
-            await conn.execute(text("SELECT 1"))
+        await self._run(lambda conn: conn.execute(text("SELECT 1")).all())
 
     # --- conversations -------------------------------------------------------------------
 
     async def conversation_id(self, where: ThreadKey) -> int | None:
         """The id of the conversation in that thread, if the bot has one there."""
-        async with self._tx() as conn:
-            return await self._find_conversation(conn, where)
+        return await self._run(lambda conn: self._find_conversation(conn, where))
 
-    async def _find_conversation(self, conn: AsyncConnection, where: ThreadKey) -> int | None:
-        c = Conversation
-        found = await conn.scalar(
-            select(c.id).where(
-                c.platform == where.platform,
-                c.workspace == where.workspace,
-                c.channel == where.channel,
-                c.thread == where.thread,
-            )
-        )
+    def _find_conversation(self, conn: Connection, where: ThreadKey) -> int | None:
+        found = conn.execute(
+            self._sql.find_conversation,
+            {
+                "platform": where.platform,
+                "workspace": where.workspace,
+                "channel": where.channel,
+                "thread": where.thread,
+            },
+        ).scalar()
         return int(found) if found is not None else None
 
-    async def _ensure_conversation(self, conn: AsyncConnection, where: ThreadKey) -> int:
-        found = await self._find_conversation(conn, where)
+    def _ensure_conversation(self, conn: Connection, where: ThreadKey) -> int:
+        found = self._find_conversation(conn, where)
         if found is not None:
             return found
         values = {
@@ -176,32 +273,25 @@ class Repository:
             "thread": where.thread,
             "created_at": utcnow(),
         }
-        stmt = self._insert(Conversation).values(**values).on_conflict_do_nothing()
-        await conn.execute(stmt)
-        found = await self._find_conversation(conn, where)
+        conn.execute(self._sql.add_conversation, values)
+        found = self._find_conversation(conn, where)
         assert found is not None
         return found
 
-    def _insert(self, model: Any) -> Any:
-        if self.db.dialect == "postgresql":
-            return pg_insert(model)
-        return sqlite_insert(model)
-
     async def ensure_conversation(self, where: ThreadKey) -> int:
         """The conversation in that thread, created if it is new."""
-        async with self._tx() as conn:
-            return await self._ensure_conversation(conn, where)
+        return await self._run(lambda conn: self._ensure_conversation(conn, where), write=True)
 
     async def latest_thread(self, platform: str, workspace: str, channel: str) -> str | None:
         """The newest conversation's thread id in a channel (a DM's current conversation)."""
         c = Conversation
-        async with self._tx() as conn:
-            found = await conn.scalar(
-                select(c.thread)
-                .where(c.platform == platform, c.workspace == workspace, c.channel == channel)
-                .order_by(c.id.desc())
-                .limit(1)
-            )
+        query = (
+            select(c.thread)
+            .where(c.platform == platform, c.workspace == workspace, c.channel == channel)
+            .order_by(c.id.desc())
+            .limit(1)
+        )
+        found = await self._run(lambda conn: conn.execute(query).scalar())
         return str(found) if found is not None else None
 
     # --- messages --------------------------------------------------------------------------
@@ -218,89 +308,86 @@ class Repository:
 
         Returns (conversation id, message id), or None when a delivery id was already claimed.
         """
+        now = utcnow()
+        keys = list(dict.fromkeys(key[:255] for key in dedupe_keys))
+
+        def work(conn: Connection) -> tuple[int, int]:
+            conv = self._ensure_conversation(conn, where)
+            message = {
+                "conversation_id": conv,
+                "role": "user",
+                "author": author,
+                "text": text_,
+                "platform_message_id": platform_message_id,
+                "status": "ok",
+                "parent_id": None,
+                "created_at": now,
+            }
+            msg_id = int(conn.execute(self._sql.add_message, message).scalar_one())
+            if keys:
+                events = [{"key": k, "message_id": msg_id, "created_at": now} for k in keys]
+                conn.execute(self._sql.add_events, events)
+            return conv, msg_id
+
         try:
-            async with self._tx(write=True) as conn:
-                conv = await self._ensure_conversation(conn, where)
-                msg_id = await conn.scalar(
-                    self._insert(Message)
-                    .values(
-                        conversation_id=conv,
-                        role="user",
-                        author=author,
-                        text=text_,
-                        platform_message_id=platform_message_id,
-                        status="ok",
-                        created_at=utcnow(),
-                    )
-                    .returning(Message.id)
-                )
-                now = utcnow()
-                for key in dict.fromkeys(dedupe_keys):
-                    await conn.execute(
-                        self._insert(ProcessedEvent).values(
-                            key=key[:255], message_id=msg_id, created_at=now
-                        )
-                    )
+            return await self._run(work, write=True)
         except IntegrityError:
             return None
-        assert msg_id is not None
-        return conv, int(msg_id)
 
     async def start_answer(
-        self, conversation_id: int, parent_id: int, platform_message_id: str | None = None
-    ) -> tuple[int, bool]:
+        self,
+        conversation_id: int,
+        parent_id: int,
+        platform_message_id: str | None = None,
+        *,
+        tail: int = 0,
+    ) -> AnswerStart:
         """Create the answer row (status `streaming`) before the first token is asked for, with
-        its placeholder's platform message id (so a restart after a crash can find it).
+        its placeholder's platform message id (so a restart after a crash can find it), and read
+        the newest ``tail`` messages of the thread, which the prompt needs next.
 
-        Returns its id and whether it is the thread's first answer (the consent notice goes on
-        that one); one transaction, as this runs for every message.
+        One transaction, as this runs for every message.
         """
-        m = Message
-        async with self._tx(write=True) as conn:
-            earlier = await conn.scalar(
-                select(m.id)
-                .where(
-                    m.conversation_id == conversation_id, m.role == "assistant", m.status == "ok"
-                )
-                .limit(1)
-            )
-            new_id = await conn.scalar(
-                self._insert(Message)
-                .values(
-                    conversation_id=conversation_id,
-                    role="assistant",
-                    author=None,
-                    text="",
-                    platform_message_id=platform_message_id,
-                    status="streaming",
-                    parent_id=parent_id,
-                    created_at=utcnow(),
-                )
-                .returning(Message.id)
-            )
-        assert new_id is not None
-        return int(new_id), earlier is None
+        answer = {
+            "conversation_id": conversation_id,
+            "role": "assistant",
+            "author": None,
+            "text": "",
+            "platform_message_id": platform_message_id,
+            "status": "streaming",
+            "parent_id": parent_id,
+            "created_at": utcnow(),
+        }
+
+        def work(conn: Connection) -> AnswerStart:
+            earlier = conn.execute(self._sql.answered, {"conversation": conversation_id}).first()
+            new_id = int(conn.execute(self._sql.add_message, answer).scalar_one())
+            page = self._page(conn, conversation_id, None, tail) if tail else None
+            return AnswerStart(new_id, earlier is None, page)
+
+        return await self._run(work, write=True)
 
     async def earlier_waiting(self, conversation_id: int, message_id: int) -> bool:
         """Whether a recent message of the thread, older than ``message_id``, has no answer yet
         (nor was declined): replicas, or tasks, may take a burst of messages in any order, and
         the engine answers them in order."""
-        params = {"conversation": conversation_id, "before": message_id}
-        async with self._tx() as conn:
-            found = await conn.scalar(
-                _EARLIER_WAITING, {**params, "since": utcnow() - ORDER_WINDOW}
-            )
+        params = {
+            "conversation": conversation_id,
+            "before": message_id,
+            "since": utcnow() - ORDER_WINDOW,
+        }
+        found = await self._run(lambda conn: conn.execute(_EARLIER_WAITING, params).scalar())
         return found is not None
 
     async def decline(self, message_id: int) -> None:
         """Record that the bot will not answer a user message (empty, rate-limited, shutting
         down), so later messages of its thread do not wait for its answer."""
-        async with self._tx(write=True) as conn:
-            await conn.execute(
-                self._insert(ProcessedEvent)
-                .values(key=f"{_DECLINED}{message_id}", message_id=message_id, created_at=utcnow())
-                .on_conflict_do_nothing()
-            )
+        stmt = (
+            self._insert(ProcessedEvent)
+            .values(key=f"{_DECLINED}{message_id}", message_id=message_id, created_at=utcnow())
+            .on_conflict_do_nothing()
+        )
+        await self._run(lambda conn: conn.execute(stmt), write=True)
 
     async def finish_answer(
         self,
@@ -313,25 +400,31 @@ class Repository:
     ) -> None:
         """Commit an answer's final text and status with its generation record (and, when
         given, the platform messages it shows as) in one transaction."""
-        first = platform_message_ids[0] if platform_message_ids else None
-        async with self._tx(write=True) as conn:
-            values: dict[str, Any] = {"text": text_, "status": status}
-            if first is not None:
-                values["platform_message_id"] = first
-            await conn.execute(update(Message).where(Message.id == answer_id).values(**values))
-            if record is not None:
-                await conn.execute(
-                    self._insert(Generation)
-                    .values(message_id=answer_id, created_at=utcnow(), **record.__dict__)
-                    .on_conflict_do_nothing()
-                )
-            if where is not None:
-                await self._insert_refs(conn, answer_id, where, platform_message_ids)
+        changes = {
+            "answer": answer_id,
+            "new_text": text_,
+            "new_status": status,
+            "shown_as": platform_message_ids[0] if platform_message_ids else None,
+        }
+        generation = (
+            {"message_id": answer_id, "created_at": utcnow(), **record.__dict__}
+            if record is not None
+            else None
+        )
+        refs = self._refs(answer_id, where, platform_message_ids) if where is not None else []
 
-    async def _insert_refs(
-        self, conn: AsyncConnection, answer_id: int, where: ThreadKey, ids: Sequence[str]
-    ) -> None:
-        rows = [
+        def work(conn: Connection) -> None:
+            conn.execute(self._sql.finish, changes)
+            if generation is not None:
+                conn.execute(self._sql.add_generation, generation)
+            if refs:
+                conn.execute(self._sql.add_refs, refs)
+
+        await self._run(work, write=True)
+
+    @staticmethod
+    def _refs(answer_id: int, where: ThreadKey, ids: Sequence[str]) -> list[dict[str, Any]]:
+        return [
             {
                 "message_id": answer_id,
                 "platform": where.platform,
@@ -340,73 +433,57 @@ class Repository:
             }
             for pmid in dict.fromkeys(ids)
         ]
-        if rows:
-            await conn.execute(self._insert(MessageRef).on_conflict_do_nothing(), rows)
 
     async def add_refs(
         self, answer_id: int, where: ThreadKey, platform_message_ids: Sequence[str]
     ) -> None:
         """Remember more platform messages an answer shows as, so reactions find them."""
-        if platform_message_ids:
-            async with self._tx(write=True) as conn:
-                await self._insert_refs(conn, answer_id, where, platform_message_ids)
+        refs = self._refs(answer_id, where, platform_message_ids)
+        if refs:
+            await self._run(lambda conn: conn.execute(self._sql.add_refs, refs), write=True)
 
     async def history(
         self, conversation_id: int, *, before_id: int | None = None, limit: int = 64
     ) -> list[StoredMessage]:
         """One page of the thread, newest first, older than ``before_id`` (keyset paging)."""
-        page, _ = await self.history_page(conversation_id, before_id=before_id, limit=limit)
-        return page
+        page = await self.history_page(conversation_id, before_id=before_id, limit=limit)
+        return page.messages
 
     async def history_page(
         self, conversation_id: int, *, before_id: int | None = None, limit: int = 64
-    ) -> tuple[list[StoredMessage], int]:
-        """One page of the thread, newest first, and how many messages are older than it —
-        one transaction, as the engine reads the tail of a thread for every answer."""
-        m = Message
-        query = (
-            select(m.id, m.role, m.text, m.parent_id, m.status)
-            .where(m.conversation_id == conversation_id)
-            .order_by(m.id.desc())
-            .limit(limit)
-        )
-        if before_id is not None:
-            query = query.where(m.id < before_id)
-        async with self._tx() as conn:
-            rows = (await conn.execute(query)).all()
-            older = 0
-            if len(rows) == limit:
-                older = int(
-                    await conn.scalar(
-                        select(func.count())
-                        .select_from(m)
-                        .where(m.conversation_id == conversation_id, m.id < rows[-1][0])
-                    )
-                    or 0
-                )
-        page = [StoredMessage(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
-        return page, older
+    ) -> Page:
+        """One page of the thread, newest first, and how many messages are older than it."""
+        return await self._run(lambda conn: self._page(conn, conversation_id, before_id, limit))
+
+    def _page(
+        self, conn: Connection, conversation_id: int, before_id: int | None, limit: int
+    ) -> Page:
+        params = {"conversation": conversation_id, "before": before_id}
+        rows = conn.execute(self._sql.page(limit, before_id is not None), params).all()
+        older = 0
+        if len(rows) == limit:
+            last = {"conversation": conversation_id, "before": rows[-1][0]}
+            older = int(conn.execute(self._sql.older, last).scalar() or 0)
+        return Page(list(map(StoredMessage._make, rows)), older)
 
     async def answer(self, answer_id: int) -> AnswerInfo | None:
         """An answer (or any message) with its thread, for votes and regeneration."""
         m, c = Message, Conversation
-        async with self._tx() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        m.id,
-                        m.conversation_id,
-                        m.parent_id,
-                        m.role,
-                        c.platform,
-                        c.workspace,
-                        c.channel,
-                        c.thread,
-                    )
-                    .join(c, c.id == m.conversation_id)
-                    .where(m.id == answer_id)
-                )
-            ).first()
+        query = (
+            select(
+                m.id,
+                m.conversation_id,
+                m.parent_id,
+                m.role,
+                c.platform,
+                c.workspace,
+                c.channel,
+                c.thread,
+            )
+            .join(c, c.id == m.conversation_id)
+            .where(m.id == answer_id)
+        )
+        row = await self._run(lambda conn: conn.execute(query).first())
         if row is None:
             return None
         return AnswerInfo(
@@ -417,8 +494,8 @@ class Repository:
         """How an answer was produced, as stored with it."""
         g = Generation
         fields = [getattr(g, name) for name in GenerationRecord.__dataclass_fields__]
-        async with self._tx() as conn:
-            row = (await conn.execute(select(*fields).where(g.message_id == answer_id))).first()
+        query = select(*fields).where(g.message_id == answer_id)
+        row = await self._run(lambda conn: conn.execute(query).first())
         return GenerationRecord(*row) if row is not None else None
 
     async def answer_by_ref(
@@ -426,15 +503,18 @@ class Repository:
     ) -> int | None:
         """The answer shown as that platform message, if any."""
         r = MessageRef
-        async with self._tx() as conn:
-            found = await conn.scalar(
-                select(r.message_id).where(
-                    r.platform == platform,
-                    r.channel == channel,
-                    r.platform_message_id == platform_message_id,
-                )
-            )
+        query = select(r.message_id).where(
+            r.platform == platform,
+            r.channel == channel,
+            r.platform_message_id == platform_message_id,
+        )
+        found = await self._run(lambda conn: conn.execute(query).scalar())
         return int(found) if found is not None else None
+
+    def _insert(self, model: Any) -> Any:
+        if self.db.dialect == "postgresql":
+            return pg_insert(model)
+        return sqlite_insert(model)
 
     async def recover_interrupted(self) -> list[Orphan]:
         """Answers a crashed process left `streaming` become `interrupted`; returns them.
@@ -491,8 +571,7 @@ class Repository:
         stmt = stmt.on_conflict_do_update(
             index_elements=["message_id", "user"], set_={"rating": rating, "updated_at": now}
         )
-        async with self._tx(write=True) as conn:
-            await conn.execute(stmt)
+        await self._run(lambda conn: conn.execute(stmt), write=True)
 
     async def unvote(self, answer_id: int, user: str, rating: int | None = None) -> bool:
         """Remove a user's vote (only if it is still ``rating``, when given); True if removed."""
@@ -500,34 +579,31 @@ class Repository:
         stmt = delete(f).where(f.message_id == answer_id, f.user == user)
         if rating is not None:
             stmt = stmt.where(f.rating == rating)
-        async with self._tx(write=True) as conn:
-            result = await conn.execute(stmt)
-        return bool(result.rowcount)
+        removed = await self._run(lambda conn: conn.execute(stmt).rowcount, write=True)
+        return bool(removed)
 
     async def votes(self, answer_id: int) -> dict[str, int]:
         """Current votes on an answer, by user."""
         f = Feedback
-        async with self._tx() as conn:
-            rows = (
-                await conn.execute(select(f.user, f.rating).where(f.message_id == answer_id))
-            ).all()
+        query = select(f.user, f.rating).where(f.message_id == answer_id)
+        rows = await self._run(lambda conn: conn.execute(query).all())
         return {r[0]: int(r[1]) for r in rows}
 
     # --- consent -------------------------------------------------------------------------------
 
     async def opt_out(self, user_key: str) -> None:
         """Remember that a user ("platform:id") wants nothing of theirs used for training."""
-        async with self._tx(write=True) as conn:
-            await conn.execute(
-                self._insert(OptOut)
-                .values(user_key=user_key, created_at=utcnow())
-                .on_conflict_do_nothing()
-            )
+        stmt = (
+            self._insert(OptOut)
+            .values(user_key=user_key, created_at=utcnow())
+            .on_conflict_do_nothing()
+        )
+        await self._run(lambda conn: conn.execute(stmt), write=True)
 
     async def is_opted_out(self, user_key: str) -> bool:
         """Whether the user opted out through the bot."""
-        async with self._tx() as conn:
-            found = await conn.scalar(select(OptOut.user_key).where(OptOut.user_key == user_key))
+        query = select(OptOut.user_key).where(OptOut.user_key == user_key)
+        found = await self._run(lambda conn: conn.execute(query).scalar())
         return found is not None
 
     # --- locking ---------------------------------------------------------------------------------

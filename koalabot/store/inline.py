@@ -1,0 +1,102 @@
+"""SQLite's fast lane: short transactions run right on the event loop, the slow parts off it.
+
+Each aiosqlite statement is a round trip to its worker thread: about 1 ms a transaction on a
+small machine, where SQLite itself takes tens of microseconds. So a SQLite file also gets a
+synchronous engine whose transactions run on the event loop. Nothing slow happens there: its
+connection never waits for a lock (busy timeout 0; the caller reruns the work on the async
+engine, which waits in its thread) and never checkpoints (moving the write-ahead log into the
+database file fsyncs, tens of milliseconds; InlineLane has the async engine do it instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: The fast lane's own connection settings, on top of the usual SQLite ones.
+LANE_PRAGMAS = ("PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0")
+#: Transactions between two checkpoints (SQLite's own default is every 1,000 log pages; a
+#: message writes a few pages in about four transactions).
+CHECKPOINT_EVERY = 256
+#: Log pages (4 KiB each) past which a checkpoint makes writers wait until it is done.
+MAX_LOG_PAGES = 4_000
+
+
+class LaneBusy(Exception):
+    """Another connection holds a lock the fast lane would have to wait for."""
+
+
+class InlineLane:
+    """Runs transactions on the event loop; checkpoints the log now and then on ``checkpointer``."""
+
+    def __init__(self, engine: Engine, checkpointer: AsyncEngine) -> None:
+        self.engine = engine
+        self._checkpointer = checkpointer
+        self._since_checkpoint = 0
+        self._checkpoint: asyncio.Task[None] | None = None
+        # One connection for the lane's life: transactions never overlap on the event loop,
+        # and a pool checkout would cost more than most of them.
+        self._conn: Connection | None = None
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one transaction; LaneBusy (rolled back) if it would have to wait."""
+        if self._conn is None or self._conn.closed:
+            self._conn = self.engine.connect()
+        conn = self._conn
+        try:
+            with conn.begin():
+                result = work(conn)
+        except OperationalError as exc:
+            if _busy(exc):
+                raise LaneBusy() from exc
+            raise
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= CHECKPOINT_EVERY and self._checkpoint is None:
+            self._since_checkpoint = 0
+            self._checkpoint = asyncio.get_running_loop().create_task(self._move_log())
+        return result
+
+    async def _move_log(self) -> None:
+        try:
+            async with self._checkpointer.connect() as conn:
+                # PASSIVE: copy what no reader still needs, wait for no one. The log starts over
+                # once a checkpoint caught up with it, which steady writing may never let happen:
+                # past MAX_LOG_PAGES, TRUNCATE holds writers off (they wait in the async engine's
+                # thread, see Database.run) until it has caught up, and empties the file.
+                result = await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                _busy_, pages, _moved = result.one()
+                if pages >= MAX_LOG_PAGES:
+                    await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except (SQLAlchemyError, OSError):
+            log.warning("could not checkpoint the SQLite log", exc_info=True)
+        finally:
+            self._checkpoint = None
+
+    async def close(self) -> None:
+        """Let a running checkpoint finish, then close the lane's connection."""
+        if self._checkpoint is not None:
+            await asyncio.wait({self._checkpoint})
+        if self._conn is not None:
+            self._conn.close()
+        self.engine.dispose()
+
+
+def _busy(exc: OperationalError) -> bool:
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc.orig)
+
+
+__all__ = ["CHECKPOINT_EVERY", "InlineLane", "LaneBusy"]
