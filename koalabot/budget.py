@@ -222,6 +222,7 @@ async def fit(
     max_new_tokens: int,
     counter: TokenCounter,
     costs: Sequence[int] | None = None,
+    pieces: Sequence[str] | None = None,
 ) -> Fitted:
     """The prompt for the next answer with as many of the newest exchanges as fit the budget.
 
@@ -232,8 +233,9 @@ async def fit(
     and in the rare case that tokens merged across turns push it over the budget, the oldest
     kept exchange goes too. Raises PromptTooLongError when the newest message alone is too long.
 
-    ``costs``, when the caller knows them, are each turn's count as rendered on its own (what
-    ``counter`` would say), so a long thread's turns are not rendered and looked up again.
+    ``costs`` and ``pieces``, when the caller knows them, are each turn's count as rendered on
+    its own (what ``counter`` would say) and the turn rendered (``render_turn``), so a long
+    thread's turns are not rendered and looked up again.
     """
     if not turns or turns[-1].role != "user":
         raise ValueError("fit() needs a thread that ends with the user's message")
@@ -245,8 +247,8 @@ async def fit(
         )
     starts = exchanges(turns)
     first = len(turns) - 1
-    if costs is not None and len(costs) != len(turns):
-        raise ValueError("fit() needs one cost per turn")
+    if any(known is not None and len(known) != len(turns) for known in (costs, pieces)):
+        raise ValueError("fit() needs one cost and one piece per turn")
     used = await counter.count(template.prepend + template.assistant_prefix)
     used += await _cost(turns, first, first + 1, template, counter, costs)
     end = first
@@ -259,7 +261,10 @@ async def fit(
         used, first, end = used + cost, start, start
     while True:
         kept = list(turns[first:])
-        prompt = render(kept, template)
+        if pieces is None:
+            prompt = render(kept, template)
+        else:
+            prompt = template.prepend + "".join(pieces[first:]) + template.assistant_prefix
         tokens = await counter.count(prompt)
         if tokens <= budget:
             return Fitted(prompt, kept, len(turns) - len(kept), tokens)

@@ -12,6 +12,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from koalabot.budget import CachedCounter, Limits, fit
 from koalabot.events import has_words
@@ -24,8 +25,8 @@ HISTORY_PAGE = 128
 MAX_PAGE = 512
 #: Messages a thread may have gained since its last answer's prompt was built.
 MARGIN = 8
-#: Stored messages whose token counts are remembered (a few megabytes at most).
-REMEMBERED = 20_000
+#: Stored messages remembered as turns with their token counts (a few megabytes at most).
+REMEMBERED = 10_000
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ class HistoryPrompter:
         self.repo = repo
         self.counter = counter
         self.template = template
-        # message id -> (length of its text, tokens of its rendered turn); exact counts only
-        self._known: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        # message id -> what it is as a turn; exact token counts only
+        self._known: OrderedDict[int, _Seen] = OrderedDict()
         # conversation id -> messages its last prompt read up to the end of the budget
         self._spans: OrderedDict[int, int] = OrderedDict()
 
@@ -74,7 +75,7 @@ class HistoryPrompter:
         """
         budget = limits.prompt_budget(max_new_tokens)
         loaded: list[StoredMessage] = []
-        costs: dict[int, int] = {}
+        seen: dict[int, _Seen] = {}
         tokens, read, older, span = 0, 0, 1, 0
         page, before, limit = first, None, self.first_page(conversation_id)
         while older and tokens <= budget:
@@ -85,39 +86,51 @@ class HistoryPrompter:
                 break
             before = messages[-1].id
             visible = [m for m in messages if _visible(m, upto_id)]
-            await self._count(visible, costs)
+            await self._see(visible, seen)
             for position, m in enumerate(messages):
-                tokens += costs.get(m.id, 0)
-                if tokens > budget and not span:
-                    span = read + position + 1
+                known = seen.get(m.id)
+                if known is not None:
+                    tokens += known.tokens
+                    if tokens > budget and not span:
+                        span = read + position + 1
             loaded.extend(visible)
             read += len(messages)
             limit = _next_page(budget - tokens, tokens, read)
         self._remember_span(conversation_id, span or read)
-        turns, turn_costs = _turns(loaded, upto_id, costs)
+        chosen = _turns(loaded, upto_id, seen)
         unseen = older if tokens > budget else 0
-        fitted = await fit(turns, self.template, limits, max_new_tokens, self.counter, turn_costs)
+        fitted = await fit(
+            [c.turn for c in chosen],
+            self.template,
+            limits,
+            max_new_tokens,
+            self.counter,
+            costs=[c.tokens for c in chosen],
+            pieces=[c.piece for c in chosen],
+        )
         return ThreadPrompt(fitted.prompt, fitted.dropped_turns + unseen, fitted.prompt_tokens)
 
-    async def _count(self, messages: Sequence[StoredMessage], costs: dict[int, int]) -> None:
-        """Put the tokens of each message's rendered turn in ``costs``."""
-        missing: list[tuple[StoredMessage, str]] = []
+    async def _see(self, messages: Sequence[StoredMessage], seen: dict[int, _Seen]) -> None:
+        """Put each message's turn, rendered turn and its tokens in ``seen``."""
+        missing: list[tuple[StoredMessage, Turn, str]] = []
+        known_ = self._known
         for m in messages:
-            known = self._known.get(m.id)
-            if known is not None and known[0] == len(m.text):
-                self._known.move_to_end(m.id)
-                costs[m.id] = known[1]
+            known = known_.get(m.id)
+            if known is not None and known.length == len(m.text):
+                known_.move_to_end(m.id)
+                seen[m.id] = known
             else:
-                missing.append((m, self._render(m)))
+                turn = Turn("user" if m.role == "user" else "assistant", m.text)
+                missing.append((m, turn, render_turn(turn, self.template)))
         if missing:
-            counts = await asyncio.gather(*(self.counter.count(text) for _, text in missing))
-            for (m, text), count in zip(missing, counts, strict=True):
-                costs[m.id] = count
-                if self.counter.peek(text) is not None:  # exact, not an estimate
-                    self._remember(m, count)
+            counts = await asyncio.gather(*(self.counter.count(piece) for *_, piece in missing))
+            for (m, turn, piece), count in zip(missing, counts, strict=True):
+                seen[m.id] = entry = _Seen(len(m.text), count, turn, piece)
+                if self.counter.peek(piece) is not None:  # exact, not an estimate
+                    self._remember(m.id, entry)
 
-    def _remember(self, message: StoredMessage, tokens: int) -> None:
-        self._known[message.id] = (len(message.text), tokens)
+    def _remember(self, message_id: int, entry: _Seen) -> None:
+        self._known[message_id] = entry
         if len(self._known) > REMEMBERED:
             self._known.popitem(last=False)
 
@@ -127,9 +140,14 @@ class HistoryPrompter:
         if len(self._spans) > REMEMBERED:
             self._spans.popitem(last=False)
 
-    def _render(self, message: StoredMessage) -> str:
-        turn = Turn("user" if message.role == "user" else "assistant", message.text)
-        return render_turn(turn, self.template)
+
+class _Seen(NamedTuple):
+    """A stored message as a turn of the prompt (a tuple: hundreds are looked at per answer)."""
+
+    length: int  # of its text: a changed text is counted again
+    tokens: int
+    turn: Turn
+    piece: str  # the turn rendered
 
 
 def _next_page(left: int, tokens: int, read: int) -> int:
@@ -147,11 +165,8 @@ def _visible(message: StoredMessage, upto_id: int) -> bool:
     return message.status == "ok" and message.parent_id is not None and message.parent_id < upto_id
 
 
-def _turns(
-    newest_first: list[StoredMessage], upto_id: int, costs: dict[int, int]
-) -> tuple[list[Turn], list[int]]:
-    """Chronological turns, each user message followed by its latest successful answer, and
-    the cost of each."""
+def _turns(newest_first: list[StoredMessage], upto_id: int, seen: dict[int, _Seen]) -> list[_Seen]:
+    """Chronological turns: each user message followed by its latest successful answer."""
     answers: dict[int, StoredMessage] = {}
     users: list[StoredMessage] = []
     for message in newest_first:
@@ -159,16 +174,13 @@ def _turns(
             users.append(message)
         elif message.parent_id is not None and message.parent_id not in answers:
             answers[message.parent_id] = message  # newest first: the first seen is the latest
-    turns: list[Turn] = []
-    turn_costs: list[int] = []
+    chosen: list[_Seen] = []
     for user in reversed(users):
-        turns.append(Turn("user", user.text))
-        turn_costs.append(costs[user.id])
+        chosen.append(seen[user.id])
         answer = answers.get(user.id)
         if answer is not None and user.id != upto_id:
-            turns.append(Turn("assistant", answer.text))
-            turn_costs.append(costs[answer.id])
-    return turns, turn_costs
+            chosen.append(seen[answer.id])
+    return chosen
 
 
 __all__ = ["HISTORY_PAGE", "HistoryPrompter", "ThreadPrompt"]

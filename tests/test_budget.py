@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from koalabot.backend import Backend, GenerationParams
 from koalabot.budget import CachedCounter, Limits, estimate_tokens, exchanges, fit
 from koalabot.errors import BackendError, PromptTooLongError, TokenizerUnavailableError
-from koalabot.prompt import TEMPLATES, Turn, render
+from koalabot.prompt import TEMPLATES, Turn, render, render_turn
 from tests.fakes.tgi import FakeTGI, count_input_tokens
 
 KOALA = TEMPLATES["koala"]
@@ -300,6 +300,11 @@ def test_fit_keeps_the_longest_tail_of_whole_exchanges_within_the_budget(
             asyncio.run(fit(turns, template, limits, 100, tokenizer))
         return
     fitted = asyncio.run(fit(turns, template, limits, 100, tokenizer))
+    # what the engine passes from its memory of each stored turn gives the same prompt
+    pieces = [render_turn(turn, template) for turn in turns]
+    costs = [asyncio.run(tokenizer.count(piece)) for piece in pieces]
+    known = asyncio.run(fit(turns, template, limits, 100, tokenizer, costs, pieces))
+    assert known == fitted
     dropped = fitted.dropped_turns
     assert fitted.turns == turns[dropped:]
     assert fitted.prompt == render(fitted.turns, template)

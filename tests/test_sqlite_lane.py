@@ -2,8 +2,9 @@
 
 Another process writing (say `koalabot forget` while the bot runs) holds SQLite's write lock;
 the bot's next message must then wait for it without freezing every other chat, and be stored
-once the lock is free. And the write-ahead log must not grow without bound when the lane never
-checkpoints by itself.
+once the lock is free. The write-ahead log must not grow without bound when the lane never
+checkpoints by itself. And the thread tails the repository keeps between answers must give the
+prompts a fresh read gives, and be dropped when another process changes the database.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from koalabot.events import ThreadKey
+from koalabot.engine import Engine
+from koalabot.events import ChatMessage, ThreadKey
 from koalabot.store import inline
 from koalabot.store.database import open_database
 from koalabot.store.repository import Repository
+from koalabot.store.training import forget_user
+from tests.fakes.tgi import FakeTGI, Fault
+from tests.test_engine import ThreadView, make_settings
 
 WHERE = ThreadKey("slack", "T1", "C1", "100.1")
 
@@ -89,3 +94,68 @@ async def test_the_write_ahead_log_is_checkpointed_off_the_event_loop(
         assert len(await repo.history(conversation, limit=1000)) == 400
     finally:
         await reopened.close()
+
+
+# --- kept thread tails ----------------------------------------------------------------------
+
+
+def _said(text: str, user: str, n: int) -> ChatMessage:
+    ts = f"1700000000.{n:06d}"
+    return ChatMessage(WHERE, user, text, ts, dedupe_keys=(f"slack:msg:C1:{ts}",))
+
+
+async def test_a_user_forgotten_by_another_process_leaves_the_next_prompt(
+    tmp_path: Path, fake_tgi: FakeTGI
+) -> None:
+    url = f"sqlite:///{tmp_path}/k.db"
+    engine = await Engine.open(make_settings(url, fake_tgi))
+    try:
+        view = ThreadView()
+        await engine.handle_message(_said("my phone is 555-0199", "U2", 1), view)
+        for n in range(2, 6):
+            await engine.handle_message(_said(f"question {n}", "U1", n), view)
+        assert "555-0199" in fake_tgi.prompts[-1]  # the thread's tail is kept by now
+        # `koalabot forget --user slack:U2`, run while the bot keeps going
+        other = await open_database(url)
+        try:
+            await forget_user(other, "slack", "U2")
+        finally:
+            await other.close()
+        await engine.handle_message(_said("and now?", "U1", 6), view)
+        assert "555-0199" not in fake_tgi.prompts[-1]
+        assert "question 5" in fake_tgi.prompts[-1]
+    finally:
+        await engine.close()
+
+
+async def test_prompts_from_kept_tails_are_the_prompts_read_afresh(
+    tmp_path: Path, fake_tgi: FakeTGI
+) -> None:
+    url = f"sqlite:///{tmp_path}/k.db"
+    # a small window, so the thread outgrows it and its oldest turns are dropped (and counted)
+    settings = make_settings(url, fake_tgi, max_new_tokens=1700)
+    engine = await Engine.open(settings)
+    try:
+        view = ThreadView()
+        for n in range(1, 40):
+            fake_tgi.replies.append(f" Answer {n} " + "blah " * (n % 7))
+            if n % 9 == 0:
+                fake_tgi.fault = Fault("error", after_tokens=1)  # an answer that fails midway
+            message = _said(f"question {n} " + "x " * n, "U1", n)
+            result = await engine.handle_message(message, view)
+            if n % 5 == 0 and result.answer_id:
+                await engine.regenerate(result.answer_id, "U1", view)
+            kept = fake_tgi.prompts[-1]
+            fresh = await Engine.open(settings)  # nothing kept yet
+            try:
+                conversation = await fresh.repo.conversation_id(WHERE)
+                assert conversation is not None
+                page = await fresh.repo.history(conversation, limit=500)
+                upto = max(m.id for m in page if m.role == "user")
+                prompt, dropped, _ = await fresh._prompt(conversation, upto, None)
+            finally:
+                await fresh.close()
+            if result.status == "ok" and n % 5:  # (a regeneration's prompt came last)
+                assert (prompt, dropped) == (kept, result.dropped_turns), n
+    finally:
+        await engine.close()

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -67,6 +67,18 @@ class InlineLane:
             self._checkpoint = asyncio.get_running_loop().create_task(self._move_log())
         return result
 
+    def data_version(self) -> int:
+        """SQLite's count of commits by other connections, as the lane's connection sees it."""
+        assert self._conn is not None, "only inside run()"
+        driver: Any = self._conn.connection.driver_connection
+        # straight to the driver: one pragma, where SQLAlchemy's execution would cost 10x more
+        return int(driver.execute("PRAGMA data_version").fetchone()[0])
+
+    def owns(self, conn: Connection) -> bool:
+        """Whether ``conn`` is the lane's own connection (work may run elsewhere, see
+        Database.run)."""
+        return conn is self._conn
+
     async def _move_log(self) -> None:
         try:
             async with self._checkpointer.connect() as conn:
@@ -75,7 +87,8 @@ class InlineLane:
                 # past MAX_LOG_PAGES, TRUNCATE holds writers off (they wait in the async engine's
                 # thread, see Database.run) until it has caught up, and empties the file.
                 result = await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-                _busy_, pages, _moved = result.one()
+                row: Any = result.one()  # (busy, log pages, pages checkpointed)
+                pages = row[1]
                 if pages >= MAX_LOG_PAGES:
                     await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         except (SQLAlchemyError, OSError):

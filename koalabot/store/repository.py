@@ -44,6 +44,7 @@ from koalabot.store.models import (
     ProcessedEvent,
     utcnow,
 )
+from koalabot.store.tails import RecentThreads
 
 
 class StoredMessage(NamedTuple):
@@ -189,6 +190,11 @@ class _Statements:
             .select_from(_table(Message))
             .where(m.conversation_id == bindparam("conversation"), m.id < bindparam("before"))
         )
+        self.newer = (
+            select(m.id, m.role, m.text, m.parent_id, m.status)
+            .where(m.conversation_id == bindparam("conversation"), m.id > bindparam("after"))
+            .order_by(m.id.desc())
+        )
         self._pages: dict[tuple[int, bool], Select[Any]] = {}
         self.ins = ins
 
@@ -227,6 +233,7 @@ class Repository:
         self._write_lock = asyncio.Lock() if db.dialect == "sqlite" else None
         self._locks = _LockSession(db) if db.dialect == "postgresql" else None
         self._sql = _Statements(db.dialect)
+        self._threads = RecentThreads() if db.inline is not None else None
 
     async def _run(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
         lock = self._write_lock if write else None
@@ -263,8 +270,14 @@ class Repository:
         return int(found) if found is not None else None
 
     def _ensure_conversation(self, conn: Connection, where: ThreadKey) -> int:
+        recent = self._recent(conn)
+        found = recent.conversation(where) if recent else None
+        if found is not None:
+            return found
         found = self._find_conversation(conn, where)
         if found is not None:
+            if recent:
+                recent.keep_conversation(where, found)
             return found
         values = {
             "platform": where.platform,
@@ -360,10 +373,15 @@ class Repository:
         }
 
         def work(conn: Connection) -> AnswerStart:
-            earlier = conn.execute(self._sql.answered, {"conversation": conversation_id}).first()
             new_id = int(conn.execute(self._sql.add_message, answer).scalar_one())
             page = self._page(conn, conversation_id, None, tail) if tail else None
-            return AnswerStart(new_id, earlier is None, page)
+            answered = page is not None and any(
+                m.role == "assistant" and m.status == "ok" for m in page.messages
+            )
+            if not answered and (page is None or page.older):
+                params = {"conversation": conversation_id}
+                answered = conn.execute(self._sql.answered, params).first() is not None
+            return AnswerStart(new_id, not answered, page)
 
         return await self._run(work, write=True)
 
@@ -455,16 +473,39 @@ class Repository:
         """One page of the thread, newest first, and how many messages are older than it."""
         return await self._run(lambda conn: self._page(conn, conversation_id, before_id, limit))
 
+    def _recent(self, conn: Connection) -> RecentThreads | None:
+        """What is kept of recent threads, when ``conn`` is the SQLite lane's and so can tell
+        whether it is still true."""
+        lane = self.db.inline
+        if self._threads is None or lane is None or not lane.owns(conn):
+            return None
+        self._threads.sync(lane.data_version())
+        return self._threads
+
     def _page(
         self, conn: Connection, conversation_id: int, before_id: int | None, limit: int
     ) -> Page:
-        params = {"conversation": conversation_id, "before": before_id}
-        rows = conn.execute(self._sql.page(limit, before_id is not None), params).all()
+        recent = self._recent(conn) if before_id is None else None
+        kept = recent.tail(conversation_id) if recent else None
+        if kept is not None:
+            since = {"conversation": conversation_id, "after": kept.last}
+            newer = list(map(StoredMessage._make, conn.execute(self._sql.newer, since)))
+            rows = newer + list(kept.messages)
+            if len(rows) >= limit or not kept.older:
+                page = Page(rows[:limit], kept.older + max(0, len(rows) - limit))
+                assert recent is not None
+                recent.keep_tail(conversation_id, page.messages, page.older, fresh=len(newer))
+                return page
+        params: dict[str, Any] = {"conversation": conversation_id, "before": before_id}
+        found = conn.execute(self._sql.page(limit, before_id is not None), params).all()
         older = 0
-        if len(rows) == limit:
-            last = {"conversation": conversation_id, "before": rows[-1][0]}
+        if len(found) == limit:
+            last = {"conversation": conversation_id, "before": found[-1][0]}
             older = int(conn.execute(self._sql.older, last).scalar() or 0)
-        return Page(list(map(StoredMessage._make, rows)), older)
+        page = Page(list(map(StoredMessage._make, found)), older)
+        if recent:
+            recent.keep_tail(conversation_id, page.messages, older, fresh=len(page.messages))
+        return page
 
     async def answer(self, answer_id: int) -> AnswerInfo | None:
         """An answer (or any message) with its thread, for votes and regeneration."""
