@@ -274,13 +274,13 @@ async def measure(
 
 
 async def peak_memory(engine: Engine, key: ThreadKey) -> float:
-    # warm up caches first, then measure the peak allocation while answering one message
+    # warm up caches first, then measure the peak allocation while answering one message (its
+    # own text, so no prompt is one the token counter has seen)
     await engine.handle_message(ChatMessage(key, "U", SENTENCES[1], uuid.uuid4().hex), NullSink())
     tracemalloc.start()
     try:
-        await engine.handle_message(
-            ChatMessage(key, "U", SENTENCES[2], uuid.uuid4().hex), NullSink()
-        )
+        text = f"{SENTENCES[2]} ({uuid.uuid4().hex})"
+        await engine.handle_message(ChatMessage(key, "U", text, uuid.uuid4().hex), NullSink())
         return tracemalloc.get_traced_memory()[1] / 1024
     finally:
         tracemalloc.stop()

@@ -52,7 +52,7 @@ class HistoryPrompter:
         self.counter = counter
         self.template = template
         # message id -> what it is as a turn; exact token counts only
-        self._known: OrderedDict[int, _Seen] = OrderedDict()
+        self._known: dict[int, _Seen] = {}
         # conversation id -> messages its last prompt read up to the end of the budget
         self._spans: OrderedDict[int, int] = OrderedDict()
 
@@ -85,14 +85,12 @@ class HistoryPrompter:
             if not messages:
                 break
             before = messages[-1].id
-            visible = [m for m in messages if _visible(m, upto_id)]
+            positions, visible = _visible(messages, upto_id)
             await self._see(visible, seen)
-            for position, m in enumerate(messages):
-                known = seen.get(m.id)
-                if known is not None:
-                    tokens += known.tokens
-                    if tokens > budget and not span:
-                        span = read + position + 1
+            for position, m in zip(positions, visible, strict=True):
+                tokens += seen[m.id].tokens
+                if tokens > budget and not span:
+                    span = read + position + 1
             loaded.extend(visible)
             read += len(messages)
             limit = _next_page(budget - tokens, tokens, read)
@@ -113,12 +111,11 @@ class HistoryPrompter:
     async def _see(self, messages: Sequence[StoredMessage], seen: dict[int, _Seen]) -> None:
         """Put each message's turn, rendered turn and its tokens in ``seen``."""
         missing: list[tuple[StoredMessage, Turn, str]] = []
-        known_ = self._known
+        known = self._known
         for m in messages:
-            known = known_.get(m.id)
-            if known is not None and known.length == len(m.text):
-                known_.move_to_end(m.id)
-                seen[m.id] = known
+            entry = known.get(m.id)
+            if entry is not None and entry.length == len(m.text):
+                seen[m.id] = entry
             else:
                 turn = Turn("user" if m.role == "user" else "assistant", m.text)
                 missing.append((m, turn, render_turn(turn, self.template)))
@@ -131,8 +128,8 @@ class HistoryPrompter:
 
     def _remember(self, message_id: int, entry: _Seen) -> None:
         self._known[message_id] = entry
-        if len(self._known) > REMEMBERED:
-            self._known.popitem(last=False)
+        if len(self._known) > REMEMBERED:  # the first remembered go first
+            del self._known[next(iter(self._known))]
 
     def _remember_span(self, conversation_id: int, span: int) -> None:
         self._spans[conversation_id] = span
@@ -159,10 +156,22 @@ def _next_page(left: int, tokens: int, read: int) -> int:
     return max(16, min(MAX_PAGE, math.ceil(left / per_message * 1.5) + MARGIN))
 
 
-def _visible(message: StoredMessage, upto_id: int) -> bool:
-    if message.role == "user":
-        return message.id <= upto_id and has_words(message.text)
-    return message.status == "ok" and message.parent_id is not None and message.parent_id < upto_id
+def _visible(
+    newest_first: list[StoredMessage], upto_id: int
+) -> tuple[list[int], list[StoredMessage]]:
+    """The messages that go into the prompt for ``upto_id``, with their places in the list: the
+    user's up to that one that say something, and the answers to them that succeeded."""
+    positions: list[int] = []
+    visible: list[StoredMessage] = []
+    for position, m in enumerate(newest_first):
+        if m.role == "user":
+            if m.id > upto_id or not has_words(m.text):
+                continue
+        elif m.status != "ok" or m.parent_id is None or m.parent_id >= upto_id:
+            continue
+        positions.append(position)
+        visible.append(m)
+    return positions, visible
 
 
 def _turns(newest_first: list[StoredMessage], upto_id: int, seen: dict[int, _Seen]) -> list[_Seen]:
