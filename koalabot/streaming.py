@@ -133,7 +133,8 @@ class ReplyStreamer:
             delay = self.sink.edit_interval - (loop.time() - last)
             if delay > 0 and not self._closed.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closed.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._closed.wait()
             if self._closed.is_set():
                 return
             self._changed.clear()
