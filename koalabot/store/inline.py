@@ -58,6 +58,8 @@ class InlineLane:
             with conn.begin():
                 result = work(conn)
         except OperationalError as exc:
+            if conn.in_transaction():  # a failed COMMIT may leave it open, holding a lock
+                conn.rollback()
             if _busy(exc):
                 raise LaneBusy() from exc
             raise

@@ -196,7 +196,6 @@ class _Statements:
             .order_by(m.id.desc())
         )
         self._pages: dict[tuple[int, bool], Select[Any]] = {}
-        self.ins = ins
 
     def page(self, limit: int, before: bool) -> Select[Any]:
         """Newest-first messages of a conversation (older than ``before`` when paging on)."""
