@@ -10,17 +10,20 @@ prompts a fresh read gives, and be dropped when another process changes the data
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import sqlite3
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from koalabot.engine import Engine
 from koalabot.events import ChatMessage, ThreadKey
-from koalabot.store import inline
+from koalabot.store import inline, repository
 from koalabot.store.database import open_database
-from koalabot.store.repository import Repository
+from koalabot.store.repository import GenerationRecord, Repository
 from koalabot.store.training import forget_user
 from tests.fakes.tgi import FakeTGI, Fault
 from tests.test_engine import ThreadView, make_settings
@@ -159,3 +162,55 @@ async def test_prompts_from_kept_tails_are_the_prompts_read_afresh(
                 assert (prompt, dropped) == (kept, result.dropped_turns), n
     finally:
         await engine.close()
+
+
+async def test_the_lane_stores_exactly_what_sqlalchemy_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lane runs the per-message statements on the driver itself: same rows, same formats
+    (timestamps, JSON) as SQLAlchemy's own execution of them."""
+    monkeypatch.setattr(repository, "utcnow", lambda: datetime(2026, 11, 27, 8, 0, 1, 5, UTC))
+    record = GenerationRecord(
+        prompt="BEGINNING OF CONVERSATION: USER: hi GPT:",
+        template="koala",
+        parameters={"max_new_tokens": 256, "stop": ["</s>", "USER:"], "temperature": 0.7},
+        model_id="koala-13b",
+        endpoint="http://tgi",
+        prompt_tokens=12,
+        completion_tokens=3,
+        finish_reason="eos_token",
+        time_to_first_token=0.25,
+        total_time=1.5,
+    )
+    dumps = []
+    for name, lane in (("lane", True), ("sqlalchemy", False)):
+        db = await open_database(f"sqlite:///{tmp_path}/{name}.db")
+        if not lane:
+            assert db.inline is not None
+            await db.inline.close()
+            db = dataclasses.replace(db, inline=None)
+        repo = Repository(db)
+        try:
+            stored = await repo.add_user_message(WHERE, "U1", "hi", "1.1", ["ev-1", "ev-2"])
+            assert stored is not None
+            assert await repo.add_user_message(WHERE, "U1", "hi", "1.1", ["ev-2"]) is None
+            start = await repo.start_answer(*stored, "1.2", tail=10)
+            await repo.finish_answer(start.answer_id, "Hello!", "ok", record, WHERE, ["1.2", "1.3"])
+            await repo.add_refs(start.answer_id, WHERE, ["1.4"])
+        finally:
+            await db.close()
+        with sqlite3.connect(tmp_path / f"{name}.db") as raw:
+            dumps.append(
+                {
+                    table: raw.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+                    for table in (
+                        "conversations",
+                        "messages",
+                        "processed_events",
+                        "generations",
+                        "message_refs",
+                    )
+                }
+            )
+    assert dumps[0] == dumps[1]
+    assert dumps[0]["generations"][0][4] == json.dumps(record.parameters)

@@ -34,6 +34,7 @@ from sqlalchemy.orm import aliased
 from koalabot.errors import StoreError
 from koalabot.events import ThreadKey
 from koalabot.store.database import Database
+from koalabot.store.inline import InlineLane, LaneStatement
 from koalabot.store.models import (
     Conversation,
     Feedback,
@@ -218,6 +219,33 @@ def _table(model: Any) -> Table:
     return cast(Table, model.__table__)
 
 
+_MESSAGE_KEYS = (
+    "conversation_id",
+    "role",
+    "author",
+    "text",
+    "platform_message_id",
+    "status",
+    "parent_id",
+    "created_at",
+)
+
+
+def _lane_statements(sql: _Statements, lane: InlineLane) -> dict[str, LaneStatement]:
+    """The per-message statements, ready for SQLite's fast lane."""
+    dialect = lane.engine.dialect
+    generation = ("message_id", "created_at", *GenerationRecord.__dataclass_fields__)
+    refs = ("message_id", "platform", "channel", "platform_message_id")
+    return {
+        "add_message": LaneStatement(sql.add_message, dialect, _MESSAGE_KEYS),
+        "add_events": LaneStatement(sql.add_events, dialect, ("key", "message_id", "created_at")),
+        "newer": LaneStatement(sql.newer, dialect),
+        "finish": LaneStatement(sql.finish, dialect),
+        "add_generation": LaneStatement(sql.add_generation, dialect, generation),
+        "add_refs": LaneStatement(sql.add_refs, dialect, refs),
+    }
+
+
 class Repository:
     """Conversation memory: store user messages first, answers with their generation record.
 
@@ -233,6 +261,7 @@ class Repository:
         self._locks = _LockSession(db) if db.dialect == "postgresql" else None
         self._sql = _Statements(db.dialect)
         self._threads = RecentThreads() if db.inline is not None else None
+        self._fast = _lane_statements(self._sql, db.inline) if db.inline is not None else None
 
     async def _run(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
         lock = self._write_lock if write else None
@@ -245,6 +274,29 @@ class Repository:
             raise StoreError() from exc
         except OSError as exc:  # the driver lost its socket (PostgreSQL restarted)
             raise StoreError() from exc
+
+    def _lane(self, conn: Connection) -> InlineLane | None:
+        """The SQLite fast lane, when ``conn`` is its connection."""
+        lane = self.db.inline
+        return lane if lane is not None and lane.owns(conn) else None
+
+    def _add_message(self, conn: Connection, values: dict[str, Any]) -> int:
+        lane = self._lane(conn)
+        if lane is not None and self._fast is not None:
+            return int(lane.execute(self._fast["add_message"], values).fetchone()[0])
+        return int(conn.execute(self._sql.add_message, values).scalar_one())
+
+    def _execute(
+        self, conn: Connection, name: str, params: dict[str, Any] | list[dict[str, Any]]
+    ) -> None:
+        """Run one of the per-message statements that return nothing (for each of a list)."""
+        lane = self._lane(conn)
+        if lane is None or self._fast is None:
+            conn.execute(getattr(self._sql, name), params)
+        elif isinstance(params, list):
+            lane.execute_many(self._fast[name], params)
+        else:
+            lane.execute(self._fast[name], params)
 
     async def ping(self) -> None:
         """Raise StoreError unless the database answers."""
@@ -335,10 +387,10 @@ class Repository:
                 "parent_id": None,
                 "created_at": now,
             }
-            msg_id = int(conn.execute(self._sql.add_message, message).scalar_one())
+            msg_id = self._add_message(conn, message)
             if keys:
                 events = [{"key": k, "message_id": msg_id, "created_at": now} for k in keys]
-                conn.execute(self._sql.add_events, events)
+                self._execute(conn, "add_events", events)
             return conv, msg_id
 
         try:
@@ -372,7 +424,7 @@ class Repository:
         }
 
         def work(conn: Connection) -> AnswerStart:
-            new_id = int(conn.execute(self._sql.add_message, answer).scalar_one())
+            new_id = self._add_message(conn, answer)
             page = self._page(conn, conversation_id, None, tail) if tail else None
             answered = page is not None and any(
                 m.role == "assistant" and m.status == "ok" for m in page.messages
@@ -431,11 +483,11 @@ class Repository:
         refs = self._refs(answer_id, where, platform_message_ids) if where is not None else []
 
         def work(conn: Connection) -> None:
-            conn.execute(self._sql.finish, changes)
+            self._execute(conn, "finish", changes)
             if generation is not None:
-                conn.execute(self._sql.add_generation, generation)
+                self._execute(conn, "add_generation", generation)
             if refs:
-                conn.execute(self._sql.add_refs, refs)
+                self._execute(conn, "add_refs", refs)
 
         await self._run(work, write=True)
 
@@ -457,7 +509,7 @@ class Repository:
         """Remember more platform messages an answer shows as, so reactions find them."""
         refs = self._refs(answer_id, where, platform_message_ids)
         if refs:
-            await self._run(lambda conn: conn.execute(self._sql.add_refs, refs), write=True)
+            await self._run(lambda conn: self._execute(conn, "add_refs", refs), write=True)
 
     async def history(
         self, conversation_id: int, *, before_id: int | None = None, limit: int = 64
@@ -475,11 +527,21 @@ class Repository:
     def _recent(self, conn: Connection) -> RecentThreads | None:
         """What is kept of recent threads, when ``conn`` is the SQLite lane's and so can tell
         whether it is still true."""
-        lane = self.db.inline
-        if self._threads is None or lane is None or not lane.owns(conn):
+        lane = self._lane(conn)
+        if self._threads is None or lane is None:
             return None
         self._threads.sync(lane.data_version())
         return self._threads
+
+    def _newer(self, conn: Connection, conversation_id: int, after: int) -> list[StoredMessage]:
+        since = {"conversation": conversation_id, "after": after}
+        lane = self._lane(conn)
+        rows: Any
+        if lane is not None and self._fast is not None:
+            rows = lane.execute(self._fast["newer"], since).fetchall()
+        else:
+            rows = conn.execute(self._sql.newer, since).all()
+        return [StoredMessage._make(row) for row in rows]
 
     def _page(
         self, conn: Connection, conversation_id: int, before_id: int | None, limit: int
@@ -487,8 +549,7 @@ class Repository:
         recent = self._recent(conn) if before_id is None else None
         kept = recent.tail(conversation_id) if recent else None
         if kept is not None:
-            since = {"conversation": conversation_id, "after": kept.last}
-            newer = list(map(StoredMessage._make, conn.execute(self._sql.newer, since)))
+            newer = self._newer(conn, conversation_id, kept.last)
             rows = newer + list(kept.messages)
             if len(rows) >= limit or not kept.older:
                 page = Page(rows[:limit], kept.older + max(0, len(rows) - limit))
