@@ -34,6 +34,7 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import io
 import re
 import time
 from collections import Counter
@@ -41,7 +42,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO, cast
 
 import orjson
 
@@ -60,6 +61,7 @@ from koalabot.store.training import (
     is_opted_out,
     iso_utc,
     optout_keys,
+    sqlite_threads,
     stream_threads,
 )
 
@@ -210,6 +212,15 @@ class Summary:
         """Count one voted answer (or, for dpo, one answer without a pair) left out."""
         self.skipped[reason] += 1
 
+    def add(self, later: Summary) -> None:
+        """Count in the summary of the conversations that came after these (skip reasons keep
+        the order they first appeared in, which breaks ties in the printed summary)."""
+        self.rows += later.rows
+        self.threads += later.threads
+        self.voted_answers += later.voted_answers
+        self.skipped.update(later.skipped)
+        self.redacted.update(later.redacted)
+
     def lines(self) -> list[str]:
         """The human summary: rows written, then rows skipped by reason, most frequent first."""
         lines = [
@@ -280,6 +291,9 @@ class Progress:
 
 # --- threads -----------------------------------------------------------------------------------
 
+# Review decisions as plain strings: compared once or twice per answer, millions of times.
+_INCLUDE, _EXCLUDE, _CORRECT = str(Decision.INCLUDE), str(Decision.EXCLUDE), str(Decision.CORRECT)
+
 
 class ThreadView:
     """One conversation, indexed so each rated answer's thread is cheap to rebuild."""
@@ -312,20 +326,22 @@ class ThreadView:
                     shown[m.parent_id].append(m)
                 else:
                     shown[m.parent_id] = [m]
-                if m.review == Decision.EXCLUDE and m.review_reason in WITHHELD_REASONS:
+                if m.review == _EXCLUDE and m.review_reason in WITHHELD_REASONS:
                     self.withheld.add(m.id)
 
     def context(self, parent_id: int, before_id: int) -> list[ThreadMessage]:
         """User messages up to ``parent_id`` (which must be in this thread), each followed by
         the answer to it shown last before ``before_id``."""
+        questions, shown = self.questions, self.shown
         end = self.position[parent_id]
         turns: list[ThreadMessage] = []
-        for question in self.questions[:end]:
+        for question in questions[:end]:
             turns.append(question)
-            answer = self._shown_before(question.id, before_id)
-            if answer is not None:
-                turns.append(answer)
-        turns.append(self.questions[end])
+            for answer in reversed(shown.get(question.id, ())):
+                if answer.id < before_id:
+                    turns.append(answer)
+                    break
+        turns.append(questions[end])
         return turns
 
     def shows_withheld(self, context: list[ThreadMessage]) -> bool:
@@ -336,19 +352,21 @@ class ThreadView:
         """Whether the thread up to this user message holds an opted-out user's message."""
         return self.first_opted_out is not None and self.first_opted_out <= parent_id
 
-    def _shown_before(self, question_id: int, before_id: int) -> ThreadMessage | None:
-        for answer in reversed(self.shown.get(question_id, ())):
-            if answer.id < before_id:
-                return answer
-        return None
-
 
 # --- rows --------------------------------------------------------------------------------------
 
 
-def encode_row(row: Row) -> str:
+def encode_row(row: Row) -> bytes:
     """One JSON line: UTF-8 text as is (no ``\\u`` escapes), keys in the order built, compact."""
-    return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE).decode()
+    return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def byte_writer(out: TextIO | BinaryIO) -> Callable[[bytes], object]:
+    """Writes encoded rows to ``out``: as they are to a binary stream, decoded to a text one."""
+    if isinstance(out, io.RawIOBase | io.BufferedIOBase):
+        return out.write
+    write = cast(TextIO, out).write
+    return lambda data: write(data.decode())
 
 
 Candidate = tuple[ThreadMessage, list[ThreadMessage]]
@@ -364,7 +382,7 @@ def _correction(answer: ThreadMessage) -> ThreadMessage:
 
 
 def _is_liked(answer: ThreadMessage) -> bool:
-    return answer.review == CORRECTION or answer.net > 0
+    return answer.up > answer.down or answer.review == CORRECTION
 
 
 class RowBuilder:
@@ -381,6 +399,8 @@ class RowBuilder:
         self.pseudo = Pseudonymizer(options.pseudonym_secret)
         self.optout_users = frozenset(optout_users)
         self.timed = options.since is not None or options.until is not None
+        #: Whether answers are filtered by model or time (most exports: neither).
+        self.scoped = self.timed or options.model is not None
         self.statuses = {"ok", "failed", "interrupted"} if options.include_failed else {"ok"}
         self.meta = options.with_meta
         self.deduper = Deduper() if options.dedupe else None
@@ -423,16 +443,17 @@ class RowBuilder:
     def _candidates(self, view: ThreadView) -> Iterator[Candidate]:
         """Voted answers within the filters that may become rows, each with its thread."""
         counted = False
+        summary, scoped = self.summary, self.scoped
         for answer in view.thread.messages:
             if answer.role != "assistant" or not (answer.up or answer.down or answer.ignored):
                 continue
-            if not self._in_scope(answer):
+            if scoped and not self._in_scope(answer):
                 continue
             if not counted:
-                self.summary.threads += 1
+                summary.threads += 1
                 counted = True
-            self.summary.voted_answers += 1
-            corrected = answer.review == Decision.CORRECT and bool(answer.correction)
+            summary.voted_answers += 1
+            corrected = answer.review == _CORRECT and bool(answer.correction)
             # A correction stands in for its answer where only liked answers count, and with
             # --reviewed-only (dpo still pairs the two).
             if not (corrected and (self.replaces or self.options.reviewed_only)):
@@ -452,7 +473,7 @@ class RowBuilder:
         if not reason:
             assert answer.parent_id is not None
             context = view.context(answer.parent_id, abs(answer.id))
-            if view.shows_withheld(context):
+            if view.withheld and view.shows_withheld(context):
                 reason = "thread shows an answer excluded as unsafe or private"
             elif self.deduper is not None and not self.deduper.keep(
                 question_key(m.text for m in context if m.role == "user"), answer.parent_id
@@ -476,26 +497,29 @@ class RowBuilder:
 
     def _reject(self, view: ThreadView, answer: ThreadMessage) -> str:
         """Why this voted answer gives no row ("" when it does)."""
+        options = self.options
         if answer.status not in self.statuses:
             return f"answer {answer.status} (see --include-failed)"
-        if answer.parent_id is None or answer.parent_id not in view.position:
+        parent_id = answer.parent_id
+        if parent_id is None or parent_id not in view.position:
             return "answer without its user message"
-        if view.reaches_opted_out(answer.parent_id):
+        if view.first_opted_out is not None and view.reaches_opted_out(parent_id):
             return "opted-out user in the thread"
-        if answer.review == Decision.EXCLUDE:
+        review = answer.review
+        if review is not None and review == _EXCLUDE:
             return f"excluded on review: {REASONS.get(answer.review_reason or '', 'no reason')}"
-        if self.options.reviewed_only and answer.review not in (Decision.INCLUDE, Decision.CORRECT):
+        if options.reviewed_only and review not in (_INCLUDE, _CORRECT):
             return "not included on review (--reviewed-only)"
-        counted = answer.up + answer.down
-        if counted < self.options.min_votes:
-            if answer.ignored and not counted:
+        up, down = answer.up, answer.down
+        if up + down < options.min_votes:
+            if answer.ignored and not up + down:
                 return "votes only from opted-out users"
-            return f"fewer than {self.options.min_votes} votes (--min-votes)"
-        if answer.up == answer.down:
+            return f"fewer than {options.min_votes} votes (--min-votes)"
+        if up == down:
             return "net-zero votes"
         if not answer.text.strip():
             return "empty answer"
-        if self.options.string_prompt and not answer.prompt:
+        if options.string_prompt and not answer.prompt:
             return "no stored prompt string (--string-prompt)"
         return ""
 
@@ -514,10 +538,11 @@ class RowBuilder:
 
     def _labelled(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
         build = self._koala if self.options.format is Format.KOALA else self._kto
+        meta = self._meta if self.meta else None
         for answer, context in candidates:
             row = build(answer, context)
-            if self.meta:
-                row["meta"] = self._meta(view, answer, context)
+            if meta is not None:
+                row["meta"] = meta(view, answer, context)
             yield row
 
     def _liked(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
@@ -650,7 +675,8 @@ class RowBuilder:
         return found
 
     def _chat_messages(self, context: list[ThreadMessage]) -> Messages:
-        return [self._chat_message(m) for m in context]
+        chat = self._chat
+        return [chat.get(m.id) or self._chat_message(m) for m in context]
 
     def _clean_text(self, message: ThreadMessage) -> str:
         """The text as Koala's prompt holds it: stripped, markers neutralised."""
@@ -716,15 +742,18 @@ def _side(answer: ThreadMessage) -> Row:
 async def export(
     db: Database,
     options: ExportOptions,
-    out: TextIO,
+    out: TextIO | BinaryIO,
     *,
     optout_users: Collection[str] = (),
     progress: TextIO | None = None,
+    workers: int = 1,
 ) -> Summary:
     """Stream every row of ``options.format`` from the store to ``out`` as JSON lines.
 
     ``optout_users`` ("platform:id", from settings) join the opt-outs stored by the bot. Memory
-    holds one conversation at a time. ``progress`` gets a progress line when it is a terminal.
+    holds one conversation at a time (a range of them from a SQLite file, on up to ``workers``
+    processes; the rows are the same for any number). ``progress`` gets a progress line when it
+    is a terminal.
     """
     optouts = set(optout_users) | await optout_keys(db)
     scope = ThreadScope(
@@ -734,11 +763,23 @@ async def export(
         with_prompts=options.string_prompt,
     )
     summary = Summary(str(options.format))
-    builder = RowBuilder(options, summary, optouts)
     total = await count_threads(db, scope) if progress is not None and progress.isatty() else 0
     bar = Progress(progress, total)
-    write = out.write
+    write = byte_writer(out)
     try:
+        ranged = await sqlite_threads(db, scope, optouts)
+        if ranged is not None:
+            # Imported here: it builds on this module.
+            from koalabot.export_parallel import Job, export_ranges
+
+            if workers > 1:
+                # Worker processes start as copies of this one: no open connections in the copy.
+                await db.engine.dispose()
+            await export_ranges(
+                Job(ranged, options, frozenset(optouts)), workers, write, summary, bar
+            )
+            return summary
+        builder = RowBuilder(options, summary, optouts)
         # aclosing: a failed write (full disk, closed pipe) still ends the query cleanly.
         async with contextlib.aclosing(stream_threads(db, scope, optouts)) as threads:
             streamed = 0
@@ -781,6 +822,7 @@ __all__ = [
     "RowBuilder",
     "Summary",
     "ThreadView",
+    "byte_writer",
     "encode_row",
     "export",
     "print_summary",

@@ -87,9 +87,20 @@ _KEY = re.compile(
 _LONG_TOKEN = re.compile(r"(?<![\w+/=-])[A-Za-z0-9_+/=-]{32,}(?![\w+/=-])")
 _MIN_KEY = 15
 _MIN_ENTROPY = 4.0  # bits per character; English words and identifiers stay well below
+# The UTF-8 bytes of a text mapped to b" " (ASCII white space, as str.isspace() has it), b"d"
+# (ASCII digits) or b"x" (anything else): one pass that counts digits and bounds word lengths. A
+# word of n characters becomes at least n non-spaces in a row, so finding no run of _MIN_KEY
+# proves there is no word that long, far faster than splitting the text into words.
+_SHAPE = (
+    bytes(
+        ord(" ") if chr(c).isspace() else ord("d") if chr(c).isdigit() else ord("x")
+        for c in range(128)
+    )
+    + b"x" * 128
+)
+_LONG_RUN = b"x" * _MIN_KEY
 
 # Seven or more digits written as a phone number might be: candidates for libphonenumber.
-_NOT_DIGITS = bytes(c for c in range(256) if not 0x30 <= c <= 0x39)
 _PHONE_CANDIDATE = re.compile(r"(?<![\w/=.:#&?-])(?:\+|\(\d)?\d[\d\s().\-/]{5,22}\d(?![\w])")
 _DATE = re.compile(r"\d{4}[-/.]\d\d?[-/.]\d\d?|\d\d?[-/.]\d\d?[-/.]\d{2,4}")
 # A number written without any separator is an id or an amount more often than a phone number,
@@ -219,11 +230,13 @@ def find(text: str, *, phone_regions: tuple[str, ...] = PHONE_REGIONS) -> list[S
         spans += _emails(text)
         if "<@" in text:
             spans += _mentions(text)
+    shape = text.encode("utf-8", "surrogatepass").translate(_SHAPE)
+    digits = shape.count(b"d")
     # Every key format is at least _MIN_KEY characters without white space.
-    if len(text) >= _MIN_KEY and max(map(len, text.split()), default=0) >= _MIN_KEY:
+    words = shape.replace(b"d", b"x") if digits else shape
+    if _LONG_RUN in words and max(map(len, text.split())) >= _MIN_KEY:
         spans += _keys(text)
-    # Counting ASCII digits in the UTF-8 bytes is the cheapest test there is.
-    if len(text.encode("utf-8", "surrogatepass").translate(None, _NOT_DIGITS)) >= 7:
+    if digits >= 7:
         spans += _phones(text, phone_regions)
     if not spans:
         return spans

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from koalabot import export_parallel
 from koalabot.export import ExportOptions, Format, Summary, export
 from koalabot.prompt import TEMPLATES, Turn, render
 from koalabot.store import training
@@ -422,6 +423,45 @@ async def test_conversations_read_in_many_batches_stay_whole(
     assert batched == whole
     assert summary.rows == 9 and summary.threads == 3
     assert [m["content"] for m in batched[-1]["prompt"]] == ["Q2.0", "A2.0", "Q2.1", "A2.1", "Q2.2"]
+
+
+async def test_worker_processes_write_the_same_file_as_one(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed = Seed(db)
+    for n in range(7):
+        thread = await seed.thread(platform="discord" if n % 3 else "slack")
+        await thread.ask(f"Q{n} from <@U0AUTHOR{n % 2}>", author="UOPT1" if n == 4 else f"U{n}")
+        first = await thread.answer(f"A{n} mail me at koala{n}@example.com")
+        second = await thread.answer(f"A{n} again", status="failed" if n == 5 else "ok")
+        await thread.votes(first, {"U8": 1, "U9": 1 if n % 2 else -1})
+        await thread.votes(second, {"U8": -1, "UOPT2": 1})
+    await seed.opt_out("discord:UOPT2")
+
+    async def written(fmt: Format, workers: int, conversations_per_range: int) -> Any:
+        monkeypatch.setattr(export_parallel, "RANGE", conversations_per_range)
+        out = io.BytesIO()
+        options = ExportOptions(fmt, pseudonym_secret=SECRET)
+        summary = await export(db, options, out, optout_users=("UOPT1",), workers=workers)
+        return out.getvalue(), summary.lines()
+
+    for fmt in Format:
+        whole = await written(fmt, 1, 1000)
+        # One conversation per range: every range goes to a worker in turn.
+        assert await written(fmt, 1, 1) == whole, fmt
+        assert await written(fmt, 2, 1) == whole, fmt
+        assert await written(fmt, 3, 2) == whole, fmt
+        assert whole[0], fmt
+    rows, lines = await written(Format.KTO, 2, 1)
+    assert len(rows.splitlines()) == 5
+    assert lines == [
+        "wrote 5 kto rows from 14 voted answers in 7 conversations",
+        "skipped 9:",
+        "          6  net-zero votes",
+        "          2  opted-out user in the thread",
+        "          1  answer failed (see --include-failed)",
+        "redacted 3 e-mail addresses",
+    ]
 
 
 async def test_an_in_memory_database_exports_too() -> None:

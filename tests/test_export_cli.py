@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from koalabot import export_parallel
 from koalabot.cli import main
 from koalabot.export import ExportOptions, Format, export
 from koalabot.store.database import Database
@@ -116,6 +117,26 @@ async def test_export_day_filters_take_whole_utc_days(
     assert await rows("--since", "2024-05-01T12:00:00+00:00") == 1
 
 
+async def test_workers_option_writes_the_same_file(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(3):
+        await seeded(db)
+    monkeypatch.setattr(export_parallel, "RANGE", 1)  # a range per conversation
+    written = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"rows-{workers}.jsonl"
+        code = await koalabot(
+            "export", "--format", "koala", "--out", str(out), "--no-pseudonymize",
+            "--workers", workers, "--database-url", db.url,
+        )  # fmt: skip
+        assert code == 0
+        written.append(out.read_bytes())
+
+    assert written[0] == written[1]
+    assert len(written[0].splitlines()) == 3
+
+
 async def test_export_rejects_bad_options(
     sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -130,6 +151,11 @@ async def test_export_rejects_bad_options(
     )  # fmt: skip
     assert code == 2
     assert "--string-prompt applies to kto and dpo" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as exited:
+        await koalabot("export", "--format", "kto", "--out", "-", "--workers", "0")
+    assert exited.value.code == 2
+    assert "expected a whole number of at least 1" in capsys.readouterr().err
 
 
 async def test_progress_line_on_a_terminal(db: Database) -> None:

@@ -126,3 +126,24 @@ def test_findings_never_overlap_and_stay_inside_the_text(text: str) -> None:
     for left, right in itertools.pairwise(spans):
         assert left.end <= right.start
     assert all(0 <= s.start < s.end <= len(text) for s in spans)
+
+
+@pytest.mark.parametrize("space", [" ", "\t", "\n", "\u00a0", "\u2003", "\u3000", "\x1c"])
+def test_keys_are_found_whatever_white_space_surrounds_them(space: str) -> None:
+    key = "ghp_0123456789abcdefghijABCDEFGHIJ0123456789"
+
+    assert redact(f"old{space}{key}{space}new") == f"old{space}[API_KEY]{space}new"
+
+
+@given(st.text(alphabet="ab1 \u00a0\u3000\x1cé", max_size=60))
+def test_the_long_word_test_agrees_with_splitting_into_words(text: str) -> None:
+    # find() bounds word lengths on a byte map of the text before it looks for keys: whatever
+    # white space (ASCII or not) or digits surround a key, it finds what it finds in the same
+    # words set apart by plain spaces.
+    key = "Zq7Xw2Rt9Ly4Kp8Mv3Bn6Hc1Jd5Gf0Ss"
+    joined = text + key + text
+
+    found = [s.kind for s in find(joined)]
+    expected = Kind.API_KEY in [s.kind for s in find(" ".join(joined.split()))]
+
+    assert (Kind.API_KEY in found) == expected

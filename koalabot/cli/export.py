@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 from koalabot.cli.options import add_common, settings_from
 from koalabot.config import Settings
@@ -138,8 +138,27 @@ def register(subparsers: Any) -> None:
         help="replace e-mail addresses, phone numbers, URLs with secrets and API keys with "
         "placeholders (default; --no-redact keeps them)",
     )
+    parser.add_argument(
+        "--workers",
+        type=at_least_one,
+        default=default_workers(),
+        metavar="N",
+        help="processes exporting a SQLite store at once (default: %(default)s, the CPUs up to "
+        f"{MAX_DEFAULT_WORKERS}); the file is the same for any number. PostgreSQL, an in-memory "
+        "store and --dedupe use one",
+    )
     add_common(parser)
     parser.set_defaults(handler=run)
+
+
+#: Workers by default at most: each holds a few ranges of rows, and more rarely pay off.
+MAX_DEFAULT_WORKERS = 2
+
+
+def default_workers() -> int:
+    """The CPUs this process may use, up to `MAX_DEFAULT_WORKERS`."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, MAX_DEFAULT_WORKERS))
 
 
 def options_from(args: argparse.Namespace, settings: Settings) -> ExportOptions:
@@ -176,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     target = "stdout" if args.out == "-" else args.out
     try:
         with _output(args.out) as out:
-            summary = asyncio.run(_export(settings, options, out))
+            summary = asyncio.run(_export(settings, options, out, args.workers))
     except BrokenPipeError:
         # The reader (`| head`) went away: stop quietly, as Unix tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -186,35 +205,44 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _export(settings: Settings, options: ExportOptions, out: TextIO) -> Summary:
+async def _export(
+    settings: Settings, options: ExportOptions, out: BinaryIO, workers: int
+) -> Summary:
     db = await open_database(settings.database_url)
     try:
         return await export(
-            db, options, out, optout_users=settings.optout_users, progress=sys.stderr
+            db,
+            options,
+            out,
+            optout_users=settings.optout_users,
+            progress=sys.stderr,
+            workers=workers,
         )
     finally:
         await db.close()
 
 
 @contextlib.contextmanager
-def _output(path: str) -> Iterator[TextIO]:
-    """stdout, or a file that appears (atomically) only once the export has succeeded."""
+def _output(path: str) -> Iterator[BinaryIO]:
+    """stdout, or a file that appears (atomically) only once the export has succeeded; binary,
+    as rows are encoded as UTF-8 already."""
     if path == "-":
-        yield sys.stdout
         sys.stdout.flush()
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
         return
     target = Path(path)
     if target.is_dir():
         raise ExportError(f"--out {path} is a directory; give a file name")
     if target.exists() and not target.is_file():  # /dev/null, a named pipe
-        with open(target, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as out:
+        with open(target, "wb", buffering=1 << 20) as out:
             yield out
         return
     if not target.parent.is_dir():
         raise ExportError(f"--out {path}: the directory {target.parent} does not exist")
     fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     try:
-        with open(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as out:
+        with open(fd, "wb", buffering=1 << 20) as out:
             yield out
         os.replace(partial, target)
     except BaseException:

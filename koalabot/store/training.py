@@ -5,13 +5,14 @@ Everything leaves this module as plain dataclasses, so nothing else needs SQLAlc
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import sqlite3
-from collections.abc import AsyncGenerator, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncGenerator, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from enum import Enum
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Date,
     Select,
     String,
+    bindparam,
     case,
     cast,
     delete,
@@ -51,8 +53,8 @@ from koalabot.store.models import (
 
 #: Rows fetched per round trip while streaming (a server-side cursor on PostgreSQL).
 BATCH = 5000
-#: Rows read per batch from a SQLite file (no round trips; fewer thread hand-overs).
-SQLITE_BATCH = 20_000
+#: Rows read per batch from a SQLite file.
+SQLITE_BATCH = 5000
 
 
 # --- plain data ------------------------------------------------------------------------------
@@ -87,7 +89,7 @@ class ThreadMessage(NamedTuple):
     parent_id: int | None
     #: As the driver gave it (SQLite: text, stored as UTC); ``as_utc`` makes it a datetime.
     created_at: datetime | str
-    #: Votes that count: those of users who did not opt out.
+    #: Votes that count: those of users who did not opt out (answers only; 0 on user messages).
     up: int = 0
     down: int = 0
     model: str | None = None
@@ -213,52 +215,74 @@ def _vote_totals(scope: ThreadScope) -> Any:
     return query.group_by(f.message_id).subquery("votes")
 
 
-def _voted_conversations(scope: ThreadScope) -> Select[Any]:
+def _voted_conversations(scope: ThreadScope, ranged: bool = False) -> Select[Any]:
     vm, vc = aliased(Message), aliased(Conversation)
     return (
         select(vm.conversation_id)
         .join(Feedback, Feedback.message_id == vm.id)
         .join(vc, vc.id == vm.conversation_id)
-        .where(*_conversation_filters(vc, scope))
+        .where(*_conversation_filters(vc, scope), *_in_range(vm.conversation_id, ranged))
     )
 
 
-def _thread_query(scope: ThreadScope, dialect: str) -> Select[Any]:
+def _in_range(column: Any, ranged: bool) -> list[ColumnElement[bool]]:
+    """Conversation ids from the FIRST to the LAST bound, filled in at each read."""
+    if not ranged:
+        return []
+    return [column.between(bindparam(_Bound.FIRST.value), bindparam(_Bound.LAST.value))]
+
+
+def _thread_query(scope: ThreadScope, dialect: str, ranged: bool = False) -> Select[Any]:
     m, c, g, r = Message, Conversation, Generation, Review
-    votes = _vote_totals(scope)
+    answer = m.role == "assistant"
+    if dialect == "sqlite":
+        # Each answer's votes looked up through feedback's (message_id, user) index: on SQLite
+        # that costs less than grouping every vote into a table first, and nothing is built up
+        # before the first row streams.
+        f = aliased(Feedback)
+        up: Any = select(func.count()).where(f.message_id == m.id, f.rating > 0)
+        down: Any = select(func.count()).where(f.message_id == m.id, f.rating < 0)
+        up, down = up.scalar_subquery(), down.scalar_subquery()
+        voted: Any = exists().where(f.message_id == m.id)
+        votes = None
+    else:
+        votes = _vote_totals(scope)
+        up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
+        voted = votes.c.message_id.is_not(None)
     # SQLite stores times as text; parsing one per row would cost more than the rest of the row,
     # so they come raw and only rated answers' are parsed.
     created = type_coerce(m.created_at, String) if dialect == "sqlite" else m.created_at
+    query = select(  # ThreadMessage's fields, in order
+        m.conversation_id,
+        c.platform,
+        m.id,
+        m.role,
+        m.author,
+        m.text,
+        m.status,
+        m.parent_id,
+        created,
+        case((answer, up), else_=0),
+        case((answer, down), else_=0),
+        g.model_id,
+        g.template,
+        g.prompt if scope.with_prompts else null(),
+        literal(0),  # ignored: opted-out voters are taken off in Python
+        r.decision,
+        r.reason,
+        r.correction,
+    ).join(c, c.id == m.conversation_id)
+    if votes is not None:
+        query = query.outerjoin(votes, votes.c.message_id == m.id)
     return (
-        select(  # ThreadMessage's fields, in order
-            m.conversation_id,
-            c.platform,
-            m.id,
-            m.role,
-            m.author,
-            m.text,
-            m.status,
-            m.parent_id,
-            created,
-            func.coalesce(votes.c.up, 0),
-            func.coalesce(votes.c.down, 0),
-            g.model_id,
-            g.template,
-            g.prompt if scope.with_prompts else null(),
-            literal(0),  # ignored: opted-out voters are taken off in Python
-            r.decision,
-            r.reason,
-            r.correction,
-        )
-        .join(c, c.id == m.conversation_id)
-        .outerjoin(votes, votes.c.message_id == m.id)
-        .outerjoin(g, g.message_id == m.id)
+        query.outerjoin(g, g.message_id == m.id)
         .outerjoin(r, r.message_id == m.id)
         .where(
             *_conversation_filters(c, scope),
-            m.conversation_id.in_(_voted_conversations(scope)),
+            *_in_range(m.conversation_id, ranged),
+            m.conversation_id.in_(_voted_conversations(scope, ranged)),
             # Context needs user messages and shown answers; other answers only if voted on.
-            or_(m.role == "user", m.status == "ok", votes.c.message_id.is_not(None)),
+            or_(m.role == "user", m.status == "ok", voted),
         )
         .order_by(m.conversation_id, m.id)
     )
@@ -281,7 +305,11 @@ async def _optout_votes(
             select(f.message_id, f.rating, fc.platform, f.user)
             .join(fm, fm.id == f.message_id)
             .join(fc, fc.id == fm.conversation_id)
-            .where(f.user.in_(ids[start : start + 500]), *_conversation_filters(fc, scope))
+            .where(
+                f.user.in_(ids[start : start + 500]),
+                fm.role == "assistant",
+                *_conversation_filters(fc, scope),
+            )
         )
         for message_id, rating, platform, user in rows:
             if is_opted_out(platform, user, optout_users):
@@ -323,49 +351,121 @@ async def stream_threads(
     """Conversations that have votes, one at a time, in id order; memory holds one thread.
 
     ``optout_users`` is every opted-out user ("platform:id", or a bare id for every platform);
-    their votes are moved from ``up``/``down`` to ``ignored``.
+    their votes are moved from ``up``/``down`` to ``ignored``. (`koalabot export` reads a SQLite
+    file through `sqlite_threads` instead.)
     """
     query = _thread_query(scope, db.dialect)
-    path = _sqlite_file(db)
     try:
         async with db.engine.connect() as conn:
             ignored = await _optout_votes(conn, scope, optout_users) if optout_users else {}
-        batches = (
-            _sqlite_batches(path, *_sqlite_statement(db, query))
-            if path is not None
-            else _streamed_batches(db, query)
-        )
-        async with contextlib.aclosing(batches):
-            current = Thread(0, "")
-            messages = current.messages
-            make = ThreadMessage._make
-            async for batch in batches:
-                for row in batch:
-                    message = make(row)
-                    if current.id != message.conversation_id:
-                        if messages:
-                            yield current
-                        current = Thread(message.conversation_id, message.platform)
-                        messages = current.messages
-                    if ignored and message.id in ignored:
-                        message = _take_off(message, ignored[message.id])
-                    messages.append(message)
-            if messages:
-                yield current
+            result = await conn.stream(query.execution_options(yield_per=BATCH))
+            threads = _Threads(ignored)
+            async for batch in result.partitions(BATCH):
+                for thread in threads.add(batch):
+                    yield thread
+            for thread in threads.rest():
+                yield thread
     except SQLAlchemyError as exc:
         raise _store_error(exc) from exc
-    except sqlite3.Error as exc:
-        raise StoreError(f"database error: {exc}") from exc
 
 
-async def _streamed_batches(
-    db: Database, query: Select[Any]
-) -> AsyncGenerator[Sequence[Any], None]:
-    """Rows in batches through the async engine (a server-side cursor on PostgreSQL)."""
-    async with db.engine.connect() as conn:
-        result = await conn.stream(query.execution_options(yield_per=BATCH))
-        async for batch in result.partitions(BATCH):
-            yield batch
+class _Threads:
+    """Rows in conversation order, a batch at a time, into whole threads (a conversation may
+    span two batches)."""
+
+    def __init__(self, ignored: dict[int, tuple[int, int]]) -> None:
+        self.ignored = ignored
+        self.current = Thread(0, "")
+
+    def add(self, batch: Iterable[Sequence[Any]]) -> Iterator[Thread]:
+        """The threads this batch completes."""
+        ignored = self.ignored
+        for conversation_id, rows in groupby(batch, _CONVERSATION_ID):
+            messages = list(map(_MESSAGE, rows))
+            if ignored:
+                messages = [_take_off(m, ignored[m.id]) if m.id in ignored else m for m in messages]
+            if conversation_id == self.current.id:
+                self.current.messages += messages
+                continue
+            if self.current.messages:
+                yield self.current
+            self.current = Thread(conversation_id, messages[0].platform, messages)
+
+    def rest(self) -> Iterator[Thread]:
+        """The last thread, once every batch is in."""
+        if self.current.messages:
+            yield self.current
+            self.current = Thread(0, "")
+
+
+_CONVERSATION_ID = itemgetter(0)
+# ThreadMessage._make without its length check (the query has the fields): a C call per row.
+_MESSAGE = functools.partial(tuple.__new__, ThreadMessage)
+
+
+class _Bound(Enum):
+    """Stand-ins for the conversation id range in a ranged query's parameters."""
+
+    FIRST = "first_conversation"
+    LAST = "last_conversation"
+
+
+@dataclass(frozen=True)
+class SqliteThreads:
+    """The export's thread query on a SQLite file, as SQL text for the stdlib driver, read one
+    range of conversation ids at a time: ranges can be read by several processes at once, and
+    each row costs no SQLAlchemy or asyncio machinery. Plain data, so it can go to a worker.
+    """
+
+    path: str
+    sql: str
+    #: The query's parameters, with `_Bound` stand-ins for the range.
+    params: tuple[Any, ...]
+    #: (up, down) votes of opted-out users, by answer: moved to ``ignored``.
+    ignored: dict[int, tuple[int, int]]
+    #: The lowest and highest conversation id in the store (0, -1 when there are none).
+    first: int
+    last: int
+
+    def connect(self) -> sqlite3.Connection:
+        """A read-only connection for `read` (use it on the thread that made it)."""
+        return _sqlite_connect(self.path)
+
+    def read(self, conn: sqlite3.Connection, first: int, last: int) -> Iterator[Thread]:
+        """Conversations with votes and ids from ``first`` to ``last``, whole, in id order."""
+        bounds = {_Bound.FIRST: first, _Bound.LAST: last}
+        params = [bounds[p] if isinstance(p, _Bound) else p for p in self.params]
+        threads = _Threads(self.ignored)
+        try:
+            cursor = conn.execute(self.sql, params)
+            while batch := cursor.fetchmany(SQLITE_BATCH):
+                yield from threads.add(batch)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+        yield from threads.rest()
+
+
+async def sqlite_threads(
+    db: Database, scope: ThreadScope, optout_users: Collection[str] = ()
+) -> SqliteThreads | None:
+    """What `SqliteThreads` needs, for a SQLite file (None for PostgreSQL or in-memory SQLite).
+
+    ``optout_users`` as for `stream_threads`.
+    """
+    path = _sqlite_file(db)
+    if path is None:
+        return None
+    c = Conversation
+    try:
+        async with db.engine.connect() as conn:
+            ignored = await _optout_votes(conn, scope, optout_users) if optout_users else {}
+            first, last = (await conn.execute(select(func.min(c.id), func.max(c.id)))).one()
+    except SQLAlchemyError as exc:
+        raise _store_error(exc) from exc
+    sql, params = _sqlite_statement(db, _thread_query(scope, db.dialect, ranged=True))
+    if first is None:
+        first, last = 0, -1
+    return SqliteThreads(path, sql, tuple(params), ignored, first, last)
 
 
 def _sqlite_file(db: Database) -> str | None:
@@ -379,33 +479,20 @@ def _sqlite_file(db: Database) -> str | None:
 
 
 def _sqlite_statement(db: Database, query: Select[Any]) -> tuple[str, list[Any]]:
-    """The query as SQLite SQL text and its positional parameters, as the engine would bind them."""
+    """The query as SQLite SQL text and its positional parameters, as the engine would bind them
+    (`_Bound` stand-ins for a range's bounds)."""
     dialect = db.engine.dialect
     compiled = query.compile(dialect=dialect)
-    params = []
+    bounds = {bound.value: bound for bound in _Bound}
+    params: list[Any] = []
     for name in compiled.positiontup or ():
+        if name in bounds:
+            params.append(bounds[name])
+            continue
         value = compiled.params[name]
         bind = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
         params.append(bind(value) if bind is not None else value)
     return str(compiled), params
-
-
-async def _sqlite_batches(
-    path: str, sql: str, params: list[Any]
-) -> AsyncGenerator[Sequence[Any], None]:
-    """Rows in large batches, read by the stdlib driver on a thread of its own: no per-row
-    SQLAlchemy or aiosqlite machinery, and the event loop stays free while SQLite works."""
-    loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(1, thread_name_prefix="koalabot-sqlite") as reader:
-        conn = await loop.run_in_executor(reader, _sqlite_connect, path)
-        try:
-            cursor = await loop.run_in_executor(reader, conn.execute, sql, params)
-            while batch := await loop.run_in_executor(reader, cursor.fetchmany, SQLITE_BATCH):
-                yield batch
-        finally:
-            conn.interrupt()  # any thread may stop a running statement
-            # On the thread that made it, after any read still running there.
-            await asyncio.shield(loop.run_in_executor(reader, conn.close))
 
 
 def _sqlite_connect(path: str) -> sqlite3.Connection:
@@ -639,6 +726,7 @@ async def purge_idle(db: Database, cutoff: datetime, *, dry_run: bool = False) -
 __all__ = [
     "BATCH",
     "ForgetCounts",
+    "SqliteThreads",
     "StatsCell",
     "Thread",
     "ThreadMessage",
@@ -652,6 +740,7 @@ __all__ = [
     "iso_utc",
     "optout_keys",
     "purge_idle",
+    "sqlite_threads",
     "stream_threads",
     "user_message_stats",
 ]
