@@ -34,7 +34,7 @@ OUTPUT = Path(__file__).resolve().parent / "output"
 TARGET_ROWS_PER_S = 50_000
 TARGET_RSS_MB = 200
 #: Bump when the generated data changes shape, so cached databases are rebuilt.
-DATA_VERSION = 1
+DATA_VERSION = 2
 
 USERS = 5_000
 START = datetime(2024, 1, 1, tzinfo=UTC)

@@ -152,7 +152,10 @@ class Pseudonymizer:
 
     def __init__(self, secret: str | None) -> None:
         self._key = secret.encode() if secret is not None else None
-        self._hmac = hmac.new(self._key, digestmod=hashlib.sha256) if self._key else None
+        mac = hmac.new(self._key, digestmod=hashlib.sha256) if self._key else None
+        # CPython's OpenSSL HMAC sits behind a Python wrapper that doubles what a copy costs, and
+        # an export hashes every conversation: use the object underneath where there is one.
+        self._hmac: Any = getattr(mac, "_hmac", None) or mac
         #: Pseudonyms already computed, by platform then user id (the same users vote often).
         self._users: dict[str, dict[str, str]] = {}
         self._cached = 0
@@ -161,7 +164,8 @@ class Pseudonymizer:
         assert self._hmac is not None
         mac = self._hmac.copy()  # the keyed state, without setting the key up again
         mac.update(value.encode())
-        return prefix + mac.hexdigest()[:20]
+        digest: str = mac.hexdigest()
+        return prefix + digest[:20]
 
     def user(self, platform: str, user_id: str) -> str:
         """The pseudonym of a platform user (``u_`` + 80 bits of HMAC)."""
@@ -298,7 +302,15 @@ _INCLUDE, _EXCLUDE, _CORRECT = str(Decision.INCLUDE), str(Decision.EXCLUDE), str
 class ThreadView:
     """One conversation, indexed so each rated answer's thread is cheap to rebuild."""
 
-    __slots__ = ("first_opted_out", "position", "questions", "shown", "thread", "withheld")
+    __slots__ = (
+        "first_opted_out",
+        "position",
+        "questions",
+        "shown",
+        "thread",
+        "voted",
+        "withheld",
+    )
 
     def __init__(self, thread: Thread, optout_users: Collection[str] = ()) -> None:
         self.thread = thread
@@ -309,7 +321,9 @@ class ThreadView:
         self.first_opted_out: int | None = None
         #: Answers excluded on the review page as unsafe or private: no thread may show them.
         self.withheld: set[int] = set()
-        questions, position, shown = self.questions, self.position, self.shown
+        #: Answers with votes (or votes left out because the voter opted out), in order.
+        self.voted: list[ThreadMessage] = []
+        questions, position, shown, voted = self.questions, self.position, self.shown, self.voted
         for m in thread.messages:
             if m.role == "user":
                 position[m.id] = len(questions)
@@ -328,6 +342,8 @@ class ThreadView:
                     shown[m.parent_id] = [m]
                 if m.review == _EXCLUDE and m.review_reason in WITHHELD_REASONS:
                     self.withheld.add(m.id)
+            if m.role == "assistant" and (m.up or m.down or m.ignored):
+                voted.append(m)
 
     def context(self, parent_id: int, before_id: int) -> list[ThreadMessage]:
         """User messages up to ``parent_id`` (which must be in this thread), each followed by
@@ -442,30 +458,33 @@ class RowBuilder:
 
     def _candidates(self, view: ThreadView) -> Iterator[Candidate]:
         """Voted answers within the filters that may become rows, each with its thread."""
-        counted = False
-        summary, scoped = self.summary, self.scoped
-        for answer in view.thread.messages:
-            if answer.role != "assistant" or not (answer.up or answer.down or answer.ignored):
-                continue
-            if scoped and not self._in_scope(answer):
-                continue
-            if not counted:
-                summary.threads += 1
-                counted = True
-            summary.voted_answers += 1
-            corrected = answer.review == _CORRECT and bool(answer.correction)
-            # A correction stands in for its answer where only liked answers count, and with
-            # --reviewed-only (dpo still pairs the two).
-            if not (corrected and (self.replaces or self.options.reviewed_only)):
-                found = self._ready(view, answer, self._reject(view, answer))
+        voted = view.voted
+        if self.scoped:
+            voted = [answer for answer in voted if self._in_scope(answer)]
+        if not voted:
+            return
+        summary = self.summary
+        summary.threads += 1
+        summary.voted_answers += len(voted)
+        reject, ready = self._reject, self._ready
+        # A correction stands in for its answer where only liked answers count, and with
+        # --reviewed-only (dpo still pairs the two).
+        replaced = self.replaces or self.options.reviewed_only
+        for answer in voted:
+            if answer.review != _CORRECT or not answer.correction:
+                found = ready(view, answer, reject(view, answer))
                 if found is not None:
                     yield found
-            if corrected:
-                correction = _correction(answer)
-                found = self._ready(view, correction, self._reject_correction(view, answer))
+                continue
+            if not replaced:
+                found = ready(view, answer, reject(view, answer))
                 if found is not None:
-                    self._corrected[correction.id] = answer
                     yield found
+            correction = _correction(answer)
+            found = ready(view, correction, self._reject_correction(view, answer))
+            if found is not None:
+                self._corrected[correction.id] = answer
+                yield found
 
     def _ready(self, view: ThreadView, answer: ThreadMessage, reason: str) -> Candidate | None:
         """The answer with its thread, unless it is left out (and counted) for ``reason`` or

@@ -19,6 +19,7 @@ from sqlalchemy.pool import NullPool
 from koalabot.cli import main
 from koalabot.errors import MigrationError
 from koalabot.store.database import (
+    SCHEMA_HEAD,
     async_url,
     current_revision,
     downgrade,
@@ -122,6 +123,7 @@ FOREIGN_KEYS = {
 
 INDEXES = {  # (table, name, columns, unique)
     ("message_refs", "ix_message_refs_message_id", ("message_id",), False),
+    ("feedback", "ix_feedback_message_id_rating", ("message_id", "rating"), False),
     ("messages", "ix_messages_author", ("author",), False),
     ("processed_events", "ix_processed_events_message_id", ("message_id",), False),
     ("messages", "ix_messages_conversation_id_id", ("conversation_id", "id"), False),
@@ -178,6 +180,24 @@ def _model_diffs(conn: Connection) -> list[Any]:
     return list(compare_metadata(context, Base.metadata))
 
 
+def test_the_head_koalabot_opens_without_alembic_is_the_newest_migration() -> None:
+    # A database at SCHEMA_HEAD skips Alembic when it opens: a new migration must move it too.
+    assert head_revision() == SCHEMA_HEAD
+
+
+def test_opening_a_current_store_does_not_load_alembic(sqlite_url: str) -> None:
+    asyncio.run(upgrade(sqlite_url))
+    script = (
+        "import asyncio, sys\n"
+        "from koalabot.store.database import open_database\n"
+        f"db = asyncio.run(open_database({sqlite_url!r}))\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
 async def test_upgrade_from_empty_builds_exactly_the_schema(database_url: str) -> None:
     await upgrade(database_url)
 
@@ -189,7 +209,7 @@ async def test_upgrade_from_empty_builds_exactly_the_schema(database_url: str) -
     assert schema["uniques"] == UNIQUES
     assert schema["foreign_keys"] == FOREIGN_KEYS
     assert schema["indexes"] == INDEXES
-    assert await current_revision(database_url) == head_revision() == "0002"
+    assert await current_revision(database_url) == head_revision() == "0003"
 
 
 async def test_migrated_schema_matches_the_models(database_url: str) -> None:
@@ -241,6 +261,7 @@ def test_alembic_command_line_uses_the_same_env(sqlite_url: str, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert "Running upgrade  -> 0001, initial schema" in done.stderr
     assert "Running upgrade 0001 -> 0002, review decisions" in done.stderr
+    assert "Running upgrade 0002 -> 0003, feedback indexed by answer and rating" in done.stderr
     assert asyncio.run(current_revision(sqlite_url)) == head_revision()
 
 
@@ -253,25 +274,27 @@ def test_koalabot_db_upgrade_and_current(
     shown = database_url  # no password in the test URLs, so it is printed as given
 
     assert main(["db", "current", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == "(none) (head is 0002: run `koalabot db upgrade`)\n"
+    assert capsys.readouterr().out == "(none) (head is 0003: run `koalabot db upgrade`)\n"
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
     assert "applied migration 0001 (initial schema)" in out
     assert "applied migration 0002 (review decisions)" in out
-    assert out.endswith(f"{shown} upgraded from (none) to 0002 (head).\n")
+    assert "applied migration 0003 (feedback indexed by answer and rating)" in out
+    assert out.endswith(f"{shown} upgraded from (none) to 0003 (head).\n")
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == f"{shown} is already at 0002 (head); nothing to do.\n"
+    assert capsys.readouterr().out == f"{shown} is already at 0003 (head); nothing to do.\n"
 
     assert main(["db", "current", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == "0002 (head)\n"
+    assert capsys.readouterr().out == "0003 (head)\n"
 
     assert main(["db", "downgrade", "base", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
+    assert "reverted migration 0003 (feedback indexed by answer and rating)" in out
     assert "reverted migration 0002 (review decisions)" in out
     assert "reverted migration 0001 (initial schema)" in out
-    assert out.endswith(f"{shown} downgraded from 0002 (head) to (none).\n")
+    assert out.endswith(f"{shown} downgraded from 0003 (head) to (none).\n")
 
 
 def test_koalabot_db_current_does_not_create_a_missing_sqlite_file(
@@ -292,7 +315,7 @@ def test_koalabot_db_reads_the_url_from_the_environment(
 
     assert main(["db", "upgrade"]) == 0
 
-    assert capsys.readouterr().out.endswith(f"{sqlite_url} upgraded from (none) to 0002 (head).\n")
+    assert capsys.readouterr().out.endswith(f"{sqlite_url} upgraded from (none) to 0003 (head).\n")
 
 
 @pytest.mark.parametrize(
@@ -337,4 +360,4 @@ def test_console_script_runs_db_current(sqlite_url: str) -> None:
     )
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "(none) (head is 0002: run `koalabot db upgrade`)\n"
+    assert done.stdout == "(none) (head is 0003: run `koalabot db upgrade`)\n"

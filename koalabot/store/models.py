@@ -125,7 +125,11 @@ class Feedback(Base):
     """One vote per (answer, user): the latest wins, removing a reaction deletes it."""
 
     __tablename__ = "feedback"
-    __table_args__ = (UniqueConstraint("message_id", "user", name="uq_feedback_message_user"),)
+    __table_args__ = (
+        UniqueConstraint("message_id", "user", name="uq_feedback_message_user"),
+        # An answer's votes counted from the index alone (export, stats).
+        Index("ix_feedback_message_id_rating", "message_id", "rating"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))

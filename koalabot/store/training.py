@@ -271,7 +271,18 @@ def _thread_query(scope: ThreadScope, dialect: str, ranged: bool = False) -> Sel
         r.decision,
         r.reason,
         r.correction,
-    ).join(c, c.id == m.conversation_id)
+    )
+    if dialect == "sqlite":
+        # Conversations in the outer loop, each checked once for a vote; SQLite would otherwise
+        # join every vote of the range to its message up front.
+        vm, vf = aliased(Message), aliased(Feedback)
+        has_votes: Any = exists().where(vm.conversation_id == c.id, vf.message_id == vm.id)
+        query = query.select_from(c).join(m, m.conversation_id == c.id)
+        in_range, order = _in_range(c.id, ranged), c.id
+    else:
+        has_votes = m.conversation_id.in_(_voted_conversations(scope, ranged))
+        query = query.join(c, c.id == m.conversation_id)
+        in_range, order = _in_range(m.conversation_id, ranged), m.conversation_id
     if votes is not None:
         query = query.outerjoin(votes, votes.c.message_id == m.id)
     return (
@@ -279,12 +290,12 @@ def _thread_query(scope: ThreadScope, dialect: str, ranged: bool = False) -> Sel
         .outerjoin(r, r.message_id == m.id)
         .where(
             *_conversation_filters(c, scope),
-            *_in_range(m.conversation_id, ranged),
-            m.conversation_id.in_(_voted_conversations(scope, ranged)),
+            *in_range,
+            has_votes,
             # Context needs user messages and shown answers; other answers only if voted on.
             or_(m.role == "user", m.status == "ok", voted),
         )
-        .order_by(m.conversation_id, m.id)
+        .order_by(order, m.id)
     )
 
 
