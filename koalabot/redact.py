@@ -89,13 +89,24 @@ _MIN_KEY = 15
 _MIN_ENTROPY = 4.0  # bits per character; English words and identifiers stay well below
 
 
-# The UTF-8 bytes of a text mapped to classes, in one pass: b" " (ASCII white space, as
-# str.isspace() has it), b"d" (ASCII digits), b"p" ("+()"), b"q" (".-/"), b"w" (the rest of what
-# may not come right before a phone number: letters, "_=:#&?"), b"x" (any other ASCII) and b"u"
-# (every byte of a non-ASCII character). It counts digits and bounds word lengths: a word of n
-# characters becomes at least n non-spaces in a row, so finding no run of _MIN_KEY proves there
-# is no word that long, far faster than splitting the text into words.
-def _shape_class(code: int) -> bytes:
+# The UTF-8 bytes of a text mapped to b" " (ASCII white space, as str.isspace() has it), b"d"
+# (ASCII digits) or b"x" (anything else): one pass that counts digits and bounds word lengths. A
+# word of n characters becomes at least n non-spaces in a row, so finding no run of _MIN_KEY
+# proves there is no word that long, far faster than splitting the text into words.
+_SHAPE = (
+    bytes(
+        ord(" ") if chr(c).isspace() else ord("d") if chr(c).isdigit() else ord("x")
+        for c in range(128)
+    )
+    + b"x" * 128
+)
+_LONG_RUN = b"x" * _MIN_KEY
+
+
+# For texts with seven digits or more, finer classes: b"p" ("+()"), b"q" (".-/"), b"w" (the rest
+# of what may not come right before a phone number: letters, "_=:#&?"), b"u" (every byte of a
+# non-ASCII character), b" ", b"d" and b"x" as above.
+def _phone_class(code: int) -> bytes:
     char = chr(code)
     if char.isspace():
         return b" "
@@ -108,10 +119,8 @@ def _shape_class(code: int) -> bytes:
     return b"w" if char.isalnum() or char in "_=:#&?" else b"x"
 
 
-_SHAPE = b"".join(map(_shape_class, range(128))) + b"u" * 128
-_WORDS = bytes.maketrans(b"dpqwu", b"xxxxx")
-_LONG_RUN = b"x" * _MIN_KEY
-# What _PHONE_CANDIDATE needs, on the shape: a start not right after a digit, a letter or
+_PHONE_SHAPE = b"".join(map(_phone_class, range(128))) + b"u" * 128
+# What _PHONE_CANDIDATE needs, on the phone shape: a start not right after a digit, a letter or
 # "/=.:#&?-", then seven digits with only white space and "+().-/" between them. A non-ASCII
 # byte may be a Unicode digit, space or letter, so it counts as any of them: this finds every
 # candidate libphonenumber could accept, and rules out at C speed most texts that merely hold
@@ -249,11 +258,15 @@ def find(text: str, *, phone_regions: tuple[str, ...] = PHONE_REGIONS) -> list[S
         spans += _emails(text)
         if "<@" in text:
             spans += _mentions(text)
-    shape = text.encode("utf-8", "surrogatepass").translate(_SHAPE)
-    # Every key format is at least _MIN_KEY characters without white space.
-    if _LONG_RUN in shape.translate(_WORDS) and max(map(len, text.split())) >= _MIN_KEY:
+    raw = text.encode("utf-8", "surrogatepass")
+    shape = raw.translate(_SHAPE)
+    digits = shape.count(b"d")
+    # Every key format is at least _MIN_KEY characters without white space. (find, not `in`:
+    # bytes `in` first tries its operand as an int, and raises and clears a TypeError each time.)
+    words = shape.replace(b"d", b"x") if digits else shape
+    if words.find(_LONG_RUN) >= 0 and max(map(len, text.split())) >= _MIN_KEY:
         spans += _keys(text)
-    if shape.count(b"d") >= 7 and _MAYBE_PHONE.search(shape):
+    if digits >= 7 and _MAYBE_PHONE.search(raw.translate(_PHONE_SHAPE)):
         spans += _phones(text, phone_regions)
     if not spans:
         return spans
