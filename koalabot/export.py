@@ -647,28 +647,17 @@ class RowBuilder:
 
     def _koala(self, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
         bad = not _is_liked(answer)
+        keys, key, fields = _koala_layout(tuple(m.role for m in context), bad)
         row: Row = {
             "marker_user": MARKER_USER,
             "marker_gpt": MARKER_GPT,
             "marker_gpt_bad": MARKER_GPT_BAD,
         }
-        fields: list[str] = []
-        last = len(context) - 1
-        for i, message in enumerate(context):
-            if message.role == "assistant":
-                row[f"gpt_{i}"] = self._clean_text(message)
-                fields += [f"[gpt_{i}]", "[<|eos|>]"]
-                continue
-            row[f"human_{i}"] = self._clean_text(message)
-            if i < last and context[i + 1].role == "user":
-                fields.append(f"[marker_user+human_{i}]")
-            else:
-                marker = "marker_gpt_bad" if bad and i == last else "marker_gpt"
-                fields.append(f"[marker_user+human_{i}+{marker}]")
-        key = f"gpt_bad_{last + 1}" if bad else f"gpt_{last + 1}"
-        row[key] = self._clean_text(answer)
-        fields += [key, "<|eos|>"]
-        row["fields"] = ",".join(fields)
+        clean_text = self._clean_text
+        for name, message in zip(keys, context, strict=True):
+            row[name] = clean_text(message)
+        row[key] = clean_text(answer)
+        row["fields"] = fields
         return row
 
     def _kto(self, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
@@ -740,6 +729,29 @@ class RowBuilder:
         if answer.review is not None:
             meta["review"] = answer.review
         return meta
+
+
+@functools.lru_cache(maxsize=1024)
+def _koala_layout(roles: tuple[str, ...], bad: bool) -> tuple[tuple[str, ...], str, str]:
+    """For a thread whose messages have these roles: each message's key, the rated answer's key
+    and the ``fields`` string. Threads come in few shapes, so each is worked out once."""
+    keys: list[str] = []
+    fields: list[str] = []
+    last = len(roles) - 1
+    for i, role in enumerate(roles):
+        if role == "assistant":
+            keys.append(f"gpt_{i}")
+            fields += [f"[gpt_{i}]", "[<|eos|>]"]
+            continue
+        keys.append(f"human_{i}")
+        if i < last and roles[i + 1] == "user":
+            fields.append(f"[marker_user+human_{i}]")
+        else:
+            marker = "marker_gpt_bad" if bad and i == last else "marker_gpt"
+            fields.append(f"[marker_user+human_{i}+{marker}]")
+    key = f"gpt_bad_{last + 1}" if bad else f"gpt_{last + 1}"
+    fields += [key, "<|eos|>"]
+    return tuple(keys), key, ",".join(fields)
 
 
 def _side(answer: ThreadMessage) -> Row:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -426,8 +428,12 @@ async def test_conversations_read_in_many_batches_stay_whole(
 
 
 async def test_worker_processes_write_the_same_file_as_one(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # Forked workers hand their blocks over as files in a spool directory under here.
+    spools = tmp_path / "spools"
+    spools.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spools))
     seed = Seed(db)
     for n in range(7):
         thread = await seed.thread(platform="discord" if n % 3 else "slack")
@@ -443,6 +449,7 @@ async def test_worker_processes_write_the_same_file_as_one(
         out = io.BytesIO()
         options = ExportOptions(fmt, pseudonym_secret=SECRET)
         summary = await export(db, options, out, optout_users=("UOPT1",), workers=workers)
+        assert list(spools.iterdir()) == []  # no spool left behind
         return out.getvalue(), summary.lines()
 
     for fmt in Format:
@@ -462,6 +469,34 @@ async def test_worker_processes_write_the_same_file_as_one(
         "          1  answer failed (see --include-failed)",
         "redacted 3 e-mail addresses",
     ]
+
+
+class FailingOutput(io.BytesIO):
+    """An output that fills up after its first write (a full disk, a closed pipe)."""
+
+    def write(self, data: Any) -> int:
+        if self.tell():
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+async def test_a_failed_write_stops_every_worker_and_leaves_no_spool(
+    db: Database, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    spools = tmp_path / "spools"
+    spools.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spools))
+    monkeypatch.setattr(export_parallel, "RANGE", 1)
+    seed = Seed(db)
+    for n in range(6):
+        thread = await seed.thread()
+        await thread.ask(f"Q{n}")
+        await thread.vote(await thread.answer(f"A{n}"), "U8", 1)
+
+    with pytest.raises(OSError, match="No space left"):
+        await export(db, ExportOptions(Format.KTO), FailingOutput(), workers=2)
+
+    assert list(spools.iterdir()) == []
 
 
 async def test_an_in_memory_database_exports_too() -> None:
