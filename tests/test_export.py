@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -427,13 +428,18 @@ async def test_conversations_read_in_many_batches_stay_whole(
     assert [m["content"] for m in batched[-1]["prompt"]] == ["Q2.0", "A2.0", "Q2.1", "A2.1", "Q2.2"]
 
 
+@pytest.fixture
+def spools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where forked export workers make their spool directories in this test."""
+    root = tmp_path / "spools"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
 async def test_worker_processes_write_the_same_file_as_one(
-    db: Database, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    db: Database, monkeypatch: pytest.MonkeyPatch, spools: Path
 ) -> None:
-    # Forked workers hand their blocks over as files in a spool directory under here.
-    spools = tmp_path / "spools"
-    spools.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(spools))
     seed = Seed(db)
     for n in range(7):
         thread = await seed.thread(platform="discord" if n % 3 else "slack")
@@ -449,7 +455,7 @@ async def test_worker_processes_write_the_same_file_as_one(
         out = io.BytesIO()
         options = ExportOptions(fmt, pseudonym_secret=SECRET)
         summary = await export(db, options, out, optout_users=("UOPT1",), workers=workers)
-        assert list(spools.iterdir()) == []  # no spool left behind
+        assert os.listdir(spools) == []  # no spool left behind
         return out.getvalue(), summary.lines()
 
     for fmt in Format:
@@ -481,11 +487,8 @@ class FailingOutput(io.BytesIO):
 
 
 async def test_a_failed_write_stops_every_worker_and_leaves_no_spool(
-    db: Database, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    db: Database, monkeypatch: pytest.MonkeyPatch, spools: Path
 ) -> None:
-    spools = tmp_path / "spools"
-    spools.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(spools))
     monkeypatch.setattr(export_parallel, "RANGE", 1)
     seed = Seed(db)
     for n in range(6):
@@ -496,7 +499,7 @@ async def test_a_failed_write_stops_every_worker_and_leaves_no_spool(
     with pytest.raises(OSError, match="No space left"):
         await export(db, ExportOptions(Format.KTO), FailingOutput(), workers=2)
 
-    assert list(spools.iterdir()) == []
+    assert os.listdir(spools) == []
 
 
 async def test_an_in_memory_database_exports_too() -> None:
