@@ -32,9 +32,11 @@ from koalabot.store.training import SqliteThreads
 
 #: Conversation ids per range: a range's rows wait in memory until their turn to be written.
 RANGE = 1024
-#: Ranges handed to each worker beyond the one being written.
+#: Ranges handed out per worker beyond the one being written: while the writer waits for a slow
+#: range, the other workers go on with the next ones.
 AHEAD = 4
-#: Ranges each worker process holds: the one it runs and the next, so it never waits for work.
+#: Ranges each worker holds at once: the one it runs and the ones after it, so it never waits
+#: for this process to hand it more.
 QUEUED = 3
 
 
