@@ -42,14 +42,15 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any, BinaryIO, TextIO, cast
 
 import orjson
 
 from koalabot.dedupe import Deduper, question_key
 from koalabot.errors import KoalabotError
-from koalabot.prompt import TEMPLATES, clean
-from koalabot.redact import Kind, redact
+from koalabot.prompt import TEMPLATES, neutralise
+from koalabot.redact import Kind, find, replace
 from koalabot.store.database import Database
 from koalabot.store.review import REASONS, WITHHELD_REASONS, Decision
 from koalabot.store.training import (
@@ -387,6 +388,8 @@ def byte_writer(out: TextIO | BinaryIO) -> Callable[[bytes], object]:
 
 Candidate = tuple[ThreadMessage, list[ThreadMessage]]
 
+_ROLE = attrgetter("role")
+
 #: ``review`` of the stand-in for a reviewer's correction. The stand-in carries the answer's id
 #: negated, so the per-thread caches (keyed by message id) never mix up the two texts.
 CORRECTION = "correction"
@@ -438,6 +441,7 @@ class RowBuilder:
         #: Each correction's answer, by the correction's (negated) id.
         self._corrected: dict[int, ThreadMessage] = {}
         self._mention: Callable[[str], str] | None = None
+        self._mentions: dict[str, Callable[[str], str]] = {}
 
     def rows(self, thread: Thread) -> Iterator[Row]:
         """Every row this thread gives (votes, filters, reviews and opt-outs applied)."""
@@ -448,7 +452,12 @@ class RowBuilder:
         self._authors.clear()
         self._corrected.clear()
         if self.options.pseudonym_secret is not None:
-            self._mention = functools.partial(self.pseudo.user, thread.platform)
+            mention = self._mentions.get(thread.platform)
+            if mention is None:
+                mention = self._mentions[thread.platform] = functools.partial(
+                    self.pseudo.user, thread.platform
+                )
+            self._mention = mention
         if self.deduper is not None:
             self.deduper.new_conversation()
         view = ThreadView(thread, self.optout_users)
@@ -647,7 +656,7 @@ class RowBuilder:
 
     def _koala(self, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
         bad = not _is_liked(answer)
-        keys, key, fields = _koala_layout(tuple(m.role for m in context), bad)
+        keys, key, fields = _koala_layout(tuple(map(_ROLE, context)), bad)
         row: Row = {
             "marker_user": MARKER_USER,
             "marker_gpt": MARKER_GPT,
@@ -677,20 +686,25 @@ class RowBuilder:
 
     def _chat_message(self, message: ThreadMessage) -> dict[str, Any]:
         found = self._chat.get(message.id)
-        if found is None:
-            content = self._text(message.text)
-            found = self._chat[message.id] = {"role": message.role, "content": content}
+        return found if found is not None else self._new_chat_message(message)
+
+    def _new_chat_message(self, message: ThreadMessage) -> dict[str, Any]:
+        found = self._chat[message.id] = {"role": message.role, "content": self._text(message.text)}
         return found
 
     def _chat_messages(self, context: list[ThreadMessage]) -> Messages:
-        chat = self._chat
-        return [chat.get(m.id) or self._chat_message(m) for m in context]
+        chat, new = self._chat, self._new_chat_message
+        return [chat.get(m.id) or new(m) for m in context]
 
     def _clean_text(self, message: ThreadMessage) -> str:
         """The text as Koala's prompt holds it: stripped, markers neutralised."""
         found = self._clean.get(message.id)
         if found is None:
-            found = self._clean[message.id] = clean(self._text(message.text))
+            # clean(), two calls fewer: neutralise() returns text without ":" or "<" as it is.
+            found = self._text(message.text).strip()
+            if ":" in found or "<" in found:
+                found = neutralise(found)
+            self._clean[message.id] = found
         return found
 
     def _completion_text(self, answer: ThreadMessage) -> str:
@@ -703,7 +717,8 @@ class RowBuilder:
         """Message text as exported: redacted (unless --no-redact), mentions pseudonymised."""
         if not self.options.redact:
             return self.pseudo.text(self._platform, text)
-        return redact(text, self._mention, counts=self.summary.redacted)
+        spans = find(text)
+        return replace(text, spans, self._mention, counts=self.summary.redacted) if spans else text
 
     def _meta(self, view: ThreadView, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
         """Ids (pseudonymised), votes and provenance for researchers; trainers ignore it."""
