@@ -49,7 +49,7 @@ import orjson
 
 from koalabot.dedupe import Deduper, question_key
 from koalabot.errors import KoalabotError
-from koalabot.prompt import TEMPLATES, neutralise
+from koalabot.prompt import TEMPLATES, clean
 from koalabot.redact import Kind, find, replace
 from koalabot.store.database import Database
 from koalabot.store.review import REASONS, WITHHELD_REASONS, Decision
@@ -480,20 +480,17 @@ class RowBuilder:
         # --reviewed-only (dpo still pairs the two).
         replaced = self.replaces or self.options.reviewed_only
         for answer in voted:
-            if answer.review != _CORRECT or not answer.correction:
+            corrected = answer.review == _CORRECT and bool(answer.correction)
+            if not (corrected and replaced):
                 found = ready(view, answer, reject(view, answer))
                 if found is not None:
                     yield found
-                continue
-            if not replaced:
-                found = ready(view, answer, reject(view, answer))
+            if corrected:
+                correction = _correction(answer)
+                found = ready(view, correction, self._reject_correction(view, answer))
                 if found is not None:
+                    self._corrected[correction.id] = answer
                     yield found
-            correction = _correction(answer)
-            found = ready(view, correction, self._reject_correction(view, answer))
-            if found is not None:
-                self._corrected[correction.id] = answer
-                yield found
 
     def _ready(self, view: ThreadView, answer: ThreadMessage, reason: str) -> Candidate | None:
         """The answer with its thread, unless it is left out (and counted) for ``reason`` or
@@ -700,11 +697,7 @@ class RowBuilder:
         """The text as Koala's prompt holds it: stripped, markers neutralised."""
         found = self._clean.get(message.id)
         if found is None:
-            # clean(), two calls fewer: neutralise() returns text without ":" or "<" as it is.
-            found = self._text(message.text).strip()
-            if ":" in found or "<" in found:
-                found = neutralise(found)
-            self._clean[message.id] = found
+            found = self._clean[message.id] = clean(self._text(message.text))
         return found
 
     def _completion_text(self, answer: ThreadMessage) -> str:
