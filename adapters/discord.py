@@ -248,8 +248,11 @@ class DiscordAdapter:
             return
         ready.cancel()
         error = self._runner.exception() if self._runner.done() else None
+        # Logged in over HTTP but never held a gateway socket: whatever discord.py raised
+        # (its reconnect loop can fail on its own missing socket), the gateway is what failed.
+        gateway_failed = client.user is not None and client.ws is None
         await self.stop()
-        raise _connect_error(error, self.settings, self.start_timeout) from error
+        raise _connect_error(error, self.settings, gateway_failed) from error
 
     async def stop(self) -> None:
         """Let answers in flight finish (up to shutdown_grace), then disconnect."""
@@ -443,7 +446,9 @@ class DiscordAdapter:
             self._tasks.discard(task)
 
 
-def _connect_error(error: BaseException | None, settings: Settings, waited: float) -> KoalabotError:
+def _connect_error(
+    error: BaseException | None, settings: Settings, gateway_failed: bool
+) -> KoalabotError:
     if isinstance(error, discord.LoginFailure):
         return DiscordConnectError(
             "Discord rejected the bot token (DISCORD_TOKEN). Copy it again from the "
@@ -454,10 +459,11 @@ def _connect_error(error: BaseException | None, settings: Settings, waited: floa
             "Discord refused the Message Content intent. Turn it on in the Developer Portal → "
             "your application → Bot → Privileged Gateway Intents."
         )
-    if error is None:
+    if error is None or gateway_failed:
+        reason = "" if error is None else f": {error}"
         return DiscordConnectError(
-            f"no connection to the Discord gateway at {settings.discord_gateway_url} "
-            f"within {waited:.0f} s (KOALABOT_DISCORD_GATEWAY_URL)"
+            f"could not connect to the Discord gateway at {settings.discord_gateway_url} "
+            f"(KOALABOT_DISCORD_GATEWAY_URL){reason}"
         )
     return DiscordConnectError(
         f"could not connect to Discord at {settings.discord_api_url}: {error}"
