@@ -811,9 +811,9 @@ async def export(
             # Imported here: it builds on this module.
             from koalabot.export_parallel import Job, export_ranges
 
-            if workers > 1:
-                # Worker processes start as copies of this one: no open connections in the copy.
-                await db.engine.dispose()
+            # The file is read through APSW's SQLite, which does not see the locks of the
+            # engine's, and worker processes start as copies of this one: no open connections.
+            await db.engine.dispose()
             await export_ranges(
                 Job(ranged, options, frozenset(optouts)), workers, write, summary, bar
             )

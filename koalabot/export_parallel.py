@@ -21,11 +21,12 @@ import multiprocessing
 import os
 import shutil
 import signal
-import sqlite3
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+
+import apsw
 
 from koalabot.export import ExportOptions, Progress, RowBuilder, Summary, encode_row
 from koalabot.store.training import SqliteThreads
@@ -76,7 +77,7 @@ class RangeExporter:
     def __init__(self, job: Job) -> None:
         self.job = job
         self.builder = RowBuilder(job.options, Summary(str(job.options.format)), job.optouts)
-        self._conn: sqlite3.Connection | None = None
+        self._conn: apsw.Connection | None = None
 
     def export(self, first: int, last: int) -> Block:
         """The block of conversations ``first`` to ``last``."""

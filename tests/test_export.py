@@ -420,7 +420,6 @@ async def test_conversations_read_in_many_batches_stay_whole(
 
     # Two rows per read: every conversation is split across batches.
     monkeypatch.setattr(training, "BATCH", 2)
-    monkeypatch.setattr(training, "SQLITE_BATCH", 2)
     batched, summary = await rows_of(db, "kto")
 
     assert batched == whole

@@ -6,7 +6,6 @@ Everything leaves this module as plain dataclasses, so nothing else needs SQLAlc
 from __future__ import annotations
 
 import functools
-import sqlite3
 from collections.abc import AsyncGenerator, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -16,6 +15,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import apsw
 from sqlalchemy import (
     ColumnElement,
     Date,
@@ -53,8 +53,6 @@ from koalabot.store.models import (
 
 #: Rows fetched per round trip while streaming (a server-side cursor on PostgreSQL).
 BATCH = 5000
-#: Rows read per batch from a SQLite file.
-SQLITE_BATCH = 5000
 
 
 # --- plain data ------------------------------------------------------------------------------
@@ -423,9 +421,14 @@ class _Bound(Enum):
 
 @dataclass(frozen=True)
 class SqliteThreads:
-    """The export's thread query on a SQLite file, as SQL text for the stdlib driver, read one
-    range of conversation ids at a time: ranges can be read by several processes at once, and
-    each row costs no SQLAlchemy or asyncio machinery. Plain data, so it can go to a worker.
+    """The export's thread query on a SQLite file, as SQL text, read one range of conversation
+    ids at a time: ranges can be read by several processes at once, and each row costs no
+    SQLAlchemy or asyncio machinery. Plain data, so it can go to a worker.
+
+    Read through APSW, not the stdlib driver: APSW brings a current SQLite (whose planner runs
+    this query several times faster than the 3.40 many systems ship) and, with a connection kept
+    to one thread, skips a mutex per column read. An export reads a million rows, so that is
+    about a third of its time.
     """
 
     path: str
@@ -438,20 +441,23 @@ class SqliteThreads:
     first: int
     last: int
 
-    def connect(self) -> sqlite3.Connection:
-        """A read-only connection for `read` (use it on the thread that made it)."""
+    def connect(self) -> apsw.Connection:
+        """A connection for `read`, to use on the thread that made it, that writes nothing.
+
+        Open no stdlib sqlite3 connection to the same file in this process while it is open:
+        two SQLite libraries do not see each other's file locks.
+        """
         return _sqlite_connect(self.path)
 
-    def read(self, conn: sqlite3.Connection, first: int, last: int) -> Iterator[Thread]:
+    def read(self, conn: apsw.Connection, first: int, last: int) -> Iterator[Thread]:
         """Conversations with votes and ids from ``first`` to ``last``, whole, in id order."""
         bounds = {_Bound.FIRST: first, _Bound.LAST: last}
         params = [bounds[p] if isinstance(p, _Bound) else p for p in self.params]
         threads = _Threads(self.ignored)
         try:
-            cursor = conn.execute(self.sql, params)
-            while batch := cursor.fetchmany(SQLITE_BATCH):
-                yield from threads.add(batch)
-        except sqlite3.Error as exc:
+            # The cursor as one batch: `add` yields each thread as the next one starts.
+            yield from threads.add(conn.execute(self.sql, params))
+        except apsw.Error as exc:
             raise StoreError(f"database error: {exc}") from exc
         yield from threads.rest()
 
@@ -506,10 +512,17 @@ def _sqlite_statement(db: Database, query: Select[Any]) -> tuple[str, list[Any]]
     return str(compiled), params
 
 
-def _sqlite_connect(path: str) -> sqlite3.Connection:
-    # mode=rw: an existing database only, never a new empty file; busy timeout as the engine's.
-    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=rw", uri=True, timeout=5.0)
-    conn.execute("PRAGMA query_only=ON")
+def _sqlite_connect(path: str) -> apsw.Connection:
+    # Read-write without create: an existing database only, never a new empty file (and a WAL
+    # database's shared memory needs write access); query_only keeps it from writing. NOMUTEX:
+    # each connection stays on one thread. Busy timeout as the engine's.
+    flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOMUTEX
+    try:
+        conn = apsw.Connection(str(Path(path).absolute()), flags=flags)
+        conn.set_busy_timeout(5000)
+        conn.pragma("query_only", True)
+    except apsw.Error as exc:
+        raise StoreError(f"database error: cannot open {path}: {exc}") from exc
     return conn
 
 
