@@ -47,12 +47,12 @@ from typing import Any, BinaryIO, TextIO, cast
 
 import orjson
 
+from koalabot.decisions import REASONS, WITHHELD_REASONS, Decision
 from koalabot.dedupe import Deduper, question_key
 from koalabot.errors import KoalabotError
 from koalabot.prompt import TEMPLATES, clean
 from koalabot.redact import Kind, find, replace
 from koalabot.store.database import Database
-from koalabot.store.review import REASONS, WITHHELD_REASONS, Decision
 from koalabot.store.training import (
     Thread,
     ThreadMessage,

@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
+from koalabot.decisions import REASONS, WITHHELD_REASONS, Decision
 from koalabot.errors import KoalabotError, StoreError
 from koalabot.store.database import Database
 from koalabot.store.models import Conversation, Feedback, Generation, Message, Review, utcnow
@@ -29,27 +30,6 @@ from koalabot.store.training import as_utc
 PAGE_SIZE = 20
 #: Matches are counted up to this many ("10,000+"): an exact count would read every vote.
 COUNT_LIMIT = 10_000
-
-
-class Decision(StrEnum):
-    """What a reviewer can decide about an answer."""
-
-    INCLUDE = "include"
-    EXCLUDE = "exclude"
-    CORRECT = "correct"
-
-
-#: Why an answer is excluded (stored value → what the page shows).
-REASONS: dict[str, str] = {
-    "wrong": "wrong",
-    "unsafe": "unsafe",
-    "private": "private",
-    "low_quality": "low quality",
-    "off_topic": "off-topic",
-}
-
-#: Exclusion reasons whose text must not reach training data even as an earlier turn.
-WITHHELD_REASONS = frozenset({"unsafe", "private"})
 
 
 class State(StrEnum):
