@@ -5,6 +5,11 @@ three turns, some regenerated answers, one to three votes per answer — then ru
 `koalabot export` in a subprocess per format and reports rows/s and peak RSS.
 Targets: at least 50,000 rows/s and at most 200 MB peak RSS at 1,000,000 votes.
 
+Each format runs ``--repeat`` times (interleaved) and the median run is reported, with the range.
+Beside it, a baseline measured in the same run: every message of the store read and written back
+as one JSON array per row, on one process, with nothing of the export's work. The ratio of the
+two moves far less than either figure when a shared machine speeds up or slows down.
+
 The export may fork worker processes (`--workers`): peak RSS is that of the whole process tree,
 sampled from /proc as the sum over every process (pages they share counted in each), and the CPU
 time includes the workers'. PSS (shared pages split between the processes) is shown beside it.
@@ -347,8 +352,47 @@ def measure(db: Path, fmt: str, out: str, extra: tuple[str, ...] = ()) -> Result
     )
 
 
-def table(results: list[Result]) -> str:
-    """The results as a plain-text table, with the targets."""
+@dataclass
+class Baseline:
+    """Reading every message and writing it straight back out: the floor under any export."""
+
+    rows: int
+    seconds: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def baseline(db: Path) -> Baseline:
+    """Every message of ``db`` read (APSW, as the export reads) and written to /dev/null as a
+    JSON array per row (orjson), on this process: the CPU-seconds-per-row cost of the data alone.
+    """
+    import apsw
+    import orjson
+
+    started = time.process_time()
+    rows = 0
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    with open(os.devnull, "wb") as sink:
+        for row in conn.execute("SELECT * FROM messages ORDER BY conversation_id, id"):
+            sink.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+            rows += 1
+    conn.close()
+    return Baseline(rows, time.process_time() - started)
+
+
+def median_run(runs: list[Result]) -> Result:
+    """The run with the median wall time (the lower one of an even count)."""
+    ordered = sorted(runs, key=lambda r: r.seconds)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def table(
+    results: list[Result], runs: dict[str, list[Result]] | None = None, base: Baseline | None = None
+) -> str:
+    """The results as a plain-text table, with the targets (and, given every run of each format
+    and the baseline, the range of rows/s and the ratio to the baseline)."""
     lines = [
         f"{'format':<8} {'rows':>10} {'wall s':>7} {'rows/s':>8} {'cpu s':>7} {'rows/cpu-s':>10} "
         f"{'peak RSS':>9} {'peak PSS':>9}  target"
@@ -360,6 +404,25 @@ def table(results: list[Result]) -> str:
             f"{r.cpu_seconds:>7.1f} {r.rows_per_cpu_s:>10,.0f} {r.peak_rss_mb:>6.0f} MB "
             f"{r.peak_pss_mb:>6.0f} MB  {verdict}"
         )
+    if runs:
+        for r in results:
+            speeds = sorted(run.rows_per_s for run in runs[r.format])
+            if len(speeds) > 1:
+                lines.append(
+                    f"{r.format}: median of {len(speeds)} runs; rows/s from {speeds[0]:,.0f} to "
+                    f"{speeds[-1]:,.0f}"
+                )
+    if base is not None:
+        lines.append(
+            f"baseline: every message ({base.rows:,}) read and written as JSON on one process: "
+            f"{base.rows_per_s:,.0f} rows per CPU-second"
+        )
+        for r in results:
+            if r.rows_per_cpu_s:
+                lines.append(
+                    f"{r.format}: a row costs {base.rows_per_s / r.rows_per_cpu_s:.1f}x the CPU "
+                    "of a baseline row"
+                )
     lines.append(
         f"targets: >= {TARGET_ROWS_PER_S:,} rows/s (wall clock), <= {TARGET_RSS_MB} MB peak RSS "
         "(summed over the export's processes)"
@@ -391,15 +454,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, help="pass --workers N to the export (default: the export's own)"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per format; the median is reported (default 3)"
+    )
     args = parser.parse_args(argv)
     db = database(args.votes)
     extra = ("--workers", str(args.workers)) if args.workers else ()
-    results = []
-    for fmt in args.formats.split(","):
-        out = str(OUTPUT / f"export-{args.votes}.{fmt}.jsonl") if args.keep_output else os.devnull
-        results.append(measure(db, fmt, out, extra))
-        print(f"  {fmt}: done", file=sys.stderr)
-    print(table(results))
+    formats = args.formats.split(",")
+    runs: dict[str, list[Result]] = {fmt: [] for fmt in formats}
+    for attempt in range(max(1, args.repeat)):
+        for fmt in formats:
+            keep = args.keep_output and attempt == 0
+            out = str(OUTPUT / f"export-{args.votes}.{fmt}.jsonl") if keep else os.devnull
+            runs[fmt].append(measure(db, fmt, out, extra))
+            print(f"  {fmt}: run {attempt + 1} done", file=sys.stderr)
+    base = baseline(db)
+    results = [median_run(runs[fmt]) for fmt in formats]
+    print(table(results, runs, base))
     return 0 if all(r.ok for r in results) else 1
 
 

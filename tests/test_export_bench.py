@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from bench.export import build, measure
+from bench.export import baseline, build, measure, median_run, table
 
 
 def test_bench_database_exports_with_the_real_command(tmp_path: Path) -> None:
@@ -21,3 +21,19 @@ def test_bench_database_exports_with_the_real_command(tmp_path: Path) -> None:
     assert 0 < result.rows <= answers[0]
     assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == result.rows
     assert result.peak_rss_mb > 0
+
+
+def test_the_baseline_reads_every_message_and_the_median_run_is_reported(tmp_path: Path) -> None:
+    db = tmp_path / "bench.db"
+    build(db, votes=100)
+
+    base = baseline(db)
+    runs = [measure(db, "kto", str(tmp_path / f"rows{n}.jsonl")) for n in range(3)]
+    middle = median_run(runs)
+
+    with sqlite3.connect(db) as conn:
+        messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    assert base.rows == messages and base.rows_per_s > 0
+    assert sorted(r.seconds for r in runs)[1] == middle.seconds
+    printed = table([middle], {"kto": runs}, base)
+    assert "median of 3 runs" in printed and "x the CPU of a baseline row" in printed
