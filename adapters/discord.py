@@ -252,7 +252,7 @@ class DiscordAdapter:
         # (its reconnect loop can fail on its own missing socket), the gateway is what failed.
         gateway_failed = client.user is not None and client.ws is None
         await self.stop()
-        raise _connect_error(error, self.settings, gateway_failed) from error
+        raise _connect_error(error, self.settings, self.start_timeout, gateway_failed) from error
 
     async def stop(self) -> None:
         """Let answers in flight finish (up to shutdown_grace), then disconnect."""
@@ -447,7 +447,7 @@ class DiscordAdapter:
 
 
 def _connect_error(
-    error: BaseException | None, settings: Settings, gateway_failed: bool
+    error: BaseException | None, settings: Settings, waited: float, gateway_failed: bool
 ) -> KoalabotError:
     if isinstance(error, discord.LoginFailure):
         return DiscordConnectError(
@@ -460,10 +460,10 @@ def _connect_error(
             "your application → Bot → Privileged Gateway Intents."
         )
     if error is None or gateway_failed:
-        reason = "" if error is None else f": {error}"
+        reason = f"nothing within {waited:.0f} s" if error is None else str(error)
         return DiscordConnectError(
             f"could not connect to the Discord gateway at {settings.discord_gateway_url} "
-            f"(KOALABOT_DISCORD_GATEWAY_URL){reason}"
+            f"(KOALABOT_DISCORD_GATEWAY_URL): {reason}"
         )
     return DiscordConnectError(
         f"could not connect to Discord at {settings.discord_api_url}: {error}"
