@@ -51,6 +51,7 @@ from .slack_sink import (
     ACTION_UP,
     SlackReplySink,
 )
+from .slack_users import SlackUsers
 
 if TYPE_CHECKING:
     from koalabot.engine import Engine
@@ -133,6 +134,7 @@ class SlackAdapter:
         self.web_app = options.web_app
         self.bot_user_id: str | None = None
         self.client: AsyncWebClient | None = None
+        self.users: SlackUsers | None = None
         self.app: AsyncApp | None = None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -161,6 +163,7 @@ class SlackAdapter:
         )
         try:
             await self._identify(self.client)
+            self.users = SlackUsers(self.client)
             self.app = self._build_app(self.client)
             if self.mode == "http":
                 await self._serve_http(self.app)
@@ -335,6 +338,9 @@ class SlackAdapter:
     async def _on_reaction(self, event: dict[str, Any]) -> None:
         vote = reaction_vote(event, self.bot_user_id)
         if vote is None:
+            return
+        if not vote.is_bot and self.users is not None and await self.users.is_bot(vote.user):
+            log.info("reaction by bot user %s is not a vote", vote.user)
             return
         with self._tracked():
             result = await self.engine.handle_feedback(vote)

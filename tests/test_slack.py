@@ -184,6 +184,53 @@ async def test_button_and_reaction_votes_land_in_the_store(slack_bot: SlackBot) 
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the store is incidental
+async def test_other_bots_reactions_are_not_votes(slack_bot: SlackBot) -> None:
+    slack, repo = slack_bot.slack, slack_bot.engine.repo
+    slack.bot_users.add("U0OTHERBOT")
+    slack_bot.tgi.replies.append(REPLY)
+    root = await slack.user_posts(mention(slack, "what do koalas eat?"))
+    answer = await answer_to(slack, root)
+    answer_id = int(answer.buttons[0]["value"])
+
+    await slack.user_reacts(answer, "+1", user="U0OTHERBOT")  # an app that thumbs everything
+    await slack.user_reacts(answer, "-1", user="U0BOB")
+    await slack.wait_for(lambda: len(slack.ephemerals) == 1)
+    await slack.user_reacts(answer, "+1", user="U0OTHERBOT", removed=True)
+    await slack.user_reacts(answer, "-1", user="U0BOB", removed=True)
+    await slack.wait_for(lambda: len(slack.ephemerals) == 2)
+
+    asked = [call.args.get("user") for call in slack.calls_to("users.info")]
+    assert asked == ["U0OTHERBOT", "U0BOB"], "each user is asked about once"
+    assert [e.user for e in slack.ephemerals] == ["U0BOB", "U0BOB"], "the bot gets no notes"
+    assert await repo.votes(answer_id) == {}
+    await slack.user_reacts(answer, "+1", user="U0OTHERBOT")
+    await slack.user_reacts(answer, "+1", user="U0BOB")
+    await slack.wait_for(lambda: len(slack.ephemerals) == 3)
+    assert await repo.votes(answer_id) == {"U0BOB": 1}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the store is incidental
+async def test_without_users_read_reactions_count_and_the_log_names_the_scope(
+    slack_bot: SlackBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack, repo = slack_bot.slack, slack_bot.engine.repo
+    slack.missing_scopes.add("users:read")  # an install from before the scope was asked for
+    slack_bot.tgi.replies.append(REPLY)
+    root = await slack.user_posts(mention(slack, "what do koalas eat?"))
+    answer = await answer_to(slack, root)
+    answer_id = int(answer.buttons[0]["value"])
+
+    with caplog.at_level("WARNING", logger="koalabot_adapters.slack_users"):
+        await slack.user_reacts(answer, "+1", user="U0ALICE")
+        await slack.user_reacts(answer, "+1", user="U0BOB")
+        await slack.wait_for(lambda: len(slack.ephemerals) == 2)
+
+    assert await repo.votes(answer_id) == {"U0ALICE": 1, "U0BOB": 1}
+    assert len(slack.calls_to("users.info")) == 1, "a missing scope is not asked about again"
+    assert [r.getMessage() for r in caplog.records if "users:read" in r.getMessage()]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the store is incidental
 async def test_regenerate_posts_another_answer_that_can_be_voted_on(slack_bot: SlackBot) -> None:
     slack, tgi, repo = slack_bot.slack, slack_bot.tgi, slack_bot.engine.repo
     tgi.replies.extend([REPLY, "Mostly eucalyptus, and sometimes other trees' leaves."])

@@ -135,6 +135,7 @@ def test_the_app_manifest_asks_for_what_the_adapter_uses() -> None:
         "im:history",
         "channels:history",
         "reactions:read",
+        "users:read",
         "assistant:write",
     }
     assert settings["socket_mode_enabled"] and settings["interactivity"]["is_enabled"]

@@ -182,6 +182,10 @@ class FakeSlack:
         self.echo_bot_events = echo_bot_events
         #: Where HTTP-mode deliveries go (the app's ``/slack/events`` URL); None: Socket Mode.
         self.events_url: str | None = None
+        #: Other apps' bot users in the workspace: ``users.info`` says ``is_bot`` for them.
+        self.bot_users: set[str] = set()
+        #: Bot token scopes the app was installed without (methods needing one: missing_scope).
+        self.missing_scopes: set[str] = set()
 
         self.calls: list[ApiCall] = []
         self.messages: dict[str, list[Message]] = {}
@@ -578,6 +582,7 @@ class FakeSlack:
             "chat.update": self._update,
             "chat.postEphemeral": self._post_ephemeral,
             "reactions.add": self._reactions_add,
+            "users.info": self._users_info,
             "assistant.threads.setStatus": self._set_status,
             "assistant.threads.setSuggestedPrompts": self._set_prompts,
             "assistant.threads.setTitle": self._set_title,
@@ -592,6 +597,24 @@ class FakeSlack:
             "user_id": self.bot_user_id,
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
+        }
+
+    async def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        if "users:read" in self.missing_scopes:
+            raise SlackApiFault("missing_scope")
+        user = str(args.get("user") or "")
+        if not user.startswith(("U", "W")):
+            raise SlackApiFault("user_not_found")
+        bot = user == self.bot_user_id or user in self.bot_users
+        return {
+            "user": {
+                "id": user,
+                "team_id": self.team_id,
+                "name": user.lower(),
+                "deleted": False,
+                "is_bot": bot,
+                "is_app_user": False,
+            }
         }
 
     async def _connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
