@@ -37,6 +37,10 @@ class MigrationError(StoreError):
     """A schema migration cannot run: unknown revision (asked for, or found in the database)."""
 
 
+class NotConfirmedError(KoalabotError):
+    """A command that destroys data was not confirmed (no terminal to ask on, or not "yes")."""
+
+
 # --- prompt ----------------------------------------------------------------------------
 
 

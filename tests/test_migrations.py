@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import subprocess
 import sys
 from collections.abc import Callable
@@ -289,12 +290,49 @@ def test_koalabot_db_upgrade_and_current(
     assert main(["db", "current", "--database-url", database_url]) == 0
     assert capsys.readouterr().out == "0003 (head)\n"
 
-    assert main(["db", "downgrade", "base", "--database-url", database_url]) == 0
+    assert main(["db", "downgrade", "base", "--yes", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
     assert "reverted migration 0003 (feedback indexed by answer and rating)" in out
     assert "reverted migration 0002 (review decisions)" in out
     assert "reverted migration 0001 (initial schema)" in out
     assert out.endswith(f"{shown} downgraded from 0003 (head) to (none).\n")
+
+
+class _Terminal(io.StringIO):
+    """What a person types at a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_koalabot_db_downgrade_deletes_nothing_unless_confirmed(
+    database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["db", "upgrade", "--database-url", database_url]) == 0
+    capsys.readouterr()
+    downgrade_base = ["db", "downgrade", "base", "--database-url", database_url]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))  # a script: no terminal to ask on
+    assert main(downgrade_base) == 2
+    err = capsys.readouterr().err
+    assert "drops every koalabot table" in err and "pass --yes" in err
+    assert asyncio.run(current_revision(database_url)) == head_revision()
+
+    monkeypatch.setattr("sys.stdin", _Terminal("y\n"))  # anything but "yes" keeps the data
+    assert main(downgrade_base) == 2
+    captured = capsys.readouterr()
+    assert "Warning: downgrading" in captured.out
+    assert "not confirmed; nothing was changed" in captured.err
+    assert asyncio.run(current_revision(database_url)) == head_revision()
+
+    monkeypatch.setattr("sys.stdin", _Terminal("yes\n"))
+    assert main(downgrade_base) == 0
+    assert capsys.readouterr().out.endswith("downgraded from 0003 (head) to (none).\n")
+    assert asyncio.run(current_revision(database_url)) is None
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # nothing left to delete: nothing to ask
+    assert main(downgrade_base) == 0
+    assert "already at (none)" in capsys.readouterr().out
 
 
 def test_koalabot_db_current_does_not_create_a_missing_sqlite_file(

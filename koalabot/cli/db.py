@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from koalabot.cli.options import add_common, settings_from
+from koalabot.errors import NotConfirmedError
 from koalabot.store.database import (
     current_revision,
     downgrade,
@@ -38,6 +39,12 @@ def register(subparsers: Any) -> None:
         "downgrade", help="downgrade the schema; 'base' drops every koalabot table and its data"
     )
     down.add_argument("revision", help="target revision, or 'base'")
+    down.add_argument(
+        "--yes",
+        action="store_true",
+        help="do not ask for confirmation (a downgrade deletes data; without a terminal to ask "
+        "on, it runs only with --yes)",
+    )
     down.set_defaults(handler=_downgrade)
 
     current = actions.add_parser("current", help="show the schema revision of the database")
@@ -93,7 +100,33 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 
 def _downgrade(args: argparse.Namespace) -> int:
+    if not args.yes:
+        url = settings_from(args).database_url
+        before = asyncio.run(current_revision(url))
+        if before is not None and before != args.revision:
+            _confirm(_downgrade_warning(safe_url(url), before, args.revision))
     return _move(args, "downgraded", lambda url: downgrade(url, args.revision))
+
+
+def _downgrade_warning(where: str, before: str, target: str) -> str:
+    if target == "base":
+        loss = "drops every koalabot table: all conversations, answers, votes and reviews"
+    else:
+        loss = f"reverts the migrations after {target}, and any data they hold is lost"
+    return f"downgrading {where} from {_revision(before)} to {target} {loss}"
+
+
+def _confirm(warning: str) -> None:
+    """Go on only if the person at the terminal types "yes" (no terminal: only with --yes)."""
+    if not sys.stdin.isatty():
+        raise NotConfirmedError(f"{warning}; pass --yes to go on (nothing was changed)")
+    print(f"Warning: {warning}.")
+    try:
+        answer = input('Type "yes" to go on: ')
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() != "yes":
+        raise NotConfirmedError("not confirmed; nothing was changed")
 
 
 def _current(args: argparse.Namespace) -> int:
