@@ -309,14 +309,33 @@ class Result:
         return self.rows_per_s >= TARGET_ROWS_PER_S and self.peak_rss_mb <= TARGET_RSS_MB
 
 
+#: `koalabot` as installed in this environment (-P: not the source tree of the working directory,
+#: which would shadow a compiled install).
+KOALABOT = (sys.executable, "-P", "-m", "koalabot")
+
+
+def build_under_test() -> str:
+    """Which koalabot the export runs: compiled with mypyc (``KOALABOT_COMPILE=1``) or plain
+    Python, and where it is installed."""
+    probe = "import koalabot.export as m; print(m.__file__)"
+    found = subprocess.run(
+        [sys.executable, "-P", "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    where = Path(found).parent
+    if found.endswith((".so", ".pyd")):
+        return f"koalabot under test: compiled with mypyc ({where})"
+    return (
+        f"koalabot under test: plain Python ({where}); production builds compile the export "
+        "(KOALABOT_COMPILE=1, see the README), about a fifth less CPU per row"
+    )
+
+
 def measure(db: Path, fmt: str, out: str, extra: tuple[str, ...] = ()) -> Result:
     """Run `koalabot export` in a child process; wall time, CPU time and peak memory of the
     child and its workers."""
     env = {**os.environ, "KOALABOT_PSEUDONYM_SECRET": "bench-secret"}
     argv = [
-        sys.executable,
-        "-m",
-        "koalabot",
+        *KOALABOT,
         "export",
         "--format",
         fmt,
@@ -427,6 +446,7 @@ def table(
         f"targets: >= {TARGET_ROWS_PER_S:,} rows/s (wall clock), <= {TARGET_RSS_MB} MB peak RSS "
         "(summed over the export's processes)"
     )
+    lines.append(build_under_test())
     lines.append(
         f"this machine: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
         f"a 10M-step Python loop takes {calibration():.2f} s"

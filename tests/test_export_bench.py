@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -37,3 +38,6 @@ def test_the_baseline_reads_every_message_and_the_median_run_is_reported(tmp_pat
     assert sorted(r.seconds for r in runs)[1] == middle.seconds
     printed = table([middle], {"kto": runs}, base)
     assert "median of 3 runs" in printed and "x the CPU of a baseline row" in printed
+    compiled = os.environ.get("KOALABOT_EXPECT_COMPILED") == "1"
+    kind = "compiled with mypyc" if compiled else "plain Python"
+    assert f"koalabot under test: {kind}" in printed
