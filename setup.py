@@ -2,7 +2,7 @@
 
 ``KOALABOT_COMPILE=1`` compiles the modules an export spends its time in with mypyc, the compiler
 that ships black and mypy themselves: the same source and type hints, run as C instead of
-bytecode, for about a fifth less CPU per exported row. mypyc type-checks what it compiles, so the
+bytecode, for about a quarter less CPU per exported row. mypyc type-checks what it compiles, so the
 build runs in an environment that already has koalabot's dependencies and mypy
 (``--no-build-isolation``)::
 

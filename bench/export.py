@@ -326,7 +326,7 @@ def build_under_test() -> str:
         return f"koalabot under test: compiled with mypyc ({where})"
     return (
         f"koalabot under test: plain Python ({where}); production builds compile the export "
-        "(KOALABOT_COMPILE=1, see the README), about a fifth less CPU per row"
+        "(KOALABOT_COMPILE=1, see the README), a quarter less CPU per row"
     )
 
 
