@@ -19,8 +19,14 @@ import sys
 
 from setuptools import Extension, setup
 
-#: The export's hot path: rows built per thread, text redaction, and the worker processes.
-COMPILED = ["koalabot/export.py", "koalabot/export_parallel.py", "koalabot/redact.py"]
+#: The export's hot path: rows built per thread, text redaction, the worker processes, and the
+#: time every row carries.
+COMPILED = [
+    "koalabot/export.py",
+    "koalabot/export_parallel.py",
+    "koalabot/redact.py",
+    "koalabot/store/times.py",
+]
 
 
 def compiled_extensions() -> list[Extension]:

@@ -53,14 +53,13 @@ from koalabot.errors import KoalabotError
 from koalabot.prompt import TEMPLATES, clean
 from koalabot.redact import Kind, find, replace
 from koalabot.store.database import Database
+from koalabot.store.times import as_utc, iso_utc
 from koalabot.store.training import (
     Thread,
     ThreadMessage,
     ThreadScope,
-    as_utc,
     count_threads,
     is_opted_out,
-    iso_utc,
     optout_keys,
     sqlite_threads,
     stream_threads,

@@ -24,7 +24,7 @@ from koalabot.decisions import REASONS, WITHHELD_REASONS, Decision
 from koalabot.errors import KoalabotError, StoreError
 from koalabot.store.database import Database
 from koalabot.store.models import Conversation, Feedback, Generation, Message, Review, utcnow
-from koalabot.store.training import as_utc
+from koalabot.store.times import as_utc
 
 #: Answers on one page of the review list.
 PAGE_SIZE = 20

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncGenerator, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from enum import Enum
 from itertools import groupby
 from operator import itemgetter
@@ -158,22 +158,6 @@ class ForgetCounts:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def as_utc(value: datetime | str) -> datetime:
-    """A stored time as an aware UTC datetime (SQLite gives naive UTC, or text when read raw)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def iso_utc(value: datetime | str) -> str:
-    """A stored time in ISO 8601 with its UTC offset."""
-    if isinstance(value, str) and len(value) == 26 and value[10] == " ":
-        # SQLite's stored form, "YYYY-MM-DD HH:MM:SS.ffffff": rewritten as isoformat() would.
-        fraction = "" if value.endswith(".000000") else value[19:]
-        return f"{value[:10]}T{value[11:19]}{fraction}+00:00"
-    return as_utc(value).isoformat()
 
 
 def _as_date(value: Any) -> date:
@@ -757,11 +741,9 @@ __all__ = [
     "ThreadScope",
     "UserMessageCell",
     "answer_stats",
-    "as_utc",
     "count_threads",
     "forget_user",
     "is_opted_out",
-    "iso_utc",
     "optout_keys",
     "purge_idle",
     "sqlite_threads",
