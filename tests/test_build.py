@@ -1,5 +1,6 @@
-"""The compiled build (setup.py, ``KOALABOT_COMPILE=1``): CI builds it and runs the export's
-tests against it with ``KOALABOT_EXPECT_COMPILED=1``, which these tests check is really so."""
+"""The compiled build (setup.py, ``KOALABOT_COMPILE=1``): CI builds it and runs the tests marked
+``compiled_build`` against it with ``KOALABOT_EXPECT_COMPILED=1``, which these tests check is
+really so."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.compiled_build
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECT_COMPILED = os.environ.get("KOALABOT_EXPECT_COMPILED") == "1"
@@ -41,3 +44,38 @@ def test_the_compiled_build_is_what_the_tests_import() -> None:
         module = importlib.import_module(name)
         assert module.__file__ is not None
         assert module.__file__.endswith(tuple(EXTENSION_SUFFIXES)), module.__file__
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file imports by name (``from a import b`` counts as ``a`` and ``a.b``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _marked_compiled_build(path: Path) -> bool:
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
+        ):
+            return "compiled_build" in ast.unparse(node.value)
+    return False
+
+
+def test_every_test_of_a_compiled_module_runs_on_the_compiled_build() -> None:
+    compiled = set(compiled_modules())
+    unmarked = [
+        path.name
+        for path in sorted((ROOT / "tests").glob("test_*.py"))
+        if _imported_modules(path) & compiled and not _marked_compiled_build(path)
+    ]
+    assert not unmarked, (
+        "these test files import a module setup.py compiles, so CI should run them on the "
+        "compiled build too: add `pytestmark = pytest.mark.compiled_build` to "
+        + ", ".join(unmarked)
+    )

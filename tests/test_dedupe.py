@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from koalabot.dedupe import Deduper, normalise, question_key
+
+pytestmark = pytest.mark.compiled_build
 
 
 def test_case_spacing_and_punctuation_do_not_make_a_new_question() -> None:

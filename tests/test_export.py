@@ -20,6 +20,8 @@ from koalabot.store import training
 from koalabot.store.database import Database, open_database
 from tests.helpers_data import MODEL, START, Seed
 
+pytestmark = pytest.mark.compiled_build
+
 SECRET = "test-secret-0123456789"
 ROLES = {"system", "user", "assistant"}
 # reference §5.3: the message keys OpenAI's chat fine-tuning validation allows.

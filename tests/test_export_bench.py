@@ -6,7 +6,11 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from bench.export import baseline, build, measure, median_run, table
+
+pytestmark = pytest.mark.compiled_build
 
 
 def test_bench_database_exports_with_the_real_command(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ from koalabot.export import ExportOptions, Format, export
 from koalabot.store.database import Database
 from tests.helpers_data import Seed
 
+pytestmark = pytest.mark.compiled_build
+
 
 async def koalabot(*argv: str) -> int:
     """The console entry point, run as a user would (its own event loop, in a thread)."""

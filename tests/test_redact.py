@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from koalabot.redact import Kind, find, redact
 
+pytestmark = pytest.mark.compiled_build
+
 
 def pseudonym(user: str) -> str:
     return f"u_{user.lower()}"

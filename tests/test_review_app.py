@@ -22,6 +22,8 @@ from koalabot.store.database import Database, open_database
 from koalabot.store.models import Review
 from tests.helpers_data import Seed, table_rows
 
+pytestmark = pytest.mark.compiled_build
+
 TOKEN = "test-review-token"
 
 

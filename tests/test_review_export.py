@@ -17,6 +17,8 @@ from koalabot.store.database import Database
 from koalabot.store.review import Decision, decide
 from tests.helpers_data import Seed
 
+pytestmark = pytest.mark.compiled_build
+
 SECRET = "review-export-secret"
 
 
