@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     shutdown_grace: float = Field(20.0, ge=0)
+    #: Where messages wait while the database is unreachable ("" keeps none: the user is asked
+    #: to send the message again); created on first use.
+    spool_path: str = "koalabot-spool.db"
+    spool_limit: int = Field(10_000, ge=1)
+    #: Seconds between attempts to reach the database while messages wait in the spool.
+    spool_retry_interval: float = Field(5.0, gt=0)
 
     # --- export and review -------------------------------------------------------------
     pseudonym_secret: str | None = None

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from koalabot.access import AccessPolicy
@@ -42,6 +45,7 @@ from koalabot.events import (
 from koalabot.history import HistoryPrompter
 from koalabot.metrics import Metrics
 from koalabot.prompt import TEMPLATES, Turn
+from koalabot.spool import Spool, Spooled, SpoolError
 from koalabot.store.database import Database, open_database
 from koalabot.store.repository import GenerationRecord, Orphan, Page, Repository
 from koalabot.streaming import ReplyStreamer
@@ -55,6 +59,10 @@ ONLY_ATTACHMENTS = (
 INTERRUPTED = "I was restarted before I could finish this answer. Please ask again."
 SHUTTING_DOWN = "I'm restarting right now; your message is saved. Please send it again in a minute."
 UNEXPECTED = "Something went wrong on my side while answering. Please try again."
+SPOOLED = (
+    "I could not reach my memory (the database) just now. I have kept your message and will "
+    "answer it here as soon as it is back: no need to send it again."
+)
 #: Longest an answer waits for earlier messages of its thread to get theirs first.
 ORDER_WAIT = 10.0
 
@@ -94,6 +102,14 @@ class Engine:
         self._tasks: set[asyncio.Task[AnswerResult]] = set()
         #: Answers a crash cut off, by thread, until their threads are told (tell_interrupted).
         self._orphans: dict[ThreadKey, list[Orphan]] = {}
+        #: Messages that came while the store was unreachable, and what answers them later:
+        #: a connected platform's sinks, else the sink each message came with (this process).
+        self.spool = (
+            Spool(Path(settings.spool_path), settings.spool_limit) if settings.spool_path else None
+        )
+        self._sink_factories: dict[str, Callable[[ThreadKey], ReplySink]] = {}
+        self._spooled_sinks: dict[str, ReplySink] = {}
+        self._drainer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> Engine:
@@ -109,10 +125,20 @@ class Engine:
             engine._orphans.setdefault(orphan.where, []).append(orphan)
         if orphans:
             log.warning("marked %d answers left streaming by a crash as interrupted", len(orphans))
+        if engine.spool is not None and (waiting := len(engine.spool)):
+            log.warning(
+                "%d messages kept while the database was unreachable (%s) are answered once "
+                "their platform connects",
+                waiting,
+                engine.spool.path,
+            )
         return engine
 
     async def close(self) -> None:
-        """Close the backend sessions and the database pool."""
+        """Close the backend sessions, the database pool and the spool."""
+        await self._stop_draining()
+        if self.spool is not None:
+            self.spool.close()
         await self.backend.close()
         await self.repo.close()
         await self.db.close()
@@ -159,6 +185,7 @@ class Engine:
         Returns how many answers were interrupted.
         """
         self.accepting = False
+        await self._stop_draining()
         pending = {t for t in self._tasks if not t.done()}
         if pending:
             _, pending = await asyncio.wait(pending, timeout=grace)
@@ -193,6 +220,109 @@ class Engine:
                 log.warning("could not tell answer %d was interrupted", orphan.answer_id)
         return len(orphans)
 
+    # --- the spool: messages that came while the store was unreachable ---------------------------
+
+    def platform_connected(self, platform: str, sink_for: Callable[[ThreadKey], ReplySink]) -> None:
+        """A platform can now be answered in any thread (``sink_for`` gives a sink for one):
+        messages of it kept in the spool, by this process or an earlier one, get stored and
+        answered once the store is reachable."""
+        self._sink_factories[platform] = sink_for
+        self._start_draining()
+
+    async def _keep_for_later(
+        self, msg: ChatMessage, arrived: datetime, sink: ReplySink, failure: StoreError
+    ) -> AnswerResult:
+        """The store failed to take a message: keep it in the spool, to be answered later."""
+        if self.spool is None:
+            return await self._refuse(sink, "failed", failure.user_message)
+        try:
+            entry = self.spool.add(msg, arrived)
+        except SpoolError as exc:
+            log.error("%s", exc)
+            return await self._refuse(sink, "failed", exc.user_message)
+        if entry is None:
+            log.info("duplicate delivery %s dropped (spooled)", ",".join(msg.dedupe_keys))
+            return AnswerResult("duplicate")
+        self._spooled_sinks[entry.key] = sink
+        self.metrics.spooled.set(len(self.spool))
+        self._start_draining()
+        return await self._refuse(sink, "spooled", SPOOLED)
+
+    def _start_draining(self) -> None:
+        if self.spool is None or not self.accepting:
+            return
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+
+    async def _stop_draining(self) -> None:
+        drainer, self._drainer = self._drainer, None
+        if drainer is not None and not drainer.done():
+            drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drainer
+
+    def _sink_for_spooled(self, entry: Spooled) -> ReplySink | None:
+        factory = self._sink_factories.get(entry.message.where.platform)
+        if factory is not None:
+            return factory(entry.message.where)
+        return self._spooled_sinks.get(entry.key)
+
+    async def _drain(self) -> None:
+        """Until no kept message can be answered: wait, try the store, and once it answers,
+        store each kept message (stamped when it arrived) and answer it, oldest first."""
+        assert self.spool is not None
+        spool = self.spool
+        while True:
+            waiting: list[tuple[Spooled, ReplySink]] = []
+            for entry in spool.pending():
+                sink = self._sink_for_spooled(entry)
+                if sink is not None:
+                    waiting.append((entry, sink))
+            self.metrics.spooled.set(len(spool))
+            if not waiting:
+                return
+            await asyncio.sleep(self.settings.spool_retry_interval)
+            try:
+                await self.repo.ping()
+                for entry, sink in waiting:
+                    try:
+                        await self._replay(entry, sink)
+                    except StoreError:
+                        raise
+                    except Exception:  # this one waits for the next round; the rest go on
+                        log.exception("could not replay a message kept in the spool")
+            except StoreError:
+                log.info("database still unreachable; %d messages wait in the spool", len(spool))
+
+    async def _replay(self, entry: Spooled, sink: ReplySink) -> None:
+        msg = entry.message
+        stored = await self.repo.add_user_message(
+            msg.where,
+            msg.user,
+            msg.text,
+            msg.message_id,
+            (*msg.dedupe_keys, entry.key),
+            received_at=entry.received_at,
+        )
+        assert self.spool is not None
+        self.spool.done(entry.key)
+        self._spooled_sinks.pop(entry.key, None)
+        log.info("message kept in the spool since %s stored", entry.received_at.isoformat())
+        # Answered alongside the rest: one thread's messages still take turns (its lock).
+        task = asyncio.ensure_future(self._after_storing(msg, sink, stored))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(functools.partial(self._count_answer, msg.where.platform))
+
+    def _count_answer(self, platform: str, task: asyncio.Task[AnswerResult]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        status = task.result().status
+        if status == "ok":
+            self.metrics.answered.labels(platform).inc()
+        elif status != "duplicate":
+            self.metrics.failed.labels(platform, status).inc()
+
     async def health(self) -> dict[str, str]:
         """What is wrong, if anything: {"database": reason, "backend": reason}; empty when fine."""
         problems: dict[str, str] = {}
@@ -211,13 +341,19 @@ class Engine:
         except AccessDeniedError as exc:
             log.info("denied %s user %s in %s", msg.where.platform, msg.user, msg.where.channel)
             return await self._refuse(sink, "denied", exc.user_message)
+        arrived = datetime.now(UTC)
         try:
             stored = await self.repo.add_user_message(
                 msg.where, msg.user, msg.text, msg.message_id, msg.dedupe_keys
             )
         except StoreError as exc:
             log.exception("could not store a message")
-            return await self._refuse(sink, "failed", exc.user_message)
+            return await self._keep_for_later(msg, arrived, sink, exc)
+        return await self._after_storing(msg, sink, stored)
+
+    async def _after_storing(
+        self, msg: ChatMessage, sink: ReplySink, stored: tuple[int, int] | None
+    ) -> AnswerResult:
         if stored is None:
             log.info("duplicate delivery %s dropped", ",".join(msg.dedupe_keys))
             return AnswerResult("duplicate")

@@ -44,6 +44,11 @@ class Metrics:
         self.backend_in_flight = Gauge(
             "koalabot_backend_requests_in_flight", "Generation requests in flight", registry=r
         )
+        self.spooled = Gauge(
+            "koalabot_spooled_messages",
+            "Messages kept on local disk while the database is unreachable",
+            registry=r,
+        )
         self.backend_errors = Counter(
             "koalabot_backend_errors", "Backend failures by type", ["type"], registry=r
         )

@@ -1,5 +1,7 @@
 """Shared fixtures live in tests/fixtures/ (one module per external party)."""
 
+from pathlib import Path
+
 import pytest
 
 from koalabot.store.database import upgrade
@@ -17,3 +19,12 @@ async def migrated_database_url(database_url: str) -> str:
     """`database_url` with the schema at head (PostgreSQL is never upgraded implicitly)."""
     await upgrade(database_url)
     return database_url
+
+
+@pytest.fixture(autouse=True)
+def _spool_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Messages kept while a test's database is down go to the test's own directory, never the
+    working directory's koalabot-spool.db."""
+    path = tmp_path / "koalabot-spool.db"
+    monkeypatch.setenv("KOALABOT_SPOOL_PATH", str(path))
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -15,6 +16,7 @@ from koalabot.config import load_settings
 from koalabot.engine import INTERRUPTED, SHUTTING_DOWN, Engine
 from koalabot.events import ChatMessage, ThreadKey
 from koalabot.http import ops_app
+from koalabot.spool import Spool
 from koalabot.store.database import upgrade
 from koalabot_adapters.slack_sink import ACTION_UP
 from tests.fakes.discord import FakeDiscord, FakeMessage
@@ -125,6 +127,35 @@ async def test_one_process_serves_both_platforms_with_health_metrics_and_json_lo
     # what people wrote and what the model answered stays out; so do the credentials
     assert_absent(bot.output, ["quokkaberry", "wombatfig", "numbatplum", "koalas eat"])
     assert_absent(bot.output, [slack.bot_token, slack.signing_secret, discord.token])
+
+
+async def test_messages_an_earlier_run_kept_while_its_database_was_down_are_answered(
+    fake_slack: FakeSlack, fake_tgi: FakeTGI, tmp_path: Path, _spool_in_tmp_path: Path
+) -> None:
+    slack, tgi = fake_slack, fake_tgi
+    text = "Did you get this, potoroopear?"
+    root = await slack.user_posts(mention(slack, text), deliver=False)
+    # What the last `koalabot run` kept while its database was down, before it was stopped.
+    arrived = datetime.now(UTC).replace(tzinfo=None, microsecond=123456) - timedelta(minutes=3)
+    spool = Spool(_spool_in_tmp_path, limit=10)
+    where = ThreadKey("slack", slack.team_id, root.channel, root.ts)
+    keys = (f"{root.channel}:{root.ts}",)
+    spool.add(ChatMessage(where, root.user, text, root.ts, keys), arrived.replace(tzinfo=UTC))
+    spool.close()
+    db = tmp_path / "bot.db"
+    env = bot_env(f"sqlite:///{db}", tgi, slack=slack, spool_retry_interval=0.05)
+    async with running(["slack"], env, "--mode", "http") as bot:
+        slack.events_url = bot.url("/slack/events")
+        answer = await slack_answer(slack, root)
+        assert await bot.stop() == 0, bot.output
+
+    assert answer.shown == f"You said: {text}" and answer.buttons
+    assert len(slack.bot_replies(root.channel, root.ts)) == 1
+    (stored,) = sqlite_rows(db, "SELECT text, created_at FROM messages WHERE role = 'user'")
+    assert stored == (text, arrived.isoformat(" "))  # stamped when it arrived
+    assert Spool(_spool_in_tmp_path, limit=10).pending() == []
+    assert any("1 messages kept while the database" in r["message"] for r in bot.records)
+    assert_absent(bot.output, ["potoroopear"])
 
 
 async def test_sigterm_finishes_short_answers_interrupts_long_ones_and_takes_no_new_work(

@@ -32,7 +32,9 @@ async def _chat(settings: Any, user: str | None) -> int:
     from koalabot.engine import Engine  # heavy (SQLAlchemy, aiohttp); only when chatting
 
     terminal = importlib.import_module("koalabot_adapters.terminal")
-    engine = await Engine.open(settings)
+    # No spool: the person at the terminal is told to send again, rather than get an answer
+    # later printed over what they are typing.
+    engine = await Engine.open(settings.model_copy(update={"spool_path": ""}))
     try:
         chat = terminal.TerminalChat(engine, user=user)
         status: int = await chat.run()

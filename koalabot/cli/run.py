@@ -88,7 +88,7 @@ async def serve(settings: Settings, platforms: list[str], options: RunOptions) -
         host, port = runner.addresses[0][:2]  # the port chosen when asked for port 0
         log.info("HTTP on %s:%s (/healthz, /metrics)", host, port)
         for adapter in adapters:
-            await _tell_interrupted(engine, adapter)
+            await _platform_connected(engine, adapter)
         await stop.wait()
         log.info("stopping: finishing answers in flight (up to %.0f s)", settings.shutdown_grace)
         interrupted = await engine.shutdown(settings.shutdown_grace)
@@ -102,9 +102,13 @@ async def serve(settings: Settings, platforms: list[str], options: RunOptions) -
         await engine.close()
 
 
-async def _tell_interrupted(engine: Engine, adapter: Adapter) -> None:
-    """Answers a crash cut off become a notice where they stood, if the adapter can give a sink
-    for a thread (``sink_for``); otherwise the engine tells a thread at its next message."""
+async def _platform_connected(engine: Engine, adapter: Adapter) -> None:
+    """If the adapter can give a sink for any thread (``sink_for``): answers a crash cut off
+    become a notice where they stood (otherwise the engine tells a thread at its next message),
+    and messages kept in the spool while the database was down get answered."""
     sink_for = getattr(adapter, "sink_for", None)
-    if sink_for is not None and (told := await engine.tell_interrupted(adapter.name, sink_for)):
+    if sink_for is None:
+        return
+    if told := await engine.tell_interrupted(adapter.name, sink_for):
         log.info("%d interrupted answers on %s now say so", told, adapter.name)
+    engine.platform_connected(adapter.name, sink_for)

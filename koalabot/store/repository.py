@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import (
@@ -367,12 +367,14 @@ class Repository:
         text_: str,
         platform_message_id: str,
         dedupe_keys: Sequence[str],
+        received_at: datetime | None = None,
     ) -> tuple[int, int] | None:
-        """Commit a user's message (and claim its delivery ids) in one transaction.
+        """Commit a user's message (and claim its delivery ids) in one transaction; stamped
+        ``received_at`` when it arrived earlier than now (kept in the spool meanwhile).
 
         Returns (conversation id, message id), or None when a delivery id was already claimed.
         """
-        now = utcnow()
+        now = received_at or utcnow()
         keys = list(dict.fromkeys(key[:255] for key in dedupe_keys))
 
         def work(conn: Connection) -> tuple[int, int]:

@@ -65,6 +65,8 @@ def bot_env(
         "idle_timeout": 2.0,
         "log_format": "json",
         "log_level": "INFO",
+        # The test's own spool (tests/conftest.py), not the working directory's.
+        "spool_path": os.environ.get("KOALABOT_SPOOL_PATH", ""),
     }
     if slack is not None:
         env["SLACK_BOT_TOKEN"] = slack.bot_token

@@ -1,6 +1,7 @@
 """PostgreSQL restarted while the Slack bot is answering several people: every message that was
-taken in stays stored, every thread shows an answer or a notice, and the bot answers again once
-the database is back — without answering anything twice.
+taken in stays stored, every thread shows an answer or a notice, a message sent while the
+database is down is kept in the spool and answered once it is back, and the bot answers again —
+without answering anything twice.
 
 Restarting the server disturbs everything else using it, so this only runs where allowed: in CI
 (KOALABOT_REQUIRE_POSTGRES=1) or with KOALABOT_ALLOW_PG_RESTART=1.
@@ -14,6 +15,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -114,7 +116,7 @@ async def test_the_bot_rides_out_a_postgres_restart_under_load(
     await upgrade(url)
     tgi.token_delay = 0.05
     tgi.reply = REPLY
-    settings = slack_settings(slack, tgi, url, connect_timeout=2.0)
+    settings = slack_settings(slack, tgi, url, connect_timeout=2.0, spool_retry_interval=0.2)
     engine = await Engine.open(settings)
     adapter = create_adapter(engine, settings, RunOptions(mode="http", port=0))
     await adapter.start()
@@ -134,21 +136,30 @@ async def test_the_bot_rides_out_a_postgres_restart_under_load(
         await _cluster("stop")  # the restart's first half, while every answer is streaming
         try:
             late = await slack.user_posts(f"{mention} anyone home?", user="U0LATE")
-            (refused,) = await slack.wait_for(lambda: slack.bot_replies(late.channel, late.ts), 30)
+            (kept,) = await slack.wait_for(lambda: slack.bot_replies(late.channel, late.ts), 30)
             firsts = await asyncio.gather(
                 *(slack.wait_for(lambda r=r: settled(slack, r), 30) for r in roots)
             )
+            assert engine.spool is not None and len(engine.spool) == 1
         finally:
+            tgi.token_delay = 0.005
+            tgi.reply = " Back again."
             await _cluster("start")
             await _ready()
+        back = datetime.now(UTC)
+        # The message kept while the database was down is answered without being sent again.
+        answer_to_kept = await slack.wait_for(lambda: answered_again(slack, late), 30)
+        assert len(engine.spool) == 0
 
-        tgi.token_delay = 0.005
-        tgi.reply = " Back again."
         for n, root in enumerate(roots):
             await slack.user_posts(f"{mention} again {n}", user=f"U0P{n}", thread_ts=root.ts)
         await slack.user_posts(f"{mention} anyone home now?", user="U0LATE", thread_ts=late.ts)
         seconds = await asyncio.gather(
-            *(slack.wait_for(lambda r=r: answered_again(slack, r), 30) for r in [*roots, late])
+            *(slack.wait_for(lambda r=r: answered_again(slack, r), 30) for r in roots)
+        )
+        await slack.wait_for(
+            lambda: len([m for m in slack.bot_replies(late.channel, late.ts) if m.buttons]) == 2,
+            30,
         )
         await slack.settle()
     finally:
@@ -156,16 +167,27 @@ async def test_the_bot_rides_out_a_postgres_restart_under_load(
         await engine.close()
 
     memory = "I could not reach my memory"
-    assert memory in refused.shown  # nothing could be stored: the person is told to retry
+    assert memory in kept.shown and "kept your message" in kept.shown
+    assert answer_to_kept.shown == "Back again." and answer_to_kept.buttons
     for first in firsts:  # the answer, with a notice that it could not be saved
         assert first.shown.startswith("Eucalyptus") and memory in first.shown
         assert not first.buttons
-    for root, second in zip([*roots, late], seconds, strict=True):
+    for root, second in zip(roots, seconds, strict=True):
         assert second.shown == "Back again."
         assert len(slack.bot_replies(root.channel, root.ts)) == 2  # nothing twice
+    # The late thread: the notice, the kept message's answer, then the answer to the next one.
+    assert [m.shown for m in slack.bot_replies(late.channel, late.ts)] == [
+        kept.shown,
+        "Back again.",
+        "Back again.",
+    ]
     conn = await asyncpg.connect(url)
     try:
         users = {r["text"] for r in await conn.fetch("SELECT text FROM messages WHERE role='user'")}
+        late_thread = await conn.fetch(
+            "SELECT u.text, u.created_at FROM messages a JOIN messages u ON a.parent_id = u.id "
+            "WHERE a.role = 'assistant' AND a.status = 'ok' AND u.author = 'U0LATE' ORDER BY a.id"
+        )
         twice = await conn.fetchval(
             "SELECT count(*) FROM (SELECT parent_id FROM messages WHERE role = 'assistant' "
             "AND status = 'ok' GROUP BY parent_id HAVING count(*) > 1) AS t"
@@ -173,7 +195,10 @@ async def test_the_bot_rides_out_a_postgres_restart_under_load(
     finally:
         await conn.close()
     asked = {f"question {n}" for n in range(THREADS)} | {f"again {n}" for n in range(THREADS)}
-    assert users == asked | {"anyone home now?"}  # every message taken in is kept
+    assert users == asked | {"anyone home?", "anyone home now?"}  # every message is kept
+    # Each late message answered once, in order; the kept one stamped when it arrived.
+    assert [r["text"] for r in late_thread] == ["anyone home?", "anyone home now?"]
+    assert late_thread[0]["created_at"].replace(tzinfo=UTC) < back
     assert twice == 0
 
 

@@ -1,0 +1,173 @@
+"""Messages that arrived while the conversation store was unreachable, kept on local disk until
+the store is back: the engine then stores them (with the time they arrived) and answers them.
+
+The spool is a small SQLite file of its own, through the standard library's sqlite3: each
+message is one committed row, so a crash loses none, and nothing of the conversation store's
+machinery (SQLAlchemy, migrations, the network) has to work for it. Its calls block for a
+millisecond or so; they run only while the store is down.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TypedDict
+
+from koalabot.errors import KoalabotError
+from koalabot.events import ChatMessage, ThreadKey
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spooled (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    received_at TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spooled_keys (
+    dedupe_key TEXT PRIMARY KEY,
+    key TEXT NOT NULL REFERENCES spooled(key) ON DELETE CASCADE
+);
+"""
+
+
+class SpoolError(KoalabotError):
+    """The spool cannot keep a message (full, or its file cannot be written)."""
+
+    user_message = (
+        "I could not reach my memory (the database), and could not keep your message for "
+        "later either. Please send it again in a few minutes."
+    )
+
+    def __init__(self, detail: str) -> None:
+        # The detail (the file, why) is for the log; the person in the chat gets user_message.
+        Exception.__init__(self, detail)
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """A message kept while the store was unreachable."""
+
+    #: The spool's own id for it, also stored as one of the message's delivery ids, so the
+    #: message is stored once even if the bot stops between storing it and forgetting it here.
+    key: str
+    message: ChatMessage
+    received_at: datetime
+
+
+class Spool:
+    """The messages waiting for the store, oldest first, in a SQLite file created on first use."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.path = path
+        self.limit = limit
+        self._conn: sqlite3.Connection | None = None
+
+    def _open(self, create: bool) -> sqlite3.Connection | None:
+        if self._conn is None:
+            if not create and not self.path.exists():
+                return None
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None)
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.executescript(_SCHEMA)
+            except sqlite3.Error as exc:
+                raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
+            self._conn = conn
+        return self._conn
+
+    def add(self, message: ChatMessage, received_at: datetime) -> Spooled | None:
+        """Keep one message; None when one of its delivery ids is already kept (a redelivery)."""
+        conn = self._open(create=True)
+        assert conn is not None
+        entry = Spooled(f"spool:{uuid.uuid4().hex}", message, received_at)
+        try:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                (count,) = conn.execute("SELECT count(*) FROM spooled").fetchone()
+                if count >= self.limit:
+                    raise SpoolError(f"the spool {self.path} is full ({self.limit} messages)")
+                conn.execute(
+                    "INSERT INTO spooled (key, received_at, message) VALUES (?, ?, ?)",
+                    (entry.key, received_at.isoformat(), json.dumps(_encode(message))),
+                )
+                conn.executemany(
+                    "INSERT INTO spooled_keys (dedupe_key, key) VALUES (?, ?)",
+                    [(k, entry.key) for k in dict.fromkeys(message.dedupe_keys)],
+                )
+        except sqlite3.IntegrityError:
+            return None
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot write the spool {self.path}: {exc}") from exc
+        return entry
+
+    def pending(self) -> list[Spooled]:
+        """Every kept message, in the order they arrived."""
+        conn = self._open(create=False)
+        if conn is None:
+            return []
+        rows = conn.execute("SELECT key, received_at, message FROM spooled ORDER BY seq")
+        return [
+            Spooled(key, _decode(json.loads(body)), datetime.fromisoformat(when))
+            for key, when, body in rows
+        ]
+
+    def __len__(self) -> int:
+        conn = self._open(create=False)
+        if conn is None:
+            return 0
+        (count,) = conn.execute("SELECT count(*) FROM spooled").fetchone()
+        return int(count)
+
+    def done(self, key: str) -> None:
+        """Forget a message once the store holds it."""
+        conn = self._open(create=False)
+        if conn is not None:
+            with conn:
+                conn.execute("DELETE FROM spooled WHERE key = ?", (key,))
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class _Body(TypedDict):
+    where: list[str]
+    user: str
+    text: str
+    message_id: str
+    dedupe_keys: list[str]
+    attachments: int
+
+
+def _encode(message: ChatMessage) -> _Body:
+    where = message.where
+    return {
+        "where": [where.platform, where.workspace, where.channel, where.thread],
+        "user": message.user,
+        "text": message.text,
+        "message_id": message.message_id,
+        "dedupe_keys": list(message.dedupe_keys),
+        "attachments": message.attachments,
+    }
+
+
+def _decode(body: _Body) -> ChatMessage:
+    platform, workspace, channel, thread = body["where"]
+    return ChatMessage(
+        ThreadKey(platform, workspace, channel, thread),
+        body["user"],
+        body["text"],
+        body["message_id"],
+        tuple(body["dedupe_keys"]),
+        body["attachments"],
+    )
+
+
+__all__ = ["Spool", "SpoolError", "Spooled"]

@@ -1,0 +1,154 @@
+"""Messages that arrive while the database cannot take them are kept on local disk (the spool)
+and answered once it can: the person is told, need not send anything again, and the message is
+stored with the time it arrived. PostgreSQL going down under the Slack bot is in
+tests/reliability/test_postgres_restart.py; `koalabot run` answering what an earlier process kept
+is in tests/test_ops.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from koalabot.config import load_settings
+from koalabot.engine import SPOOLED, Engine
+from koalabot.events import ChatMessage, ThreadKey
+from koalabot.spool import Spool, SpoolError
+from tests.fakes.tgi import FakeTGI
+from tests.reliability.sinks import Recorder
+
+THREAD = ThreadKey("slack", "T1", "C1", "1.0")
+
+
+def message(text: str, ts: str, *keys: str) -> ChatMessage:
+    return ChatMessage(THREAD, "U1", text, ts, keys)
+
+
+def test_the_spool_keeps_messages_in_order_across_processes_and_drops_redeliveries(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.db"
+    first = Spool(path, limit=10)
+    assert first.pending() == [] and not path.exists()  # nothing on disk until needed
+    arrived = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
+    kept = first.add(message("Are you there?", "1.1", "ev1", "C1:1.1"), arrived)
+    assert kept is not None
+    assert first.add(message("Are you there?", "1.1", "ev2", "C1:1.1"), arrived) is None
+    first.add(message("Hello?", "1.2", "ev3"), arrived + timedelta(seconds=5))
+    first.close()
+
+    again = Spool(path, limit=10)  # the bot restarted
+    pending = again.pending()
+    assert [(p.message.text, p.received_at) for p in pending] == [
+        ("Are you there?", arrived),
+        ("Hello?", arrived + timedelta(seconds=5)),
+    ]
+    assert pending[0].message == message("Are you there?", "1.1", "ev1", "C1:1.1")
+    again.done(pending[0].key)
+    assert [p.message.text for p in again.pending()] == ["Hello?"]
+    # Once stored, a message's delivery ids are the store's to check, not the spool's.
+    assert again.add(message("Are you there?", "1.1", "ev1"), arrived) is not None
+    again.close()
+
+
+def test_a_full_spool_says_so(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", limit=2)
+    now = datetime.now(UTC)
+    spool.add(message("one", "1.1"), now)
+    spool.add(message("two", "1.2"), now)
+    with pytest.raises(SpoolError, match=r"is full \(2 messages\)") as raised:
+        spool.add(message("three", "1.3"), now)
+    assert "send it again" in raised.value.user_message
+    assert len(spool) == 2
+    spool.close()
+
+
+def waiting(engine: Engine) -> float:
+    """The spool's gauge on /metrics."""
+    value = engine.metrics.registry.get_sample_value("koalabot_spooled_messages")
+    assert value is not None
+    return value
+
+
+@contextlib.contextmanager
+def write_locked(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another process holds SQLite's write lock (a long `koalabot forget`, a backup)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+async def test_a_message_the_locked_database_cannot_take_is_answered_once_it_can(
+    tmp_path: Path, fake_tgi: FakeTGI
+) -> None:
+    db_path = tmp_path / "koalabot.db"
+    settings = load_settings(
+        None,
+        database_url=f"sqlite:///{db_path}",
+        tgi_url=fake_tgi.url,
+        notice="",
+        spool_retry_interval=0.05,
+    )
+    engine = await Engine.open(settings)
+    sink = Recorder()
+    try:
+        asked = await engine.handle_message(message("First question?", "1.1", "ev1"), sink)
+        assert asked.status == "ok"
+        with write_locked(db_path):
+            before = datetime.now(UTC)
+            # The database waits for its lock (5 s), then gives up: the message is kept.
+            kept = await engine.handle_message(message("Second question?", "1.2", "ev2"), sink)
+            assert engine.spool is not None and len(engine.spool) == 1
+            assert waiting(engine) == 1
+            await asyncio.sleep(0.2)  # retries meanwhile fail: nothing is answered yet
+            assert list(sink.shown.values()).count("You said: Second question?") == 0
+        await sink.wait_for(lambda: "You said: Second question?" in sink.shown.values(), 30)
+        await asyncio.sleep(0.1)
+        assert len(engine.spool) == 0 and waiting(engine) == 0
+        transcript = await engine.transcript(THREAD)
+    finally:
+        await engine.close()
+
+    assert kept.status == "spooled"
+    assert sink.notices == [SPOOLED]
+    assert [(t.role, t.content) for t in transcript] == [
+        ("user", "First question?"),
+        ("assistant", "You said: First question?"),
+        ("user", "Second question?"),
+        ("assistant", "You said: Second question?"),
+    ]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        (stamp,) = conn.execute(
+            "SELECT created_at FROM messages WHERE text = 'Second question?'"
+        ).fetchone()
+    # Stamped when it arrived, not when the database took it some seconds later.
+    arrived = datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+    assert before <= arrived < before + timedelta(seconds=2)
+
+
+async def test_without_a_spool_the_person_is_asked_to_send_it_again(
+    tmp_path: Path, fake_tgi: FakeTGI
+) -> None:
+    db_path = tmp_path / "koalabot.db"
+    settings = load_settings(
+        None, database_url=f"sqlite:///{db_path}", tgi_url=fake_tgi.url, notice="", spool_path=""
+    )
+    engine = await Engine.open(settings)
+    sink = Recorder()
+    try:
+        await engine.handle_message(message("First question?", "1.1", "ev1"), sink)
+        with write_locked(db_path):
+            refused = await engine.handle_message(message("Second?", "1.2", "ev2"), sink)
+    finally:
+        await engine.close()
+    assert refused.status == "failed"
+    assert sink.notices and "Please try again" in sink.notices[0]
