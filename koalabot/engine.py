@@ -109,6 +109,9 @@ class Engine:
         )
         self._sink_factories: dict[str, Callable[[ThreadKey], ReplySink]] = {}
         self._spooled_sinks: dict[str, ReplySink] = {}
+        #: Kept messages being stored right now (by the drainer, or ahead of a later message),
+        #: each set once it is.
+        self._replaying: dict[str, asyncio.Event] = {}
         self._drainer: asyncio.Task[None] | None = None
 
     @classmethod
@@ -294,18 +297,39 @@ class Engine:
             except StoreError:
                 log.info("database still unreachable; %d messages wait in the spool", len(spool))
 
-    async def _replay(self, entry: Spooled, sink: ReplySink) -> None:
-        msg = entry.message
-        stored = await self.repo.add_user_message(
-            msg.where,
-            msg.user,
-            msg.text,
-            msg.message_id,
-            (*msg.dedupe_keys, entry.key),
-            received_at=entry.received_at,
-        )
+    async def _replay_thread(self, where: ThreadKey, sink: ReplySink) -> None:
+        """Store and answer the kept messages of one thread (answered through ``sink`` when
+        nothing else can answer them)."""
         assert self.spool is not None
-        self.spool.done(entry.key)
+        for entry in self.spool.pending():
+            if entry.message.where == where:
+                found = self._sink_for_spooled(entry)
+                await self._replay(entry, found if found is not None else sink)
+
+    async def _replay(self, entry: Spooled, sink: ReplySink) -> None:
+        if (storing := self._replaying.get(entry.key)) is not None:
+            await storing.wait()  # the other caller stores and answers it...
+            assert self.spool is not None
+            if any(e.key == entry.key for e in self.spool.pending()):
+                raise StoreError()  # ...unless the store failed it
+            return
+        storing = self._replaying[entry.key] = asyncio.Event()
+        try:
+            msg = entry.message
+            stored = await self.repo.add_user_message(
+                msg.where,
+                msg.user,
+                msg.text,
+                msg.message_id,
+                (*msg.dedupe_keys, entry.key),
+                received_at=entry.received_at,
+            )
+        finally:
+            del self._replaying[entry.key]
+            storing.set()
+        assert self.spool is not None
+        self.spool.done(entry)
+        self.metrics.spooled.set(len(self.spool))
         self._spooled_sinks.pop(entry.key, None)
         log.info("message kept in the spool since %s stored", entry.received_at.isoformat())
         # Answered alongside the rest: one thread's messages still take turns (its lock).
@@ -313,6 +337,9 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(functools.partial(self._count_answer, msg.where.platform))
+        # One step of the task: nothing suspends it before it queues for its thread's lock, so
+        # it is answered before any later message of the thread.
+        await asyncio.sleep(0)
 
     def _count_answer(self, platform: str, task: asyncio.Task[AnswerResult]) -> None:
         if task.cancelled() or task.exception() is not None:
@@ -343,6 +370,10 @@ class Engine:
             return await self._refuse(sink, "denied", exc.user_message)
         arrived = datetime.now(UTC)
         try:
+            if self.spool is not None and self.spool.holds(msg.where):
+                # Earlier messages of this thread wait in the spool: stored first, they keep
+                # their place in the thread (and are answered first).
+                await self._replay_thread(msg.where, sink)
             stored = await self.repo.add_user_message(
                 msg.where, msg.user, msg.text, msg.message_id, msg.dedupe_keys
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +66,8 @@ class Spool:
         self.path = path
         self.limit = limit
         self._conn: sqlite3.Connection | None = None
+        #: Kept messages by thread, read once: every message asks whether its thread has any.
+        self._threads: Counter[ThreadKey] | None = None
 
     def _open(self, create: bool) -> sqlite3.Connection | None:
         if self._conn is None:
@@ -103,7 +106,17 @@ class Spool:
             return None
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot write the spool {self.path}: {exc}") from exc
+        self._by_thread()[message.where] += 1
         return entry
+
+    def holds(self, where: ThreadKey) -> bool:
+        """Whether messages of this thread are kept (read from memory, no file access)."""
+        return where in self._by_thread()
+
+    def _by_thread(self) -> Counter[ThreadKey]:
+        if self._threads is None:
+            self._threads = Counter(entry.message.where for entry in self.pending())
+        return self._threads
 
     def pending(self) -> list[Spooled]:
         """Every kept message, in the order they arrived."""
@@ -123,12 +136,18 @@ class Spool:
         (count,) = conn.execute("SELECT count(*) FROM spooled").fetchone()
         return int(count)
 
-    def done(self, key: str) -> None:
+    def done(self, entry: Spooled) -> None:
         """Forget a message once the store holds it."""
         conn = self._open(create=False)
-        if conn is not None:
-            with conn:
-                conn.execute("DELETE FROM spooled WHERE key = ?", (key,))
+        if conn is None:
+            return
+        with conn:
+            deleted = conn.execute("DELETE FROM spooled WHERE key = ?", (entry.key,)).rowcount
+        threads = self._by_thread()
+        if deleted and threads[entry.message.where] > 0:
+            threads[entry.message.where] -= 1
+            if not threads[entry.message.where]:
+                del threads[entry.message.where]
 
     def close(self) -> None:
         """Close the file."""

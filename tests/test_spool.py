@@ -49,7 +49,7 @@ def test_the_spool_keeps_messages_in_order_across_processes_and_drops_redeliveri
         ("Hello?", arrived + timedelta(seconds=5)),
     ]
     assert pending[0].message == message("Are you there?", "1.1", "ev1", "C1:1.1")
-    again.done(pending[0].key)
+    again.done(pending[0])
     assert [p.message.text for p in again.pending()] == ["Hello?"]
     # Once stored, a message's delivery ids are the store's to check, not the spool's.
     assert again.add(message("Are you there?", "1.1", "ev1"), arrived) is not None
@@ -133,6 +133,42 @@ async def test_a_message_the_locked_database_cannot_take_is_answered_once_it_can
     # Stamped when it arrived, not when the database took it some seconds later.
     arrived = datetime.fromisoformat(stamp).replace(tzinfo=UTC)
     assert before <= arrived < before + timedelta(seconds=2)
+
+
+async def test_a_kept_message_keeps_its_place_before_the_next_one_in_its_thread(
+    tmp_path: Path, fake_tgi: FakeTGI
+) -> None:
+    db_path = tmp_path / "koalabot.db"
+    settings = load_settings(
+        None,
+        database_url=f"sqlite:///{db_path}",
+        tgi_url=fake_tgi.url,
+        notice="",
+        spool_retry_interval=3600,  # the spool's own retries would come far too late
+    )
+    engine = await Engine.open(settings)
+    sink = Recorder()
+    try:
+        await engine.handle_message(message("First question?", "1.1", "ev1"), sink)
+        with write_locked(db_path):
+            kept = await engine.handle_message(message("Second question?", "1.2", "ev2"), sink)
+        # The database is back; the person goes on before the spool has tried it again.
+        third = await engine.handle_message(message("Third question?", "1.3", "ev3"), sink)
+        await sink.wait_for(lambda: "You said: Second question?" in sink.shown.values(), 30)
+        transcript = await engine.transcript(THREAD)
+        assert engine.spool is not None and len(engine.spool) == 0
+    finally:
+        await engine.close()
+
+    assert kept.status == "spooled" and third.status == "ok"
+    assert [(t.role, t.content) for t in transcript] == [
+        ("user", "First question?"),
+        ("assistant", "You said: First question?"),
+        ("user", "Second question?"),
+        ("assistant", "You said: Second question?"),
+        ("user", "Third question?"),
+        ("assistant", "You said: Third question?"),
+    ]
 
 
 async def test_without_a_spool_the_person_is_asked_to_send_it_again(
