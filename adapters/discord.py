@@ -40,6 +40,11 @@ NEW_IN_GUILD = "Mention me in a channel to start a new conversation; each one ge
 VOTE_THANKS = {1: "Thanks, I noted your 👍.", -1: "Thanks, I noted your 👎."}
 VOTE_UNKNOWN = "I could not find that answer any more, so the vote was not recorded."
 VOTE_FAILED = "I could not save your vote just now. Please try again in a moment."
+VOTE_KEPT = {
+    1: "Thanks! My database is away for a moment: I'll record your 👍 as soon as it is back.",
+    -1: "Thanks! My database is away for a moment: I'll record your 👎 as soon as it is back.",
+    0: "My database is away for a moment: I'll remove your vote as soon as it is back.",
+}
 REGEN_UNKNOWN = "I could not find that answer any more, so I cannot try again."
 
 
@@ -102,6 +107,8 @@ def thread_key(guild_id: int | None, channel_id: int, thread: int | str) -> Thre
 def _vote_reply(result: FeedbackResult) -> str:
     if result.recorded:
         return VOTE_THANKS[result.rating]
+    if result.kept:
+        return VOTE_KEPT[result.rating]
     return VOTE_FAILED if result.reason == "store unavailable" else VOTE_UNKNOWN
 
 

@@ -344,7 +344,7 @@ class SlackAdapter:
             return
         with self._tracked():
             result = await self.engine.handle_feedback(vote)
-            if result.recorded and vote.channel:
+            if (result.recorded or result.kept) and vote.channel:
                 thread = result.where.thread if result.where else None
                 await self._acknowledge(vote.channel, vote.user, _vote_words(result), thread)
 
@@ -389,6 +389,10 @@ class SlackAdapter:
 
 
 def _vote_words(result: FeedbackResult) -> str:
+    if result.kept:
+        mark = {1: "your 👍", -1: "your 👎"}.get(result.rating)
+        action = f"record {mark}" if mark else "remove your vote"
+        return f"Thanks! My database is away for a moment: I'll {action} as soon as it is back."
     if not result.recorded:
         return "Sorry, I could not record that vote."
     if result.rating > 0:

@@ -177,7 +177,10 @@ class TerminalChat:
             FeedbackEvent(PLATFORM, self.user, rating, answer_id=self.last_answer)
         )
         mark = "👍" if rating > 0 else "👎"
-        self._print(f"[{mark} recorded]" if result.recorded else "[vote not recorded]")
+        if result.kept:
+            self._print(f"[{mark} kept: recorded once the database is back]")
+        else:
+            self._print(f"[{mark} recorded]" if result.recorded else "[vote not recorded]")
 
     async def _retry(self) -> None:
         if self.last_answer is None:

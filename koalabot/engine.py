@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -23,6 +22,7 @@ from typing import Any
 
 from koalabot.access import AccessPolicy
 from koalabot.backend import Backend, Completion, GenerationParams
+from koalabot.backlog import Backlog
 from koalabot.budget import CachedCounter, Limits
 from koalabot.config import Settings
 from koalabot.errors import (
@@ -45,7 +45,7 @@ from koalabot.events import (
 from koalabot.history import HistoryPrompter
 from koalabot.metrics import Metrics
 from koalabot.prompt import TEMPLATES, Turn
-from koalabot.spool import Spool, Spooled, SpoolError
+from koalabot.spool import Spool, SpoolError
 from koalabot.store.database import Database, open_database
 from koalabot.store.repository import GenerationRecord, Orphan, Page, Repository
 from koalabot.streaming import ReplyStreamer
@@ -102,17 +102,24 @@ class Engine:
         self._tasks: set[asyncio.Task[AnswerResult]] = set()
         #: Answers a crash cut off, by thread, until their threads are told (tell_interrupted).
         self._orphans: dict[ThreadKey, list[Orphan]] = {}
-        #: Messages that came while the store was unreachable, and what answers them later:
-        #: a connected platform's sinks, else the sink each message came with (this process).
+        #: Messages and votes that came while the store was unreachable (none kept without a
+        #: spool path).
         self.spool = (
             Spool(Path(settings.spool_path), settings.spool_limit) if settings.spool_path else None
         )
-        self._sink_factories: dict[str, Callable[[ThreadKey], ReplySink]] = {}
-        self._spooled_sinks: dict[str, ReplySink] = {}
-        #: Kept messages being stored right now (by the drainer, or ahead of a later message),
-        #: each set once it is.
-        self._replaying: dict[str, asyncio.Event] = {}
-        self._drainer: asyncio.Task[None] | None = None
+        self.backlog = (
+            Backlog(
+                self.spool,
+                self.repo,
+                self.metrics,
+                settings.spool_retry_interval,
+                answer=self._after_storing,
+                record_vote=self._record_vote,
+                track=self._track_replayed,
+            )
+            if self.spool is not None
+            else None
+        )
 
     @classmethod
     async def open(cls, settings: Settings) -> Engine:
@@ -139,7 +146,8 @@ class Engine:
 
     async def close(self) -> None:
         """Close the backend sessions, the database pool and the spool."""
-        await self._stop_draining()
+        if self.backlog is not None:
+            await self.backlog.stop()
         if self.spool is not None:
             self.spool.close()
         await self.backend.close()
@@ -188,7 +196,8 @@ class Engine:
         Returns how many answers were interrupted.
         """
         self.accepting = False
-        await self._stop_draining()
+        if self.backlog is not None:
+            await self.backlog.stop()
         pending = {t for t in self._tasks if not t.done()}
         if pending:
             _, pending = await asyncio.wait(pending, timeout=grace)
@@ -229,126 +238,43 @@ class Engine:
         """A platform can now be answered in any thread (``sink_for`` gives a sink for one):
         messages of it kept in the spool, by this process or an earlier one, get stored and
         answered once the store is reachable."""
-        self._sink_factories[platform] = sink_for
-        self._start_draining()
+        if self.backlog is not None and self.accepting:
+            self.backlog.connected(platform, sink_for)
+            self.backlog.start()
 
     async def _keep_for_later(
         self, msg: ChatMessage, arrived: datetime, sink: ReplySink, failure: StoreError
     ) -> AnswerResult:
         """The store failed to take a message: keep it in the spool, to be answered later."""
-        if self.spool is None:
+        if self.backlog is None:
             return await self._refuse(sink, "failed", failure.user_message)
         try:
-            entry = self.spool.add(msg, arrived)
+            kept = self.backlog.keep_message(msg, arrived, sink)
         except SpoolError as exc:
             log.error("%s", exc)
             return await self._refuse(sink, "failed", exc.user_message)
-        if entry is None:
+        if not kept:
             log.info("duplicate delivery %s dropped (spooled)", ",".join(msg.dedupe_keys))
             return AnswerResult("duplicate")
-        self._spooled_sinks[entry.key] = sink
-        self.metrics.spooled.set(len(self.spool))
-        self._start_draining()
+        if self.accepting:
+            self.backlog.start()
         return await self._refuse(sink, "spooled", SPOOLED)
 
-    def _start_draining(self) -> None:
-        if self.spool is None or not self.accepting:
-            return
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain())
-
-    async def _stop_draining(self) -> None:
-        drainer, self._drainer = self._drainer, None
-        if drainer is not None and not drainer.done():
-            drainer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drainer
-
-    def _sink_for_spooled(self, entry: Spooled) -> ReplySink | None:
-        factory = self._sink_factories.get(entry.message.where.platform)
-        if factory is not None:
-            return factory(entry.message.where)
-        return self._spooled_sinks.get(entry.key)
-
-    async def _drain(self) -> None:
-        """Until no kept message can be answered: wait, try the store, and once it answers,
-        store each kept message (stamped when it arrived) and answer it, oldest first."""
-        assert self.spool is not None
-        spool = self.spool
-        while True:
-            waiting: list[tuple[Spooled, ReplySink]] = []
-            for entry in spool.pending():
-                sink = self._sink_for_spooled(entry)
-                if sink is not None:
-                    waiting.append((entry, sink))
-            self.metrics.spooled.set(len(spool))
-            if not waiting:
-                return
-            await asyncio.sleep(self.settings.spool_retry_interval)
-            try:
-                await self.repo.ping()
-                for entry, sink in waiting:
-                    try:
-                        await self._replay(entry, sink)
-                    except StoreError:
-                        raise
-                    except Exception:  # this one waits for the next round; the rest go on
-                        log.exception("could not replay a message kept in the spool")
-            except StoreError:
-                log.info("database still unreachable; %d messages wait in the spool", len(spool))
-
-    async def _replay_thread(self, where: ThreadKey, sink: ReplySink) -> None:
-        """Store and answer the kept messages of one thread (answered through ``sink`` when
-        nothing else can answer them)."""
-        assert self.spool is not None
-        for entry in self.spool.pending():
-            if entry.message.where == where:
-                found = self._sink_for_spooled(entry)
-                await self._replay(entry, found if found is not None else sink)
-
-    async def _replay(self, entry: Spooled, sink: ReplySink) -> None:
-        if (storing := self._replaying.get(entry.key)) is not None:
-            await storing.wait()  # the other caller stores and answers it...
-            assert self.spool is not None
-            if any(e.key == entry.key for e in self.spool.pending()):
-                raise StoreError()  # ...unless the store failed it
-            return
-        storing = self._replaying[entry.key] = asyncio.Event()
-        try:
-            msg = entry.message
-            stored = await self.repo.add_user_message(
-                msg.where,
-                msg.user,
-                msg.text,
-                msg.message_id,
-                (*msg.dedupe_keys, entry.key),
-                received_at=entry.received_at,
-            )
-        finally:
-            del self._replaying[entry.key]
-            storing.set()
-        assert self.spool is not None
-        self.spool.done(entry)
-        self.metrics.spooled.set(len(self.spool))
-        self._spooled_sinks.pop(entry.key, None)
-        log.info("message kept in the spool since %s stored", entry.received_at.isoformat())
-        # Answered alongside the rest: one thread's messages still take turns (its lock).
-        task = asyncio.ensure_future(self._after_storing(msg, sink, stored))
+    def _track_replayed(self, task: asyncio.Task[AnswerResult], platform: str) -> None:
+        """Count the answer to a kept message, and let the shutdown wait for it."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(functools.partial(self._count_answer, msg.where.platform))
-        # One step of the task: nothing suspends it before it queues for its thread's lock, so
-        # it is answered before any later message of the thread.
-        await asyncio.sleep(0)
 
-    def _count_answer(self, platform: str, task: asyncio.Task[AnswerResult]) -> None:
-        if task.cancelled() or task.exception() is not None:
-            return
-        status = task.result().status
-        if status == "ok":
-            self.metrics.answered.labels(platform).inc()
-        elif status != "duplicate":
-            self.metrics.failed.labels(platform, status).inc()
+        def counted(done: asyncio.Task[AnswerResult]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            status = done.result().status
+            if status == "ok":
+                self.metrics.answered.labels(platform).inc()
+            elif status != "duplicate":
+                self.metrics.failed.labels(platform, status).inc()
+
+        task.add_done_callback(counted)
 
     async def health(self) -> dict[str, str]:
         """What is wrong, if anything: {"database": reason, "backend": reason}; empty when fine."""
@@ -370,10 +296,10 @@ class Engine:
             return await self._refuse(sink, "denied", exc.user_message)
         arrived = datetime.now(UTC)
         try:
-            if self.spool is not None and self.spool.holds(msg.where):
+            if self.backlog is not None:
                 # Earlier messages of this thread wait in the spool: stored first, they keep
                 # their place in the thread (and are answered first).
-                await self._replay_thread(msg.where, sink)
+                await self.backlog.before_message(msg.where, sink)
             stored = await self.repo.add_user_message(
                 msg.where, msg.user, msg.text, msg.message_id, msg.dedupe_keys
             )
@@ -455,28 +381,53 @@ class Engine:
         """Record, replace or remove one person's vote on one answer."""
         if ev.is_bot:
             return FeedbackResult(False, reason="votes by bots do not count")
+        arrived = datetime.now(UTC)
         try:
-            answer_id = ev.answer_id
-            if answer_id is None and ev.channel and ev.platform_message_id:
-                answer_id = await self.repo.answer_by_ref(
-                    ev.platform, ev.channel, ev.platform_message_id
-                )
-            info = await self.repo.answer(answer_id) if answer_id is not None else None
-            if info is None or info.role != "assistant" or info.where.platform != ev.platform:
-                log.info("vote on a message that is not an answer ignored (%s)", ev)
-                return FeedbackResult(False, reason="not an answer")
-            rating = 1 if ev.rating > 0 else -1
-            if ev.removed:
-                removed = await self.repo.unvote(info.id, ev.user, rating)
-                reason = "removed" if removed else "no vote"
-                return FeedbackResult(removed, info.id, 0, reason, where=info.where)
-            await self.repo.vote(info.id, ev.user, rating)
-            self.metrics.votes.labels("+1" if rating > 0 else "-1").inc()
+            if self.backlog is not None:
+                # Votes kept while the store was down go first: a person's latest vote wins.
+                async with self.backlog.before_vote():
+                    return await self._record_vote(ev)
+            return await self._record_vote(ev)
         except StoreError:
             log.exception("could not store a vote")
-            return FeedbackResult(False, reason="store unavailable")
+            return self._keep_vote(ev, arrived)
+
+    async def _record_vote(self, ev: FeedbackEvent, at: datetime | None = None) -> FeedbackResult:
+        answer_id = ev.answer_id
+        if answer_id is None and ev.channel and ev.platform_message_id:
+            answer_id = await self.repo.answer_by_ref(
+                ev.platform, ev.channel, ev.platform_message_id
+            )
+        info = await self.repo.answer(answer_id) if answer_id is not None else None
+        if info is None or info.role != "assistant" or info.where.platform != ev.platform:
+            log.info("vote on a message that is not an answer ignored (%s)", ev)
+            return FeedbackResult(False, reason="not an answer")
+        rating = 1 if ev.rating > 0 else -1
+        if ev.removed:
+            removed = await self.repo.unvote(info.id, ev.user, rating)
+            reason = "removed" if removed else "no vote"
+            return FeedbackResult(removed, info.id, 0, reason, where=info.where)
+        await self.repo.vote(info.id, ev.user, rating, at=at)
+        self.metrics.votes.labels("+1" if rating > 0 else "-1").inc()
         log.info("vote %+d on answer %d", rating, info.id)
         return FeedbackResult(True, info.id, rating, where=info.where)
+
+    def _keep_vote(self, ev: FeedbackEvent, arrived: datetime) -> FeedbackResult:
+        """The store failed to take a vote: keep it in the spool, to be recorded later."""
+        failed = FeedbackResult(False, reason="store unavailable")
+        if self.backlog is None:
+            return failed
+        try:
+            self.backlog.keep_vote(ev, arrived)
+        except SpoolError as exc:
+            log.error("%s", exc)
+            return failed
+        if self.accepting:
+            self.backlog.start()
+        rating = 0 if ev.removed else (1 if ev.rating > 0 else -1)
+        return FeedbackResult(
+            False, ev.answer_id, rating, "kept until the database is back", kept=True
+        )
 
     # --- the answer ----------------------------------------------------------------------------
 

@@ -57,6 +57,8 @@ class FeedbackResult:
     reason: str = ""
     #: The answer's thread, so an acknowledgement of a reaction can be shown there.
     where: ThreadKey | None = None
+    #: The store was unreachable: the vote is kept (koalabot.spool) and recorded once it is back.
+    kept: bool = False
 
 
 @dataclass(frozen=True)

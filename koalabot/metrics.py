@@ -49,6 +49,11 @@ class Metrics:
             "Messages kept on local disk while the database is unreachable",
             registry=r,
         )
+        self.spooled_votes = Gauge(
+            "koalabot_spooled_votes",
+            "Votes kept on local disk while the database is unreachable",
+            registry=r,
+        )
         self.backend_errors = Counter(
             "koalabot_backend_errors", "Backend failures by type", ["type"], registry=r
         )

@@ -1,5 +1,6 @@
-"""Messages that arrived while the conversation store was unreachable, kept on local disk until
-the store is back: the engine then stores them (with the time they arrived) and answers them.
+"""Messages and votes that arrived while the conversation store was unreachable, kept on local
+disk until the store is back: the engine then stores them (with the time they arrived) and
+answers the messages.
 
 The spool is a small SQLite file of its own, through the standard library's sqlite3: each
 message is one committed row, so a crash loses none, and nothing of the conversation store's
@@ -9,6 +10,7 @@ millisecond or so; they run only while the store is down.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import uuid
@@ -16,10 +18,10 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from koalabot.errors import KoalabotError
-from koalabot.events import ChatMessage, ThreadKey
+from koalabot.events import ChatMessage, FeedbackEvent, ThreadKey
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spooled (
@@ -32,11 +34,16 @@ CREATE TABLE IF NOT EXISTS spooled_keys (
     dedupe_key TEXT PRIMARY KEY,
     key TEXT NOT NULL REFERENCES spooled(key) ON DELETE CASCADE
 );
+CREATE TABLE IF NOT EXISTS spooled_votes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at TEXT NOT NULL,
+    vote TEXT NOT NULL
+);
 """
 
 
 class SpoolError(KoalabotError):
-    """The spool cannot keep a message (full, or its file cannot be written)."""
+    """The spool cannot keep a message or vote (full, or its file cannot be written)."""
 
     user_message = (
         "I could not reach my memory (the database), and could not keep your message for "
@@ -59,15 +66,27 @@ class Spooled:
     received_at: datetime
 
 
+@dataclass(frozen=True)
+class SpooledVote:
+    """A vote (or a vote taken back) kept while the store was unreachable."""
+
+    seq: int
+    vote: FeedbackEvent
+    received_at: datetime
+
+
 class Spool:
-    """The messages waiting for the store, oldest first, in a SQLite file created on first use."""
+    """The messages and votes waiting for the store, oldest first, in a SQLite file created on
+    first use."""
 
     def __init__(self, path: Path, limit: int) -> None:
         self.path = path
         self.limit = limit
         self._conn: sqlite3.Connection | None = None
-        #: Kept messages by thread, read once: every message asks whether its thread has any.
+        #: Kept messages by thread and the number of kept votes, read once: every message and
+        #: vote asks whether any are kept.
         self._threads: Counter[ThreadKey] | None = None
+        self._votes: int | None = None
 
     def _open(self, create: bool) -> sqlite3.Connection | None:
         if self._conn is None:
@@ -87,13 +106,12 @@ class Spool:
         """Keep one message; None when one of its delivery ids is already kept (a redelivery)."""
         conn = self._open(create=True)
         assert conn is not None
+        threads = self._by_thread()
         entry = Spooled(f"spool:{uuid.uuid4().hex}", message, received_at)
         try:
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
-                (count,) = conn.execute("SELECT count(*) FROM spooled").fetchone()
-                if count >= self.limit:
-                    raise SpoolError(f"the spool {self.path} is full ({self.limit} messages)")
+                self._check_room(conn)
                 conn.execute(
                     "INSERT INTO spooled (key, received_at, message) VALUES (?, ?, ?)",
                     (entry.key, received_at.isoformat(), json.dumps(_encode(message))),
@@ -106,8 +124,54 @@ class Spool:
             return None
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot write the spool {self.path}: {exc}") from exc
-        self._by_thread()[message.where] += 1
+        threads[message.where] += 1
         return entry
+
+    def add_vote(self, vote: FeedbackEvent, received_at: datetime) -> SpooledVote:
+        """Keep one vote (or one taken back)."""
+        conn = self._open(create=True)
+        assert conn is not None
+        waiting = self.votes_waiting()
+        body = json.dumps(dataclasses.asdict(vote))
+        try:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                self._check_room(conn)
+                seq = conn.execute(
+                    "INSERT INTO spooled_votes (received_at, vote) VALUES (?, ?)",
+                    (received_at.isoformat(), body),
+                ).lastrowid
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot write the spool {self.path}: {exc}") from exc
+        self._votes = waiting + 1
+        assert seq is not None
+        return SpooledVote(seq, vote, received_at)
+
+    def _check_room(self, conn: sqlite3.Connection) -> None:
+        (count,) = conn.execute(
+            "SELECT (SELECT count(*) FROM spooled) + (SELECT count(*) FROM spooled_votes)"
+        ).fetchone()
+        if count >= self.limit:
+            raise SpoolError(f"the spool {self.path} is full ({self.limit} messages and votes)")
+
+    def votes_waiting(self) -> int:
+        """How many votes are kept (from memory after the first call)."""
+        if self._votes is None:
+            self._votes = len(self.pending_votes())
+        return self._votes
+
+    def pending_votes(self) -> list[SpooledVote]:
+        """Every kept vote, in the order they were cast."""
+        rows = self._rows("SELECT seq, received_at, vote FROM spooled_votes ORDER BY seq")
+        return [
+            SpooledVote(seq, FeedbackEvent(**json.loads(body)), datetime.fromisoformat(when))
+            for seq, when, body in rows
+        ]
+
+    def vote_done(self, kept: SpooledVote) -> None:
+        """Forget a vote once the store has it."""
+        if self._delete("DELETE FROM spooled_votes WHERE seq = ?", kept.seq) and self._votes:
+            self._votes -= 1
 
     def holds(self, where: ThreadKey) -> bool:
         """Whether messages of this thread are kept (read from memory, no file access)."""
@@ -120,34 +184,35 @@ class Spool:
 
     def pending(self) -> list[Spooled]:
         """Every kept message, in the order they arrived."""
-        conn = self._open(create=False)
-        if conn is None:
-            return []
-        rows = conn.execute("SELECT key, received_at, message FROM spooled ORDER BY seq")
+        rows = self._rows("SELECT key, received_at, message FROM spooled ORDER BY seq")
         return [
             Spooled(key, _decode(json.loads(body)), datetime.fromisoformat(when))
             for key, when, body in rows
         ]
 
     def __len__(self) -> int:
-        conn = self._open(create=False)
-        if conn is None:
-            return 0
-        (count,) = conn.execute("SELECT count(*) FROM spooled").fetchone()
-        return int(count)
+        rows = self._rows("SELECT count(*) FROM spooled")
+        return int(rows[0][0]) if rows else 0
 
     def done(self, entry: Spooled) -> None:
         """Forget a message once the store holds it."""
-        conn = self._open(create=False)
-        if conn is None:
-            return
-        with conn:
-            deleted = conn.execute("DELETE FROM spooled WHERE key = ?", (entry.key,)).rowcount
+        deleted = self._delete("DELETE FROM spooled WHERE key = ?", entry.key)
         threads = self._by_thread()
         if deleted and threads[entry.message.where] > 0:
             threads[entry.message.where] -= 1
             if not threads[entry.message.where]:
                 del threads[entry.message.where]
+
+    def _rows(self, query: str) -> list[Any]:
+        conn = self._open(create=False)
+        return [] if conn is None else conn.execute(query).fetchall()
+
+    def _delete(self, statement: str, key: object) -> bool:
+        conn = self._open(create=False)
+        if conn is None:
+            return False
+        with conn:
+            return conn.execute(statement, (key,)).rowcount > 0
 
     def close(self) -> None:
         """Close the file."""
@@ -189,4 +254,4 @@ def _decode(body: _Body) -> ChatMessage:
     )
 
 
-__all__ = ["Spool", "SpoolError", "Spooled"]
+__all__ = ["Spool", "SpoolError", "Spooled", "SpooledVote"]

@@ -3,14 +3,12 @@ fake Discord (REST + gateway) and the fake TGI, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-
 import pytest
 
 from koalabot.errors import BackendUnavailableError, RateLimitedError
 from koalabot_adapters.discord import NEW_CONVERSATION
 from tests.fakes.discord import EPHEMERAL, FakeChannel, FakeDiscord, FakeMessage, FakeUser
+from tests.fixtures.db import eventually
 from tests.fixtures.discord import DiscordBot
 
 #: For behaviour that does not depend on the database: run it on SQLite only, to save time.
@@ -39,17 +37,6 @@ async def ask(bot: DiscordBot, user: FakeUser, text: str) -> tuple[FakeChannel, 
 
 def answer_id(message: FakeMessage) -> int:
     return int(message.custom_ids[0].rsplit(":", 1)[1])
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[object]], expected: object, within: float = 10
-) -> None:
-    """Poll an async probe of the store until it gives ``expected``."""
-    for _ in range(int(within / 0.02)):
-        if await probe() == expected:
-            return
-        await asyncio.sleep(0.02)
-    assert await probe() == expected
 
 
 async def test_a_mention_gets_a_thread_and_a_streamed_answer(discord_bot: DiscordBot) -> None:

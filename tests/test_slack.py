@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
+from sqlalchemy import make_url
 
 from koalabot.events import ThreadKey
 from koalabot_adapters.slack_sink import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.tgi import Fault
+from tests.fixtures.db import eventually, write_locked
 from tests.fixtures.slack import SlackBot, StartSlackBot
 
 REPLY = (
@@ -207,6 +210,30 @@ async def test_other_bots_reactions_are_not_votes(slack_bot: SlackBot) -> None:
     await slack.user_reacts(answer, "+1", user="U0BOB")
     await slack.wait_for(lambda: len(slack.ephemerals) == 3)
     assert await repo.votes(answer_id) == {"U0BOB": 1}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # a SQLite file is locked
+async def test_a_vote_the_database_cannot_take_is_kept_and_recorded_once_it_can(
+    start_slack_bot: StartSlackBot, database_url: str
+) -> None:
+    bot = await start_slack_bot("http", spool_retry_interval=0.05)
+    slack, repo = bot.slack, bot.engine.repo
+    bot.tgi.replies.append(REPLY)
+    root = await slack.user_posts(mention(slack, "what do koalas eat?"))
+    answer = await answer_to(slack, root)
+    answer_id = int(answer.buttons[0]["value"])
+
+    with write_locked(Path(make_url(database_url).database or "")):
+        await slack.click(answer, ACTION_UP, user="U0ALICE")
+        await slack.wait_for(lambda: slack.ephemerals, within=20)
+        assert await repo.votes(answer_id) == {}
+    await eventually(lambda: repo.votes(answer_id), {"U0ALICE": 1})
+
+    (note,) = slack.ephemerals
+    assert (note.user, note.thread_ts) == ("U0ALICE", root.ts)
+    assert note.text == (
+        "Thanks! My database is away for a moment: I'll record your 👍 as soon as it is back."
+    )
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the store is incidental

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,9 +16,10 @@ import pytest
 
 from koalabot.config import load_settings
 from koalabot.engine import SPOOLED, Engine
-from koalabot.events import ChatMessage, ThreadKey
+from koalabot.events import ChatMessage, FeedbackEvent, ThreadKey
 from koalabot.spool import Spool, SpoolError
 from tests.fakes.tgi import FakeTGI
+from tests.fixtures.db import eventually, write_locked
 from tests.reliability.sinks import Recorder
 
 THREAD = ThreadKey("slack", "T1", "C1", "1.0")
@@ -56,15 +56,41 @@ def test_the_spool_keeps_messages_in_order_across_processes_and_drops_redeliveri
     again.close()
 
 
+def test_the_spool_keeps_votes_in_the_order_they_were_cast(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    first = Spool(path, limit=10)
+    cast = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
+    up = FeedbackEvent("slack", "U1", 1, answer_id=7)
+    taken_back = FeedbackEvent(
+        "slack", "U1", 1, channel="C1", platform_message_id="1.5", removed=True
+    )
+    first.add_vote(up, cast)
+    first.add_vote(taken_back, cast + timedelta(seconds=1))
+    assert first.votes_waiting() == 2
+    first.close()
+
+    again = Spool(path, limit=10)
+    kept = again.pending_votes()
+    assert [(k.vote, k.received_at) for k in kept] == [
+        (up, cast),
+        (taken_back, cast + timedelta(seconds=1)),
+    ]
+    again.vote_done(kept[0])
+    assert again.votes_waiting() == 1 and [k.vote for k in again.pending_votes()] == [taken_back]
+    again.close()
+
+
 def test_a_full_spool_says_so(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool.db", limit=2)
     now = datetime.now(UTC)
     spool.add(message("one", "1.1"), now)
-    spool.add(message("two", "1.2"), now)
-    with pytest.raises(SpoolError, match=r"is full \(2 messages\)") as raised:
+    spool.add_vote(FeedbackEvent("slack", "U1", 1, answer_id=7), now)
+    with pytest.raises(SpoolError, match=r"is full \(2 messages and votes\)") as raised:
         spool.add(message("three", "1.3"), now)
     assert "send it again" in raised.value.user_message
-    assert len(spool) == 2
+    with pytest.raises(SpoolError, match="is full"):
+        spool.add_vote(FeedbackEvent("slack", "U2", 1, answer_id=7), now)
+    assert len(spool) == 1 and spool.votes_waiting() == 1
     spool.close()
 
 
@@ -75,30 +101,20 @@ def waiting(engine: Engine) -> float:
     return value
 
 
-@contextlib.contextmanager
-def write_locked(path: Path) -> Iterator[sqlite3.Connection]:
-    """Another process holds SQLite's write lock (a long `koalabot forget`, a backup)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    finally:
-        conn.execute("ROLLBACK")
-        conn.close()
+async def open_engine(db_path: Path, tgi: FakeTGI, **settings: object) -> Engine:
+    """An engine on a SQLite file and the fake TGI (which answers "You said: <question>")."""
+    return await Engine.open(
+        load_settings(
+            None, database_url=f"sqlite:///{db_path}", tgi_url=tgi.url, notice="", **settings
+        )
+    )
 
 
 async def test_a_message_the_locked_database_cannot_take_is_answered_once_it_can(
     tmp_path: Path, fake_tgi: FakeTGI
 ) -> None:
     db_path = tmp_path / "koalabot.db"
-    settings = load_settings(
-        None,
-        database_url=f"sqlite:///{db_path}",
-        tgi_url=fake_tgi.url,
-        notice="",
-        spool_retry_interval=0.05,
-    )
-    engine = await Engine.open(settings)
+    engine = await open_engine(db_path, fake_tgi, spool_retry_interval=0.05)
     sink = Recorder()
     try:
         asked = await engine.handle_message(message("First question?", "1.1", "ev1"), sink)
@@ -139,14 +155,8 @@ async def test_a_kept_message_keeps_its_place_before_the_next_one_in_its_thread(
     tmp_path: Path, fake_tgi: FakeTGI
 ) -> None:
     db_path = tmp_path / "koalabot.db"
-    settings = load_settings(
-        None,
-        database_url=f"sqlite:///{db_path}",
-        tgi_url=fake_tgi.url,
-        notice="",
-        spool_retry_interval=3600,  # the spool's own retries would come far too late
-    )
-    engine = await Engine.open(settings)
+    # The spool's own retries would come far too late.
+    engine = await open_engine(db_path, fake_tgi, spool_retry_interval=3600)
     sink = Recorder()
     try:
         await engine.handle_message(message("First question?", "1.1", "ev1"), sink)
@@ -175,10 +185,7 @@ async def test_without_a_spool_the_person_is_asked_to_send_it_again(
     tmp_path: Path, fake_tgi: FakeTGI
 ) -> None:
     db_path = tmp_path / "koalabot.db"
-    settings = load_settings(
-        None, database_url=f"sqlite:///{db_path}", tgi_url=fake_tgi.url, notice="", spool_path=""
-    )
-    engine = await Engine.open(settings)
+    engine = await open_engine(db_path, fake_tgi, spool_path="")
     sink = Recorder()
     try:
         await engine.handle_message(message("First question?", "1.1", "ev1"), sink)
@@ -188,3 +195,52 @@ async def test_without_a_spool_the_person_is_asked_to_send_it_again(
         await engine.close()
     assert refused.status == "failed"
     assert sink.notices and "Please try again" in sink.notices[0]
+
+
+async def test_a_vote_the_locked_database_cannot_take_is_recorded_once_it_can(
+    tmp_path: Path, fake_tgi: FakeTGI
+) -> None:
+    db_path = tmp_path / "koalabot.db"
+    engine = await open_engine(db_path, fake_tgi, spool_retry_interval=0.05)
+    try:
+        asked = await engine.handle_message(message("First question?", "1.1", "ev1"), Recorder())
+        answer_id = asked.answer_id
+        assert answer_id is not None
+        with write_locked(db_path):
+            cast = datetime.now(UTC)
+            up = FeedbackEvent("slack", "U2", 1, answer_id=asked.answer_id)
+            kept = await engine.handle_feedback(up)
+            assert await engine.repo.votes(asked.answer_id) == {}
+        await eventually(lambda: engine.repo.votes(answer_id), {"U2": 1}, within=30)
+        assert engine.spool is not None and engine.spool.votes_waiting() == 0
+    finally:
+        await engine.close()
+
+    assert kept.kept and not kept.recorded and kept.rating == 1
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        (stamp,) = conn.execute("SELECT created_at FROM feedback").fetchone()
+    # Stamped when it was cast, not when the database took it some seconds later.
+    assert cast <= datetime.fromisoformat(stamp).replace(tzinfo=UTC) < cast + timedelta(seconds=2)
+
+
+async def test_a_kept_vote_never_overrides_a_later_one(tmp_path: Path, fake_tgi: FakeTGI) -> None:
+    db_path = tmp_path / "koalabot.db"
+    # The spool's own retries would come far too late.
+    engine = await open_engine(db_path, fake_tgi, spool_retry_interval=3600)
+    try:
+        asked = await engine.handle_message(message("First question?", "1.1", "ev1"), Recorder())
+        assert asked.answer_id is not None
+        with write_locked(db_path):
+            kept = await engine.handle_feedback(
+                FeedbackEvent("slack", "U2", 1, answer_id=asked.answer_id)
+            )
+        # The database is back; the person changes their mind before the spool tries again.
+        later = await engine.handle_feedback(
+            FeedbackEvent("slack", "U2", -1, answer_id=asked.answer_id)
+        )
+        votes = await engine.repo.votes(asked.answer_id)
+        assert engine.spool is not None and engine.spool.votes_waiting() == 0
+    finally:
+        await engine.close()
+    assert kept.kept and later.recorded
+    assert votes == {"U2": -1}

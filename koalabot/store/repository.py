@@ -665,9 +665,12 @@ class Repository:
 
     # --- feedback ----------------------------------------------------------------------------
 
-    async def vote(self, answer_id: int, user: str, rating: int) -> None:
-        """Record a vote; the latest vote of a user on an answer wins."""
-        now = utcnow()
+    async def vote(
+        self, answer_id: int, user: str, rating: int, *, at: datetime | None = None
+    ) -> None:
+        """Record a vote (cast ``at``, when that was earlier than now); the latest vote of a
+        user on an answer wins."""
+        now = at or utcnow()
         stmt = self._insert(Feedback).values(
             message_id=answer_id, user=user, rating=rating, created_at=now, updated_at=now
         )
