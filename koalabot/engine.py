@@ -135,7 +135,14 @@ class Engine:
             engine._orphans.setdefault(orphan.where, []).append(orphan)
         if orphans:
             log.warning("marked %d answers left streaming by a crash as interrupted", len(orphans))
-        if engine.spool is not None and (waiting := len(engine.spool)):
+        if engine.spool is not None and (problem := engine.spool.problem()):
+            log.warning(
+                "KOALABOT_SPOOL_PATH=%s cannot be used: %s. Messages sent while the database "
+                "is down will not be kept; people will be asked to send them again",
+                engine.spool.path,
+                problem,
+            )
+        elif engine.spool is not None and (waiting := len(engine.spool)):
             log.warning(
                 "%d messages kept while the database was unreachable (%s) are answered once "
                 "their platform connects",

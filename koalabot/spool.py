@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 import uuid
 from collections import Counter
@@ -87,6 +88,16 @@ class Spool:
         #: vote asks whether any are kept.
         self._threads: Counter[ThreadKey] | None = None
         self._votes: int | None = None
+
+    def problem(self) -> str | None:
+        """Why the spool could not be written, if it is plain now (checked when the bot starts,
+        rather than found out while the database is down)."""
+        folder = self.path.parent
+        if not folder.is_dir():
+            return f"its folder {folder} does not exist"
+        if self.path.exists():
+            return None if os.access(self.path, os.W_OK) else f"{self.path} is not writable"
+        return None if os.access(folder, os.W_OK) else f"its folder {folder} is not writable"
 
     def _open(self, create: bool) -> sqlite3.Connection | None:
         if self._conn is None:

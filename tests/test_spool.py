@@ -244,3 +244,15 @@ async def test_a_kept_vote_never_overrides_a_later_one(tmp_path: Path, fake_tgi:
         await engine.close()
     assert kept.kept and later.recorded
     assert votes == {"U2": -1}
+
+
+async def test_a_spool_path_that_cannot_be_written_is_named_at_start(
+    tmp_path: Path, fake_tgi: FakeTGI, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = tmp_path / "no-such-folder" / "spool.db"
+    with caplog.at_level("WARNING", logger="koalabot.engine"):
+        engine = await open_engine(tmp_path / "koalabot.db", fake_tgi, spool_path=str(missing))
+        await engine.close()
+    (warning,) = [r.getMessage() for r in caplog.records if "KOALABOT_SPOOL_PATH" in r.getMessage()]
+    assert f"its folder {missing.parent} does not exist" in warning
+    assert not missing.parent.exists()
