@@ -171,14 +171,15 @@ class Backlog:
         try:
             # The spool's key is one of the delivery ids: stored once, even if the bot stops
             # before the spool forgets it.
+            keys = (*msg.dedupe_keys, entry.key)
             stored = await self.repo.add_user_message(
-                msg.where,
-                msg.user,
-                msg.text,
-                msg.message_id,
-                (*msg.dedupe_keys, entry.key),
-                received_at=entry.received_at,
+                msg.where, msg.user, msg.text, msg.message_id, keys, received_at=entry.received_at
             )
+            if stored is None:
+                # Taken in already: by this bot before it stopped, between storing the message
+                # and forgetting it here, or by a commit whose reply the connection lost. It is
+                # answered unless it has an answer already.
+                stored = await self.repo.unanswered(keys)
         finally:
             del self._storing[entry.key]
             storing.set()

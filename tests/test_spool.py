@@ -101,12 +101,12 @@ def waiting(engine: Engine) -> float:
     return value
 
 
-async def open_engine(db_path: Path, tgi: FakeTGI, **settings: object) -> Engine:
-    """An engine on a SQLite file and the fake TGI (which answers "You said: <question>")."""
+async def open_engine(db: Path | str, tgi: FakeTGI, **settings: object) -> Engine:
+    """An engine on a SQLite file (or a database URL) and the fake TGI (which answers
+    "You said: <question>")."""
+    url = f"sqlite:///{db}" if isinstance(db, Path) else db
     return await Engine.open(
-        load_settings(
-            None, database_url=f"sqlite:///{db_path}", tgi_url=tgi.url, notice="", **settings
-        )
+        load_settings(None, database_url=url, tgi_url=tgi.url, notice="", **settings)
     )
 
 
@@ -256,3 +256,42 @@ async def test_a_spool_path_that_cannot_be_written_is_named_at_start(
     (warning,) = [r.getMessage() for r in caplog.records if "KOALABOT_SPOOL_PATH" in r.getMessage()]
     assert f"its folder {missing.parent} does not exist" in warning
     assert not missing.parent.exists()
+
+
+async def test_a_kept_message_stored_just_before_a_stop_is_answered_once(
+    migrated_database_url: str, fake_tgi: FakeTGI, _spool_in_tmp_path: Path
+) -> None:
+    url = migrated_database_url
+    other = ThreadKey("slack", "T1", "C1", "2.0")
+    arrived = datetime.now(UTC) - timedelta(minutes=1)
+    spool = Spool(_spool_in_tmp_path, limit=10)
+    unanswered = spool.add(message("Still there?", "1.2", "ev2"), arrived)
+    answered = spool.add(ChatMessage(other, "U1", "Answered?", "2.1", ("ev3",)), arrived)
+    assert unanswered is not None and answered is not None
+    spool.close()
+    # The bot that kept them stopped after storing both (and answering one) but before the spool
+    # forgot them.
+    before = await open_engine(url, fake_tgi, spool_path="")
+    try:
+        keys = ("ev2", unanswered.key)
+        await before.repo.add_user_message(THREAD, "U1", "Still there?", "1.2", keys)
+        msg = ChatMessage(other, "U1", "Answered?", "2.1", ("ev3", answered.key))
+        assert (await before.handle_message(msg, Recorder())).status == "ok"
+    finally:
+        await before.close()
+
+    engine = await open_engine(url, fake_tgi, spool_retry_interval=0.05)
+    sinks = {THREAD: Recorder(), other: Recorder()}
+    try:
+        engine.platform_connected("slack", sinks.__getitem__)
+        await sinks[THREAD].wait_for(
+            lambda: "You said: Still there?" in sinks[THREAD].shown.values()
+        )
+        await asyncio.sleep(0.3)  # the spool comes round a few more times
+        assert engine.spool is not None and len(engine.spool) == 0
+        transcripts = [await engine.transcript(where) for where in (THREAD, other)]
+    finally:
+        await engine.close()
+    assert list(sinks[THREAD].shown.values()) == ["You said: Still there?"]
+    assert sinks[other].shown == {}  # it had its answer: not answered twice
+    assert [len(t) for t in transcripts] == [2, 2]

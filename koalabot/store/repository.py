@@ -450,6 +450,23 @@ class Repository:
         found = await self._run(lambda conn: conn.execute(_EARLIER_WAITING, params).scalar())
         return found is not None
 
+    async def unanswered(self, delivery_ids: Sequence[str]) -> tuple[int, int] | None:
+        """The (conversation id, message id) of the user message taken in under one of
+        ``delivery_ids``, unless it has an answer (of any status) or was declined."""
+        m, reply, key, handled = Message, aliased(Message), ProcessedEvent, aliased(ProcessedEvent)
+        query = (
+            select(m.conversation_id, m.id)
+            .join(key, key.message_id == m.id)
+            .where(
+                key.key.in_([k[:255] for k in delivery_ids]),
+                m.role == "user",
+                ~exists().where(reply.parent_id == m.id),
+                ~exists().where(handled.message_id == m.id, handled.key.startswith(_DECLINED)),
+            )
+        )
+        found = await self._run(lambda conn: conn.execute(query.limit(1)).first())
+        return (int(found[0]), int(found[1])) if found is not None else None
+
     async def decline(self, message_id: int) -> None:
         """Record that the bot will not answer a user message (empty, rate-limited, shutting
         down), so later messages of its thread do not wait for its answer."""
