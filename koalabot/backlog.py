@@ -110,6 +110,7 @@ class Backlog:
         """Start replaying in the background, unless it runs already."""
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
+            self._drainer.add_done_callback(_log_failure)
 
     async def stop(self) -> None:
         """Stop replaying (what is left stays in the spool)."""
@@ -202,6 +203,14 @@ class Backlog:
     def _show(self) -> None:
         self.metrics.spooled.set(len(self.spool))
         self.metrics.spooled_votes.set(self.spool.votes_waiting())
+
+
+def _log_failure(drainer: asyncio.Task[None]) -> None:
+    if not drainer.cancelled() and (exc := drainer.exception()) is not None:
+        log.error(
+            "replaying the spool stopped; it resumes with the next kept message or vote",
+            exc_info=exc,
+        )
 
 
 __all__ = ["Backlog"]

@@ -3,7 +3,7 @@ disk until the store is back: the engine then stores them (with the time they ar
 answers the messages.
 
 The spool is a small SQLite file of its own, through the standard library's sqlite3: each
-message is one committed row, so a crash loses none, and nothing of the conversation store's
+message or vote is one committed row, so a crash loses none, and nothing of the conversation store's
 machinery (SQLAlchemy, migrations, the network) has to work for it. Its calls block for a
 millisecond or so; they run only while the store is down.
 """
