@@ -173,11 +173,15 @@ class Engine:
         """Store, then answer one human message in its thread."""
         self.metrics.received.labels(msg.where.platform).inc()
         result = await self._tracked(self._handle_message(msg, sink))
-        if result.status == "ok":
-            self.metrics.answered.labels(msg.where.platform).inc()
-        elif result.status != "duplicate":
-            self.metrics.failed.labels(msg.where.platform, result.status).inc()
+        self._count(msg.where.platform, result)
         return result
+
+    def _count(self, platform: str, result: AnswerResult) -> None:
+        """A message answered, or why not (a redelivery dropped counts as neither)."""
+        if result.status == "ok":
+            self.metrics.answered.labels(platform).inc()
+        elif result.status != "duplicate":
+            self.metrics.failed.labels(platform, result.status).inc()
 
     async def _tracked(self, work: Coroutine[Any, Any, AnswerResult]) -> AnswerResult:
         """Run one answer as a task the shutdown can wait for (or interrupt)."""
@@ -273,13 +277,8 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
         def counted(done: asyncio.Task[AnswerResult]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                return
-            status = done.result().status
-            if status == "ok":
-                self.metrics.answered.labels(platform).inc()
-            elif status != "duplicate":
-                self.metrics.failed.labels(platform, status).inc()
+            if not done.cancelled() and done.exception() is None:
+                self._count(platform, done.result())
 
         task.add_done_callback(counted)
 

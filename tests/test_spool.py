@@ -131,11 +131,17 @@ async def test_a_message_the_locked_database_cannot_take_is_answered_once_it_can
         await asyncio.sleep(0.1)
         assert len(engine.spool) == 0 and waiting(engine) == 0
         transcript = await engine.transcript(THREAD)
+        metric = engine.metrics.registry.get_sample_value
+        answered = metric("koalabot_messages_answered_total", {"platform": "slack"})
+        kept_count = metric(
+            "koalabot_messages_failed_total", {"platform": "slack", "reason": "spooled"}
+        )
     finally:
         await engine.close()
 
     assert kept.status == "spooled"
     assert sink.notices == [SPOOLED]
+    assert (answered, kept_count) == (2, 1)  # the kept message counts as answered once it is
     assert [(t.role, t.content) for t in transcript] == [
         ("user", "First question?"),
         ("assistant", "You said: First question?"),
