@@ -264,7 +264,8 @@ def find(text: str, *, phone_regions: tuple[str, ...] = PHONE_REGIONS) -> list[S
     # Every key format is at least _MIN_KEY characters without white space. (find, not `in`:
     # bytes `in` first tries its operand as an int, and raises and clears a TypeError each time.)
     words = shape.replace(b"d", b"x") if digits else shape
-    if words.find(_LONG_RUN) >= 0 and max(map(len, text.split())) >= _MIN_KEY:
+    # (default=0: text of nothing but white space beyond ASCII has no words at all.)
+    if words.find(_LONG_RUN) >= 0 and max(map(len, text.split()), default=0) >= _MIN_KEY:
         spans += _keys(text)
     if digits >= 7 and _MAYBE_PHONE.search(raw.translate(_PHONE_SHAPE)):
         spans += _phones(text, phone_regions)

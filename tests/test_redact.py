@@ -67,6 +67,8 @@ def test_personal_data_and_secrets_become_placeholders(text: str, expected: str)
         "class ThisIsAVeryLongCamelCaseIdentifierName: pass",
         "python lives in /usr/bin/python3.11 and @decorators are fine",
         "a role <@&123456> and a channel <#C024BE7LR> are not people",
+        "\u2009" * 5,  # white space alone, in characters that take several bytes each
+        "\u3000\u00a0" * 12,
     ],
 )
 def test_ordinary_text_stays_as_written(text: str) -> None:
