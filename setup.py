@@ -22,9 +22,9 @@ from setuptools import Extension, setup
 #: The export's hot path: rows built per thread, text redaction, the worker processes, and the
 #: time every row carries.
 COMPILED = [
-    "koalabot/export.py",
-    "koalabot/export_parallel.py",
-    "koalabot/redact.py",
+    "koalabot/export/run.py",
+    "koalabot/export/parallel.py",
+    "koalabot/export/redact.py",
     "koalabot/store/times.py",
 ]
 

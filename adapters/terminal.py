@@ -13,9 +13,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from koalabot.engine import Engine
+from koalabot.engine.engine import Engine
+from koalabot.engine.streaming import CURSOR, PLACEHOLDER
 from koalabot.events import AnswerResult, ChatMessage, FeedbackEvent, ThreadKey
-from koalabot.streaming import CURSOR, PLACEHOLDER
 
 PLATFORM = "terminal"
 HELP = (

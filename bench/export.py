@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from koalabot.prompt import TEMPLATES, Turn, render
+from koalabot.prompt.templates import TEMPLATES, Turn, render
 from koalabot.store.database import upgrade
 
 OUTPUT = Path(__file__).resolve().parent / "output"
@@ -317,7 +317,7 @@ KOALABOT = (sys.executable, "-P", "-m", "koalabot")
 def build_under_test() -> str:
     """Which koalabot the export runs: compiled with mypyc (``KOALABOT_COMPILE=1``) or plain
     Python, and where it is installed."""
-    probe = "import koalabot.export as m; print(m.__file__)"
+    probe = "import koalabot.export.run as m; print(m.__file__)"
     found = subprocess.run(
         [sys.executable, "-P", "-c", probe], capture_output=True, text=True, check=True
     ).stdout.strip()

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from koalabot.config import load_settings
-from koalabot.engine import Engine
+from koalabot.engine.engine import Engine
 from koalabot.events import AnswerResult, ChatMessage, ThreadKey
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -41,7 +41,7 @@ from sqlalchemy import bindparam, insert, make_url, update
 
 from koalabot.backend import Backend
 from koalabot.config import Settings, load_settings
-from koalabot.engine import Engine
+from koalabot.engine.engine import Engine
 from koalabot.events import ChatMessage, ThreadKey
 from koalabot.store.database import open_database, upgrade
 from koalabot.store.models import Conversation, Message

@@ -13,7 +13,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from koalabot.config import Settings
-    from koalabot.engine import Engine
+    from koalabot.engine.engine import Engine
 
 
 @dataclass(frozen=True)

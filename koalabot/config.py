@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     @field_validator("template")
     @classmethod
     def _known_template(cls, value: str) -> str:
-        from koalabot.prompt import TEMPLATES
+        from koalabot.prompt.templates import TEMPLATES
 
         if value not in TEMPLATES:
             raise ValueError(f"unknown template {value!r} (known: {', '.join(sorted(TEMPLATES))})")

@@ -115,7 +115,7 @@ class BackendRejectedError(BackendError):
 class TokenizerUnavailableError(BackendError):
     """The server cannot count tokens (/tokenize 404 "No fast tokenizer available").
 
-    A TokenCounter raises it so koalabot.budget falls back to its conservative estimate.
+    A TokenCounter raises it so koalabot.prompt.budget falls back to its conservative estimate.
     """
 
     user_message = "The model server cannot count tokens; estimating instead."

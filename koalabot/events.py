@@ -57,7 +57,8 @@ class FeedbackResult:
     reason: str = ""
     #: The answer's thread, so an acknowledgement of a reaction can be shown there.
     where: ThreadKey | None = None
-    #: The store was unreachable: the vote is kept (koalabot.spool) and recorded once it is back.
+    #: The store was unreachable: the vote is kept (koalabot.store.spool) and recorded once it
+    #: is back.
     kept: bool = False
 
 
@@ -79,8 +80,8 @@ class AnswerResult:
 class ReplySink(Protocol):
     """The platform side of one answer: the adapter posts and edits; the engine decides what.
 
-    The engine wraps a sink in a ReplyStreamer (koalabot/streaming.py), which throttles edits and
-    splits long answers; a sink only does single platform calls.
+    The engine wraps a sink in a ReplyStreamer (koalabot/engine/streaming.py), which throttles
+    edits and splits long answers; a sink only does single platform calls.
     """
 
     #: Longest text one platform message should carry.

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from koalabot.engine import Engine
+from koalabot.engine.engine import Engine
 
 ENGINE_KEY = web.AppKey("engine", Engine)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
-from koalabot.prompt import TEMPLATES, Turn, render
+from koalabot.prompt.templates import TEMPLATES, Turn, render
 from koalabot.store.database import Database
 from koalabot.store.models import Conversation, Feedback, Generation, Message, MessageRef, OptOut
 

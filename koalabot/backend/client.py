@@ -32,7 +32,7 @@ class Backend:
     ``retry_base_delay`` and jitter, on the healthy endpoint with the fewest requests in
     flight; an endpoint that fails is skipped until its ``/health`` passes (probed every
     ``health_check_interval``). Use ``async with`` or call ``close()``. ``count`` makes it a
-    koalabot.budget TokenCounter.
+    koalabot.prompt.budget TokenCounter.
     """
 
     def __init__(
@@ -106,7 +106,7 @@ class Backend:
         """Tokens in ``text`` sent as ``inputs``, the BOS TGI adds included (``/tokenize``).
 
         Raises TokenizerUnavailableError when the server has no fast tokenizer, so
-        koalabot.budget.CachedCounter falls back to its estimate.
+        koalabot.prompt.budget.CachedCounter falls back to its estimate.
         """
         if not text:
             return 1  # TGI rejects empty inputs; an empty piece would be the BOS alone.

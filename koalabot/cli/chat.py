@@ -29,7 +29,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 async def _chat(settings: Any, user: str | None) -> int:
-    from koalabot.engine import Engine  # heavy (SQLAlchemy, aiohttp); only when chatting
+    from koalabot.engine.engine import Engine  # heavy (SQLAlchemy, aiohttp); only when chatting
 
     terminal = importlib.import_module("koalabot_adapters.terminal")
     # No spool: the person at the terminal is told to send again, rather than get an answer

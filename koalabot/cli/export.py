@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from koalabot.cli.options import add_common, settings_from
 from koalabot.config import Settings
-from koalabot.export import (
+from koalabot.export.run import (
     SECRET_HELP,
     ExportError,
     ExportOptions,

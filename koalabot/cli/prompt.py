@@ -9,11 +9,11 @@ import logging
 import sys
 from pathlib import Path
 
-from koalabot.budget import CachedCounter, Fitted, Limits, fit
 from koalabot.cli.options import add_backend, settings_from
 from koalabot.config import Settings
 from koalabot.errors import BackendError, InvalidConversationError
-from koalabot.prompt import TEMPLATES, Turn, render, turns_from_data
+from koalabot.prompt.budget import CachedCounter, Fitted, Limits, fit
+from koalabot.prompt.templates import TEMPLATES, Turn, render, turns_from_data
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -20,7 +20,7 @@ from koalabot.config import Settings
 from koalabot.errors import ConfigError
 
 if TYPE_CHECKING:
-    from koalabot.engine import Engine
+    from koalabot.engine.engine import Engine
 
 log = logging.getLogger(__name__)
 PLATFORMS = ("slack", "discord")
@@ -62,7 +62,7 @@ def handle(args: argparse.Namespace) -> int:
 async def serve(settings: Settings, platforms: list[str], options: RunOptions) -> None:
     """Start every adapter over one engine and the HTTP port; on SIGTERM or SIGINT stop taking
     messages, let answers in flight finish within the grace period, then disconnect."""
-    from koalabot.engine import Engine  # heavy (SQLAlchemy, aiohttp); only when running
+    from koalabot.engine.engine import Engine  # heavy (SQLAlchemy, aiohttp); only when running
     from koalabot.http import ops_app
 
     engine = await Engine.open(settings)
@@ -77,7 +77,7 @@ async def serve(settings: Settings, platforms: list[str], options: RunOptions) -
     runner = web.AppRunner(options.web_app, access_log=None)
     try:
         for name in platforms:
-            module = importlib.import_module(f"koalabot_adapters.{name}")
+            module = importlib.import_module(f"koalabot_adapters.{name}.app")
             adapter: Adapter = module.create_adapter(engine, settings, options)
             await adapter.start()
             adapters.append(adapter)

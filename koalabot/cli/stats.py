@@ -10,7 +10,7 @@ from typing import Any
 
 from koalabot.cli.export import day_end, day_start
 from koalabot.cli.options import add_common, settings_from
-from koalabot.stats import Report, format_report, gather, plot, report_json
+from koalabot.stats.usage import Report, format_report, gather, plot, report_json
 from koalabot.store.database import open_database
 
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
-from koalabot.redact import PLACEHOLDERS, Kind, find
+from koalabot.export.redact import PLACEHOLDERS, Kind, find
 from koalabot.store.database import Database
 from koalabot.store.review import (
     REASONS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -180,3 +181,25 @@ class Review(Base):
     correction: Mapped[str | None] = mapped_column(Text, nullable=True)
     reviewer: Mapped[str] = mapped_column(String(128))
     decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# What a reviewer can decide about an answer on the review page, as plain values.
+class Decision(StrEnum):
+    """What a reviewer can decide about an answer."""
+
+    INCLUDE = "include"
+    EXCLUDE = "exclude"
+    CORRECT = "correct"
+
+
+#: Why an answer is excluded (stored value → what the page shows).
+REASONS: dict[str, str] = {
+    "wrong": "wrong",
+    "unsafe": "unsafe",
+    "private": "private",
+    "low_quality": "low quality",
+    "off_topic": "off-topic",
+}
+
+#: Exclusion reasons whose text must not reach training data even as an earlier turn.
+WITHHELD_REASONS = frozenset({"unsafe", "private"})

@@ -20,10 +20,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from koalabot.decisions import REASONS, WITHHELD_REASONS, Decision
 from koalabot.errors import KoalabotError, StoreError
 from koalabot.store.database import Database
-from koalabot.store.models import Conversation, Feedback, Generation, Message, Review, utcnow
+from koalabot.store.models import (
+    REASONS,
+    WITHHELD_REASONS,
+    Conversation,
+    Decision,
+    Feedback,
+    Generation,
+    Message,
+    Review,
+    utcnow,
+)
 from koalabot.store.times import as_utc
 
 #: Answers on one page of the review list.

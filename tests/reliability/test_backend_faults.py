@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from koalabot.engine import Engine
+from koalabot.engine.engine import Engine
 from koalabot.events import ThreadKey
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.tgi import FakeTGI, Fault

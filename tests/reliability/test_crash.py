@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from koalabot.config import Settings, load_settings
-from koalabot.engine import INTERRUPTED, Engine
+from koalabot.engine.engine import INTERRUPTED, Engine
 from koalabot.events import ThreadKey
 from koalabot.store.database import upgrade
 from tests.fakes.slack import FakeSlack, Message

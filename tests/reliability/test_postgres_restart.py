@@ -23,9 +23,9 @@ import pytest
 from sqlalchemy import make_url
 
 from koalabot.adapter import RunOptions
-from koalabot.engine import Engine
+from koalabot.engine.engine import Engine
 from koalabot.store.database import upgrade
-from koalabot_adapters.slack import create_adapter
+from koalabot_adapters.slack.app import create_adapter
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.tgi import FakeTGI
 from tests.fixtures.db import POSTGRES_URL

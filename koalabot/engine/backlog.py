@@ -1,0 +1,216 @@
+"""What the engine does with messages and votes the store cannot take: keep them in the spool
+(koalabot.store.spool), and once the store answers again, store them in the order they came and hand
+each message back to the engine to be answered in its thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+from koalabot.errors import StoreError
+from koalabot.events import AnswerResult, ChatMessage, FeedbackEvent, ReplySink, ThreadKey
+from koalabot.metrics import Metrics
+from koalabot.store.repository import Repository
+from koalabot.store.spool import Spool, Spooled
+
+log = logging.getLogger(__name__)
+
+#: Answers a stored message (the engine's own path after storing): message, sink, its ids.
+AnswerStored = Callable[
+    [ChatMessage, ReplySink, tuple[int, int] | None], Coroutine[Any, Any, AnswerResult]
+]
+#: Records a vote, stamped with when it was cast.
+RecordVote = Callable[[FeedbackEvent, datetime], Awaitable[object]]
+
+
+class Backlog:
+    """The spool's messages and votes on their way into the store: kept while it is down,
+    replayed by a background task once it is back, and always ahead of later ones."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        repo: Repository,
+        metrics: Metrics,
+        retry_interval: float,
+        *,
+        answer: AnswerStored,
+        record_vote: RecordVote,
+        track: Callable[[asyncio.Task[AnswerResult], str], None],
+    ) -> None:
+        self.spool = spool
+        self.repo = repo
+        self.metrics = metrics
+        self.retry_interval = retry_interval
+        self._answer = answer
+        self._record_vote = record_vote
+        self._track = track
+        #: What answers a kept message: its platform's sinks once connected, else the sink it
+        #: came with (while this process runs).
+        self._sink_factories: dict[str, Callable[[ThreadKey], ReplySink]] = {}
+        self._sinks: dict[str, ReplySink] = {}
+        #: Held while kept votes are recorded, so none is recorded after a later vote.
+        self._votes = asyncio.Lock()
+        #: Kept messages being stored right now, each set once it is.
+        self._storing: dict[str, asyncio.Event] = {}
+        self._drainer: asyncio.Task[None] | None = None
+
+    # --- keeping -----------------------------------------------------------------------------
+
+    def keep_message(self, msg: ChatMessage, arrived: datetime, sink: ReplySink) -> bool:
+        """Keep a message the store failed to take; False if it is a redelivery of a kept one.
+        Raises SpoolError when it cannot be kept."""
+        entry = self.spool.add(msg, arrived)
+        if entry is None:
+            return False
+        self._sinks[entry.key] = sink
+        self._show()
+        return True
+
+    def keep_vote(self, vote: FeedbackEvent, cast: datetime) -> None:
+        """Keep a vote the store failed to take. Raises SpoolError when it cannot be kept."""
+        self.spool.add_vote(vote, cast)
+        self._show()
+
+    def connected(self, platform: str, sink_for: Callable[[ThreadKey], ReplySink]) -> None:
+        """``sink_for`` gives a sink for any thread of ``platform`` from now on."""
+        self._sink_factories[platform] = sink_for
+
+    # --- ahead of what comes later -------------------------------------------------------------
+
+    async def before_message(self, where: ThreadKey, sink: ReplySink) -> None:
+        """Store the thread's kept messages (answered through ``sink`` if nothing else can),
+        so a new message of the thread comes after them. Raises StoreError."""
+        if not self.spool.holds(where):
+            return
+        for entry in self.spool.pending():
+            if entry.message.where == where:
+                found = self._sink_for(entry)
+                await self._replay(entry, found if found is not None else sink)
+
+    @contextlib.asynccontextmanager
+    async def before_vote(self) -> AsyncIterator[None]:
+        """Record the kept votes first, and hold them back while the block records a new one.
+        Raises StoreError."""
+        if not self.spool.votes_waiting():
+            yield
+            return
+        async with self._votes:
+            await self._replay_votes()
+            yield
+
+    # --- the background task -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start replaying in the background, unless it runs already."""
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+            self._drainer.add_done_callback(_log_failure)
+
+    async def stop(self) -> None:
+        """Stop replaying (what is left stays in the spool)."""
+        drainer, self._drainer = self._drainer, None
+        if drainer is not None and not drainer.done():
+            drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drainer
+
+    async def _drain(self) -> None:
+        """Until no kept vote waits and no kept message can be answered: wait, try the store,
+        and once it answers, record the votes, then store each kept message and answer it,
+        oldest first."""
+        spool = self.spool
+        while True:
+            waiting: list[tuple[Spooled, ReplySink]] = []
+            for entry in spool.pending():
+                sink = self._sink_for(entry)
+                if sink is not None:
+                    waiting.append((entry, sink))
+            self._show()
+            if not waiting and not spool.votes_waiting():
+                return
+            await asyncio.sleep(self.retry_interval)
+            try:
+                await self.repo.ping()
+                async with self._votes:
+                    await self._replay_votes()
+                for entry, sink in waiting:
+                    try:
+                        await self._replay(entry, sink)
+                    except StoreError:
+                        raise
+                    except Exception:  # this one waits for the next round; the rest go on
+                        log.exception("could not replay a message kept in the spool")
+            except StoreError:
+                log.info(
+                    "database still unreachable; %d messages and %d votes wait in the spool",
+                    len(spool),
+                    spool.votes_waiting(),
+                )
+
+    # --- replaying -------------------------------------------------------------------------------
+
+    def _sink_for(self, entry: Spooled) -> ReplySink | None:
+        factory = self._sink_factories.get(entry.message.where.platform)
+        if factory is not None:
+            return factory(entry.message.where)
+        return self._sinks.get(entry.key)
+
+    async def _replay(self, entry: Spooled, sink: ReplySink) -> None:
+        if (storing := self._storing.get(entry.key)) is not None:
+            await storing.wait()  # the other caller stores and answers it...
+            if any(e.key == entry.key for e in self.spool.pending()):
+                raise StoreError()  # ...unless the store failed it
+            return
+        storing = self._storing[entry.key] = asyncio.Event()
+        msg = entry.message
+        try:
+            # The spool's key is one of the delivery ids: stored once, even if the bot stops
+            # before the spool forgets it.
+            keys = (*msg.dedupe_keys, entry.key)
+            stored = await self.repo.add_user_message(
+                msg.where, msg.user, msg.text, msg.message_id, keys, received_at=entry.received_at
+            )
+            if stored is None:
+                # Taken in already: by this bot before it stopped, between storing the message
+                # and forgetting it here, or by a commit whose reply the connection lost. It is
+                # answered unless it has an answer already.
+                stored = await self.repo.unanswered(keys)
+        finally:
+            del self._storing[entry.key]
+            storing.set()
+        self.spool.done(entry)
+        self._sinks.pop(entry.key, None)
+        self._show()
+        log.info("message kept in the spool since %s stored", entry.received_at.isoformat())
+        # Answered alongside the rest: one thread's messages still take turns (its lock).
+        self._track(asyncio.ensure_future(self._answer(msg, sink, stored)), msg.where.platform)
+        # One step of the task: nothing suspends it before it queues for its thread's lock, so
+        # it is answered before any later message of the thread.
+        await asyncio.sleep(0)
+
+    async def _replay_votes(self) -> None:
+        for kept in self.spool.pending_votes():
+            await self._record_vote(kept.vote, kept.received_at)
+            self.spool.vote_done(kept)
+        self._show()
+
+    def _show(self) -> None:
+        self.metrics.spooled.set(len(self.spool))
+        self.metrics.spooled_votes.set(self.spool.votes_waiting())
+
+
+def _log_failure(drainer: asyncio.Task[None]) -> None:
+    if not drainer.cancelled() and (exc := drainer.exception()) is not None:
+        log.error(
+            "replaying the spool stopped; it resumes with the next kept message or vote",
+            exc_info=exc,
+        )
+
+
+__all__ = ["Backlog"]
