@@ -25,8 +25,8 @@ from koalabot.config import Settings
 from koalabot.errors import ConfigError, KoalabotError
 from koalabot.events import ChatMessage, FeedbackEvent, FeedbackResult, ThreadKey
 
-from .discord_feedback import RATINGS, FeedbackButton, reaction_rating
-from .discord_sink import DiscordReplySink
+from .buttons import RATINGS, FeedbackButton, reaction_rating
+from .sink import DiscordReplySink
 
 if TYPE_CHECKING:
     from koalabot.engine.engine import Engine

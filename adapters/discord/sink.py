@@ -7,7 +7,7 @@ import logging
 import discord
 from discord.abc import Messageable
 
-from .discord_feedback import feedback_view
+from .buttons import feedback_view
 
 #: Discord rejects message content longer than this (Create/Edit Message).
 MAX_CHARS = 2000

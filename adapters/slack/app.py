@@ -38,20 +38,20 @@ from koalabot.config import Settings
 from koalabot.errors import ConfigError, KoalabotError
 from koalabot.events import AnswerResult, FeedbackEvent, FeedbackResult, ThreadKey
 
-from .slack_events import (
+from .events import (
     button_vote,
     chat_message,
     is_human_post,
     reaction_vote,
     thread_key,
 )
-from .slack_sink import (
+from .sink import (
     ACTION_DOWN,
     ACTION_REGENERATE,
     ACTION_UP,
     SlackReplySink,
 )
-from .slack_users import SlackUsers
+from .users import SlackUsers
 
 if TYPE_CHECKING:
     from koalabot.engine.engine import Engine
