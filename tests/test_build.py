@@ -70,8 +70,8 @@ def _marked_compiled_build(path: Path) -> bool:
 def test_every_test_of_a_compiled_module_runs_on_the_compiled_build() -> None:
     compiled = set(compiled_modules())
     unmarked = [
-        path.name
-        for path in sorted((ROOT / "tests").glob("test_*.py"))
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "tests").rglob("test_*.py"))
         if _imported_modules(path) & compiled and not _marked_compiled_build(path)
     ]
     assert not unmarked, (

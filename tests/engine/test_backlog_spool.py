@@ -2,7 +2,7 @@
 and answered once it can: the person is told, need not send anything again, and the message is
 stored with the time it arrived. PostgreSQL going down under the Slack bot is in
 tests/reliability/test_postgres_restart.py; `koalabot run` answering what an earlier process kept
-is in tests/test_ops.py."""
+is in tests/cli/test_run.py."""
 
 from __future__ import annotations
 
