@@ -19,7 +19,7 @@ from text_generation import errors as tgi_errors
 
 from tests.fakes.tgi import FakeTGI, Fault, count_input_tokens, tokenize
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "BEGINNING OF CONVERSATION: USER: Hello! GPT:"
 
 

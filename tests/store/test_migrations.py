@@ -31,7 +31,7 @@ from koalabot.store.models import Base
 
 T = TypeVar("T")
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 COLUMNS = {
     "alembic_version": ["version_num"],
