@@ -25,8 +25,8 @@ from koalabot.store import inline, repository
 from koalabot.store.database import open_database
 from koalabot.store.repository import GenerationRecord, Repository
 from koalabot.store.training import forget_user
-from tests.fakes.tgi import FakeTGI, Fault
 from tests.engine.test_engine import ThreadView, make_settings
+from tests.fakes.tgi import FakeTGI, Fault
 
 WHERE = ThreadKey("slack", "T1", "C1", "100.1")
 
