@@ -2,8 +2,9 @@
 
 Platforms limit edits (Slack's chat.update is Tier 3, Discord counts per channel) and message
 length, and a model emits tokens far faster than either allows. One ReplyStreamer per answer
-posts a placeholder at once, then edits on a clock with at most one call in flight; whatever
-was skipped is covered by the next edit, and the final text is always sent.
+posts a placeholder at once, shows the first words as soon as the model sends them, then edits
+on a clock with at most one call in flight; whatever was skipped is covered by the next edit, and
+the final text is always sent.
 """
 
 from __future__ import annotations
@@ -126,26 +127,45 @@ class ReplyStreamer:
                 await self._task
 
     async def _run(self) -> None:
+        """Show the first words as soon as they exist, then edit on the clock.
+
+        The first edit comes ahead of the clock rather than on top of it: the edit after it
+        waits for the clock's second beat, so an answer costs no more edits than with a clock
+        that started at the placeholder, and the person sees text a model's first token later.
+        """
         loop = asyncio.get_running_loop()
-        last = loop.time()
+        started = loop.time()
+        last: float | None = None  # no words shown yet
         while True:
             await self._changed.wait()
-            delay = self.sink.edit_interval - (loop.time() - last)
-            if delay > 0 and not self._closed.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._closed.wait()
+            if last is not None:
+                await self._pause(self.sink.edit_interval - (loop.time() - last))
             if self._closed.is_set():
                 return
             self._changed.clear()
-            parts = split_message(self._text, self.sink.max_chars)
-            if len(parts[-1]) + len(CURSOR) <= self.sink.max_chars:
-                parts[-1] += CURSOR
-            try:
-                await self._show(parts, final=False)
-            except Exception:  # a failed intermediate edit is covered by the next one
-                log.warning("intermediate edit failed", exc_info=True)
-            last = loop.time()
+            if last is None and not self._text.strip():
+                continue  # nothing to show yet: the placeholder says as much
+            began = loop.time()
+            await self._show_progress()
+            done = loop.time()
+            first_beat = started + self.sink.edit_interval + (done - began)
+            last = done if last is not None else max(done, first_beat)
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds, or less if the answer is closed meanwhile."""
+        if delay > 0 and not self._closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._closed.wait()
+
+    async def _show_progress(self) -> None:
+        parts = split_message(self._text, self.sink.max_chars)
+        if len(parts[-1]) + len(CURSOR) <= self.sink.max_chars:
+            parts[-1] += CURSOR
+        try:
+            await self._show(parts, final=False)
+        except Exception:  # a failed intermediate edit is covered by the next one
+            log.warning("intermediate edit failed", exc_info=True)
 
     async def _show(self, parts: list[str], *, final: bool) -> None:
         for index, part in enumerate(parts):

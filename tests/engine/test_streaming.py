@@ -102,6 +102,47 @@ async def test_edits_are_throttled_and_the_final_text_always_arrives() -> None:
     assert platform.finished == ("1", 7)
 
 
+async def test_the_first_words_show_at_once_not_on_the_next_beat_of_the_clock() -> None:
+    platform = PlatformLog(edit_interval=30.0)  # a clock so slow that only "at once" can pass
+    streamer = ReplyStreamer(platform)
+    await streamer.start()
+    streamer.update(" ")  # a first token of white space is not words yet
+    await asyncio.sleep(0.05)
+    assert platform.messages["1"] == "…"
+    streamer.update(" Hello")
+    for _ in range(500):  # a few loop turns, however slow the machine; never the clock's 30 s
+        if platform.messages["1"] != "…":
+            break
+        await asyncio.sleep(0.01)
+    assert platform.messages["1"] == " Hello" + CURSOR
+    streamer.update(" Hello there")
+    await asyncio.sleep(0.1)  # the next words wait for the clock
+    assert platform.messages["1"] == " Hello" + CURSOR
+    await streamer.finish(" Hello there", answer_id=1)
+    assert platform.messages["1"] == " Hello there"
+
+
+async def test_showing_the_first_words_at_once_costs_no_extra_edit() -> None:
+    """Against a clock that starts at the placeholder (one edit per beat at most), the early
+    first edit replaces the one the clock's first beat would have made."""
+    platform = PlatformLog(max_chars=2000, edit_interval=0.2)
+    streamer = ReplyStreamer(platform)
+    await streamer.start()
+    loop = asyncio.get_running_loop()
+    started = platform.calls[0][1]
+    text = ""
+    while loop.time() - started < 0.7:
+        text += "w "
+        streamer.update(text)
+        await asyncio.sleep(0.01)
+    answered = loop.time() - started
+    await streamer.finish(text, answer_id=1)
+    edits = [t - started for kind, t in platform.calls[1:] if kind == "edit"]
+    beats = int(answered / platform.edit_interval)  # the edits a placeholder-started clock makes
+    assert edits[0] < 0.1, edits
+    assert len(edits) - 1 <= beats, edits  # the final edit is the only one on top
+
+
 async def test_long_answer_continues_in_new_messages() -> None:
     platform = PlatformLog(max_chars=100, edit_interval=0.01)
     streamer = ReplyStreamer(platform)
