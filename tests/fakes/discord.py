@@ -281,6 +281,8 @@ class FakeDiscord:
         self.requests: list[tuple[str, str]] = []
         self.unhandled: list[tuple[str, str]] = []
         self.rate_limited: list[tuple[str, str]] = []
+        #: What people could see when: (time.monotonic(), message id, content) per post and edit.
+        self.timeline: list[tuple[float, int, str]] = []
         self._rate_limits: list[_RateLimit] = []
         #: False: the bot lacks "Create Public Threads" (thread creation answers 403).
         self.can_create_threads = True
@@ -741,6 +743,7 @@ class FakeDiscord:
             nonce=nonce,
             reference_id=int(reference["message_id"]) if reference.get("message_id") else None,
         )
+        self.timeline.append((time.monotonic(), message.id, message.content))
         data = message.payload()
         await self.dispatch("MESSAGE_CREATE", data, channel.guild_id)
         return _json_response(data)
@@ -761,6 +764,7 @@ class FakeDiscord:
         message.components = components or []
         message.edits.append(message.content)
         message.edited_at = _now_iso()
+        self.timeline.append((time.monotonic(), message.id, message.content))
         data = message.payload()
         await self.dispatch("MESSAGE_UPDATE", data, message.guild_id)
         return _json_response(data)

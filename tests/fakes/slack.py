@@ -197,6 +197,8 @@ class FakeSlack:
         self.deliveries: list[tuple[dict[str, Any], Delivery]] = []
         self.socket_connections = 0
         self.response_url_posts: list[dict[str, Any]] = []
+        #: What people could see when: (time.monotonic(), channel, ts, text) per post and edit.
+        self.timeline: list[tuple[float, str, str, str]] = []
 
         self._rate_limits: dict[str, list[int]] = {}  # method -> [remaining, retry_after]
         self._tickets: set[str] = set()
@@ -628,6 +630,7 @@ class FakeSlack:
         thread_ts = args.get("thread_ts") or None
         msg = Message(channel, self.new_ts(), self.bot_user_id, text, thread_ts, blocks or [])
         msg.bot_id = self.bot_id
+        self.timeline.append((time.monotonic(), channel, msg.ts, text))
         await self._store(msg)
         self._echo(self._bot_message_event(msg))
         return {"channel": channel, "ts": msg.ts, "message": msg.as_payload()}
@@ -643,6 +646,7 @@ class FakeSlack:
         if blocks is not None:  # chat.update keeps the old blocks when none are given
             msg.blocks = blocks
         msg.edits.append(text)
+        self.timeline.append((time.monotonic(), channel, msg.ts, text))
         await self._notify()
         self._echo(self._changed_event(msg, previous))
         return {"channel": channel, "ts": msg.ts, "text": text, "message": msg.as_payload()}
