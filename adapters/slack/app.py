@@ -9,10 +9,7 @@ and ``app_mention`` — carry the same dedupe keys, and the engine answers them 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -35,9 +32,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from koalabot.adapter import RunOptions
 from koalabot.config import Settings
-from koalabot.errors import ConfigError, KoalabotError
-from koalabot.events import AnswerResult, FeedbackEvent, FeedbackResult, ThreadKey
+from koalabot.engine.inflight import InFlight
+from koalabot.errors import ConfigError
+from koalabot.events import FeedbackEvent, ThreadKey
 
+from ..boundary import boundary
+from .buttons import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP, vote_words
 from .events import (
     button_vote,
     chat_message,
@@ -45,12 +45,7 @@ from .events import (
     reaction_vote,
     thread_key,
 )
-from .sink import (
-    ACTION_DOWN,
-    ACTION_REGENERATE,
-    ACTION_UP,
-    SlackReplySink,
-)
+from .sink import SlackReplySink
 from .users import SlackUsers
 
 if TYPE_CHECKING:
@@ -139,7 +134,7 @@ class SlackAdapter:
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
-        self._busy: set[asyncio.Task[Any]] = set()
+        self._inflight = InFlight()
         self._stopping = False
 
     @property
@@ -181,11 +176,7 @@ class SlackAdapter:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._busy:
-            _, late = await asyncio.wait(self._busy, timeout=self.settings.shutdown_grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        await self._inflight.finish(self.settings.shutdown_grace)
         if self._session is not None:
             await self._session.close()
 
@@ -257,18 +248,6 @@ class SlackAdapter:
         app.action(ACTION_REGENERATE)(self._on_regenerate)
         return app
 
-    @contextlib.contextmanager
-    def _tracked(self) -> Iterator[None]:
-        """Count the running listener so stop() can wait for it."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._busy.add(task)
-        try:
-            yield
-        finally:
-            if task is not None:
-                self._busy.discard(task)
-
     def sink_for(self, where: ThreadKey) -> SlackReplySink:
         """A sink for an existing thread (to tell it about an answer a crash cut off)."""
         return self._sink(where.channel, where.thread)
@@ -288,26 +267,9 @@ class SlackAdapter:
     ) -> None:
         msg = chat_message(body, event, self.bot_user_id)
         sink = self._sink(msg.where.channel, msg.where.thread, assistant=assistant)
-        await self._guarded(sink, self.engine.handle_message(msg, sink))
-
-    async def _guarded(self, sink: SlackReplySink, work: Awaitable[AnswerResult]) -> None:
-        """The adapter's error boundary: whatever escapes the engine becomes a notice."""
-        with self._tracked():
-            try:
-                await work
-            except KoalabotError as exc:
-                log.warning("answer failed: %s", exc.__class__.__name__)
-                await self._tell(sink, exc.user_message)
-            except Exception:
-                log.exception("answer failed unexpectedly")
-                await self._tell(sink, KoalabotError.user_message)
-
-    @staticmethod
-    async def _tell(sink: SlackReplySink, text: str) -> None:
-        try:
-            await sink.notice(text)
-        except Exception:
-            log.warning("could not post a notice in %s", sink.channel, exc_info=True)
+        with self._inflight.track():  # the error boundary: what escapes becomes a notice
+            async with boundary("a Slack message", sink.notice):
+                await self.engine.handle_message(msg, sink)
 
     # --- listeners -----------------------------------------------------------------------
 
@@ -342,11 +304,12 @@ class SlackAdapter:
         if not vote.is_bot and self.users is not None and await self.users.is_bot(vote.user):
             log.info("reaction by bot user %s is not a vote", vote.user)
             return
-        with self._tracked():
-            result = await self.engine.handle_feedback(vote)
-            if (result.recorded or result.kept) and vote.channel:
-                thread = result.where.thread if result.where else None
-                await self._acknowledge(vote.channel, vote.user, _vote_words(result), thread)
+        with self._inflight.track():
+            async with boundary("a Slack reaction"):  # no one to tell: a reaction has no reply
+                result = await self.engine.handle_feedback(vote)
+                if (result.recorded or result.kept) and vote.channel:
+                    thread = result.where.thread if result.where else None
+                    await self._acknowledge(vote.channel, vote.user, vote_words(result), thread)
 
     async def _on_vote(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
@@ -354,18 +317,19 @@ class SlackAdapter:
         if vote is None:
             return
         rating = 1 if action.get("action_id") == ACTION_UP else -1
-        with self._tracked():
-            result = await self.engine.handle_feedback(
-                FeedbackEvent(
-                    platform="slack",
-                    user=vote.user,
-                    rating=rating,
-                    answer_id=vote.answer_id,
-                    channel=vote.channel,
-                    platform_message_id=vote.message_ts,
+        with self._inflight.track():
+            async with boundary("a Slack vote button"):
+                result = await self.engine.handle_feedback(
+                    FeedbackEvent(
+                        platform="slack",
+                        user=vote.user,
+                        rating=rating,
+                        answer_id=vote.answer_id,
+                        channel=vote.channel,
+                        platform_message_id=vote.message_ts,
+                    )
                 )
-            )
-            await self._acknowledge(vote.channel, vote.user, _vote_words(result), vote.thread_ts)
+                await self._acknowledge(vote.channel, vote.user, vote_words(result), vote.thread_ts)
 
     async def _on_regenerate(
         self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
@@ -375,7 +339,9 @@ class SlackAdapter:
         if vote is None:
             return
         sink = self._sink(vote.channel, vote.thread_ts, assistant=vote.channel.startswith("D"))
-        await self._guarded(sink, self.engine.regenerate(vote.answer_id, vote.user, sink))
+        with self._inflight.track():
+            async with boundary("a Slack regenerate button", sink.notice):
+                await self.engine.regenerate(vote.answer_id, vote.user, sink)
 
     async def _acknowledge(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
         """A quiet note only the voter sees."""
@@ -386,20 +352,6 @@ class SlackAdapter:
             )
         except SlackApiError as exc:
             log.info("could not acknowledge a vote: %s", exc.response.get("error"))
-
-
-def _vote_words(result: FeedbackResult) -> str:
-    if result.kept:
-        mark = {1: "your 👍", -1: "your 👎"}.get(result.rating)
-        action = f"record {mark}" if mark else "remove your vote"
-        return f"Thanks! My database is away for a moment: I'll {action} as soon as it is back."
-    if not result.recorded:
-        return "Sorry, I could not record that vote."
-    if result.rating > 0:
-        return "Thanks! I noted your 👍 on this answer."
-    if result.rating < 0:
-        return "Thanks! I noted your 👎 on this answer — it helps make me better."
-    return "Your vote on this answer is removed."
 
 
 __all__ = ["EVENTS_PATH", "SlackAdapter", "create_adapter"]

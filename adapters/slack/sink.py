@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, SectionBlock
+from slack_sdk.models.blocks import Block, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 from slack_sdk.web.async_client import AsyncWebClient
+
+from .buttons import feedback_buttons
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +23,6 @@ log = logging.getLogger(__name__)
 MAX_CHARS = 3000
 SECTION_CHARS = 3000
 THINKING_STATUS = "is thinking…"
-
-ACTION_UP = "koalabot_vote_up"
-ACTION_DOWN = "koalabot_vote_down"
-ACTION_REGENERATE = "koalabot_regenerate"
 
 
 def escape(text: str) -> str:
@@ -49,17 +47,8 @@ def _sections(text: str) -> list[str]:
 
 def answer_blocks(text: str, answer_id: int) -> list[Block]:
     """An answer's final body and its 👍 / 👎 / 🔄 buttons (the value is the answer id)."""
-    value = str(answer_id)
-    buttons = ActionsBlock(
-        block_id=f"koalabot_feedback_{answer_id}",
-        elements=[
-            ButtonElement(text="👍", action_id=ACTION_UP, value=value),
-            ButtonElement(text="👎", action_id=ACTION_DOWN, value=value),
-            ButtonElement(text="🔄 Regenerate", action_id=ACTION_REGENERATE, value=value),
-        ],
-    )
     body: list[Block] = [SectionBlock(text=MarkdownTextObject(text=s)) for s in _sections(text)]
-    return [*body, buttons]
+    return [*body, feedback_buttons(answer_id)]
 
 
 class SlackReplySink:

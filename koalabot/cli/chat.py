@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 from typing import Any
 
+from koalabot.adapter import load_module
 from koalabot.cli.logs import setup_logging
 from koalabot.cli.options import add_backend, add_common, settings_from
 
@@ -31,7 +31,7 @@ def handle(args: argparse.Namespace) -> int:
 async def _chat(settings: Any, user: str | None) -> int:
     from koalabot.engine.engine import Engine  # heavy (SQLAlchemy, aiohttp); only when chatting
 
-    terminal = importlib.import_module("koalabot_adapters.terminal")
+    terminal = load_module("terminal")
     # No spool: the person at the terminal is told to send again, rather than get an answer
     # later printed over what they are typing.
     engine = await Engine.open(settings.model_copy(update={"spool_path": ""}))

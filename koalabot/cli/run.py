@@ -6,14 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from koalabot.adapter import Adapter, RunOptions
+from koalabot.adapter import Adapter, AdapterFactory, RunOptions, load_factory
 from koalabot.cli.logs import setup_logging
 from koalabot.cli.options import add_backend, add_common, settings_from
 from koalabot.config import Settings
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
     from koalabot.engine.engine import Engine
 
 log = logging.getLogger(__name__)
-PLATFORMS = ("slack", "discord")
 
 
 def register(sub: Any) -> None:
@@ -42,11 +40,9 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     platforms = [p.strip() for p in args.platform.split(",") if p.strip()]
-    unknown = [p for p in platforms if p not in PLATFORMS]
-    if unknown or not platforms:
-        raise ConfigError(
-            f"unknown platform {unknown[0] if unknown else ''!r} (use slack, discord)"
-        )
+    if not platforms:
+        raise ConfigError("--platform is empty (use slack, discord, or slack,discord)")
+    factories = {name: load_factory(name) for name in platforms}  # unknown names fail here
     settings = settings_from(args)
     setup_logging(settings.log_level, settings.log_format)
     options = RunOptions(
@@ -55,11 +51,13 @@ def handle(args: argparse.Namespace) -> int:
         shard_id=args.shard_id,
         shard_count=args.shard_count,
     )
-    asyncio.run(serve(settings, platforms, options))
+    asyncio.run(serve(settings, factories, options))
     return 0
 
 
-async def serve(settings: Settings, platforms: list[str], options: RunOptions) -> None:
+async def serve(
+    settings: Settings, factories: dict[str, AdapterFactory], options: RunOptions
+) -> None:
     """Start every adapter over one engine and the HTTP port; on SIGTERM or SIGINT stop taking
     messages, let answers in flight finish within the grace period, then disconnect."""
     from koalabot.engine.engine import Engine  # heavy (SQLAlchemy, aiohttp); only when running
@@ -76,9 +74,8 @@ async def serve(settings: Settings, platforms: list[str], options: RunOptions) -
             loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(options.web_app, access_log=None)
     try:
-        for name in platforms:
-            module = importlib.import_module(f"koalabot_adapters.{name}.app")
-            adapter: Adapter = module.create_adapter(engine, settings, options)
+        for name, factory in factories.items():
+            adapter = factory(engine, settings, options)
             await adapter.start()
             adapters.append(adapter)
             log.info("%s adapter running", name)
@@ -103,12 +100,9 @@ async def serve(settings: Settings, platforms: list[str], options: RunOptions) -
 
 
 async def _platform_connected(engine: Engine, adapter: Adapter) -> None:
-    """If the adapter can give a sink for any thread (``sink_for``): answers a crash cut off
-    become a notice where they stood (otherwise the engine tells a thread at its next message),
-    and messages kept in the spool while the database was down get answered."""
-    sink_for = getattr(adapter, "sink_for", None)
-    if sink_for is None:
-        return
+    """Answers a crash cut off become a notice where they stood, and messages kept in the
+    spool while the database was down get answered (through the adapter's ``sink_for``)."""
+    sink_for = adapter.sink_for
     if told := await engine.tell_interrupted(adapter.name, sink_for):
         log.info("%d interrupted answers on %s now say so", told, adapter.name)
     engine.platform_connected(adapter.name, sink_for)

@@ -18,7 +18,7 @@ from koalabot.events import ChatMessage, ThreadKey
 from koalabot.http import ops_app
 from koalabot.store.database import upgrade
 from koalabot.store.spool import Spool
-from koalabot_adapters.slack.sink import ACTION_UP
+from koalabot_adapters.slack.buttons import ACTION_UP
 from tests.fakes.discord import FakeDiscord, FakeMessage
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.tgi import FakeTGI, Fault

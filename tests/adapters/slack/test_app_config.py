@@ -116,7 +116,7 @@ async def test_http_mode_shares_the_ports_app_with_healthz(
 
 def test_the_app_manifest_asks_for_what_the_adapter_uses() -> None:
     yaml = pytest.importorskip("yaml")  # PyYAML comes with huggingface_hub (text-generation)
-    manifest = yaml.safe_load((Path(__file__).parents[2] / "slack-app-manifest.yaml").read_text())
+    manifest = yaml.safe_load((Path(__file__).parents[3] / "slack-app-manifest.yaml").read_text())
     settings = manifest["settings"]
 
     assert set(settings["event_subscriptions"]["bot_events"]) >= {

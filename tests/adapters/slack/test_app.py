@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import make_url
 
 from koalabot.events import ThreadKey
-from koalabot_adapters.slack.sink import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP
+from koalabot_adapters.slack.buttons import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.tgi import Fault
 from tests.fixtures.db import eventually, write_locked

@@ -15,7 +15,8 @@ import pytest
 from koalabot.adapter import RunOptions
 from koalabot.engine.engine import Engine
 from koalabot.errors import ConfigError
-from koalabot_adapters.discord.app import DiscordAdapter, DiscordConnectError
+from koalabot_adapters.discord.app import DiscordAdapter
+from koalabot_adapters.discord.client import DiscordConnectError
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.tgi import FakeTGI
 from tests.fixtures.discord import GUILD_READY_TIMEOUT, discord_settings_for
