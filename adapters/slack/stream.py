@@ -1,17 +1,22 @@
 """One answer streamed with Slack's own text streaming: chat.startStream, appendStream, stopStream.
 
 Slack shows a streamed message with its native "typing" look and takes one append per flush
-instead of a whole-message chat.update, so long answers cost fewer and cheaper calls (appendStream
-is Tier 4, chat.update Tier 3). The final chat.stopStream carries a ``context_actions`` block:
+instead of a whole-message chat.update: about as many calls as editing, but cheaper ones
+(appendStream is Tier 4, chat.update Tier 3) that carry only the new text. The final chat.stopStream carries a ``context_actions`` block:
 Slack's 👍/👎 ``feedback_buttons`` (values ``up:<answer id>`` / ``down:<answer id>``) and an
 ``icon_button`` for 🔄 (value: the answer id, action id ``koalabot_regenerate`` as today).
 
 Why not slack_sdk's ``AsyncWebClient.chat_stream`` helper: it flushes only when its buffer holds
 ``buffer_size`` characters (256 by default), so the first words of an answer wait for 256
 characters and the tail of a slow answer waits for ``stop()``; it has no clock, and it cannot end
-one message and go on in the next. This sink keeps its buffering rule (flush at ``buffer_size``)
-and adds a clock (flush when ``interval`` has passed), an immediate first flush, and splitting.
-It calls the same slack_sdk methods, so the client's retry handlers apply: with slack_sdk's
+one message and go on in the next. This sink buffers on a clock instead: the first words go at
+once, then what gathered is sent every ``interval`` (checked on each ``append``; call ``flush``
+from a clock of your own for a model that pauses). ``buffer_size`` adds slack_sdk's rule (also
+flush at that many characters) but is off by default: on the fake Slack a 2,000-character
+answer from a fast model (1,000 characters a second, 1 s clock, run 10x faster) cost 9 calls with
+it at 256, 7-8 without it, and 8 on today's edit path; at 200 characters a second both paths cost
+13-15 calls (appendStream is Tier 4, chat.update Tier 3).
+It calls slack_sdk's own methods, so the client's retry handlers apply: with slack_sdk's
 ``AsyncRateLimitErrorRetryHandler`` on the client (the Slack adapter installs one) a 429 waits
 ``Retry-After`` and resends the same call, and since every call is awaited before the next one
 the text stays in order. Text leaves the buffer only once Slack took it: a failed flush keeps it
@@ -21,7 +26,9 @@ Splitting: a message ends past ``max_chars`` at the cut ``split_message`` (the e
 for every platform) picks: a paragraph break, never inside a code fence (a fence too long for one
 message is closed and reopened). A stream can only grow, so from half of ``max_chars`` on the sink
 streams only up to the cut a split would pick now, which the final cut can never fall before;
-in the second half of a message text therefore appears a paragraph (or line) at a time. Only an
+in the second half of a message text therefore appears a paragraph (or line) at a time, and a
+code block once it is closed. ``max_chars`` is 10,000 by default: a streamed message renders as
+markdown, which Slack caps at 12,000 characters and users saw refused near 13,200. Only an
 unbroken paragraph or code block longer than half a message can make the final cut fall before
 what was shown: the message then ends where it stands.
 
@@ -62,6 +69,9 @@ STREAM_TEXT_LIMIT = 12_000
 _RAW_PER_CALL = STREAM_TEXT_LIMIT // 5
 #: Errors on append/stop meaning the stream is no longer there to append to.
 _GONE = frozenset({"message_not_in_streaming_state", "message_not_found"})
+#: Refusals that say nothing about the next answer (the rest: this workspace or surface does not
+#: stream, e.g. ``channel_type_not_supported``, ``missing_scope``, ``invalid_arguments``).
+_PASSING = _GONE | {"ratelimited", "fatal_error", "service_unavailable", "request_timeout"}
 REGENERATE_ICON = "refresh"
 REGENERATE = "🔄 Regenerate"
 
@@ -70,7 +80,8 @@ class StreamRefused(Exception):
     """Slack would not stream (``error``): go on with chat.update / chat.postMessage.
 
     ``ts`` is the streamed message still open (None if none was started): show ``text`` in it
-    with chat.update. ``message_ids`` are the earlier, finished messages of this answer.
+    with chat.update, or post ``text`` if there is none. ``message_ids`` are all the messages of
+    this answer so far (``ts`` last, if any). ``passing`` says the next answer may stream again.
     """
 
     def __init__(self, error: str, *, ts: str | None, text: str, message_ids: list[str]) -> None:
@@ -79,6 +90,11 @@ class StreamRefused(Exception):
         self.ts = ts
         self.text = text
         self.message_ids = list(message_ids)
+
+    @property
+    def passing(self) -> bool:
+        """True for a refusal of this one stream, not of streaming here."""
+        return self.error in _PASSING
 
 
 def feedback_value(rating: int, answer_id: int) -> str:
@@ -139,7 +155,7 @@ class SlackStream:
         *,
         recipient_team_id: str | None = None,
         recipient_user_id: str | None = None,
-        buffer_size: int = 256,
+        buffer_size: int | None = None,
         interval: float = 1.0,
         max_chars: int = 10_000,
     ) -> None:
@@ -168,7 +184,8 @@ class SlackStream:
         """Add model output; sent at once if nothing is shown yet, else per buffer or clock."""
         self._pending += delta
         due = time.monotonic() - self._flushed_at >= self.interval  # at once for the first words
-        if len(self._pending) >= self.buffer_size or due:
+        full = self.buffer_size is not None and len(self._pending) >= self.buffer_size
+        if full or due:
             await self.flush()
 
     async def flush(self) -> None:

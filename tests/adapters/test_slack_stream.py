@@ -128,6 +128,7 @@ async def test_a_refused_stream_raises_with_every_word_for_the_fallback(slack: F
         await answer.append("Hello there")
     assert (refused.value.error, refused.value.ts) == ("channel_type_not_supported", None)
     assert refused.value.text == "Hello there" and refused.value.message_ids == []
+    assert not refused.value.passing, "this surface does not stream: the next answer edits"
     assert slack.bot_replies("C1", root.ts) == []
 
 
@@ -143,6 +144,7 @@ async def test_a_stream_gone_midway_raises_with_its_message_and_whole_text(
         await answer.append("Part two.")
     assert refused.value.error == "message_not_in_streaming_state"
     assert (refused.value.ts, refused.value.text) == (reply.ts, "Part one. Part two.")
+    assert refused.value.message_ids == [reply.ts] and refused.value.passing
     # the fallback can show it all with chat.update
     await answer.client.chat_update(channel="C1", ts=reply.ts, text=refused.value.text)
     assert reply.shown == "Part one. Part two."
@@ -192,3 +194,15 @@ async def test_where_slack_takes_no_such_icon_regenerate_is_a_classic_button(
     assert [e["type"] for e in reply.context_actions] == ["feedback_buttons"]
     assert [(b["action_id"], b["value"]) for b in reply.buttons] == [(ACTION_REGENERATE, "9")]
     assert [c.status for c in slack.calls_to("chat.stopStream")] == [200, 200]
+
+
+async def test_a_burst_of_text_is_sent_in_pieces_slack_takes(slack: FakeSlack) -> None:
+    burst = "a < b & c > d.\n\n" * 2_000  # 32,000 characters, each piece escaped to 12,000 or less
+    root = await slack.user_posts("q", channel="D0ALICE")
+    answer = stream(slack, root)
+    await answer.append(burst)
+    await answer.finish(6)
+    replies = slack.bot_replies("D0ALICE", root.ts)
+    assert [m.shown for m in replies] == split_message(burst, 10_000)
+    assert all(c.response["ok"] for c in slack.calls), [c.response for c in slack.calls]
+    assert [bool(m.context_actions) for m in replies] == [False] * (len(replies) - 1) + [True]
