@@ -2,9 +2,10 @@
 
 Slack shows a streamed message with its native "typing" look and takes one append per flush
 instead of a whole-message chat.update: about as many calls as editing, but cheaper ones
-(appendStream is Tier 4, chat.update Tier 3) that carry only the new text. The final chat.stopStream carries a ``context_actions`` block:
-Slack's 👍/👎 ``feedback_buttons`` (values ``up:<answer id>`` / ``down:<answer id>``) and an
-``icon_button`` for 🔄 (value: the answer id, action id ``koalabot_regenerate`` as today).
+(appendStream is Tier 4, chat.update Tier 3) that carry only the new text. The final
+chat.stopStream carries a ``context_actions`` block: Slack's 👍/👎 ``feedback_buttons``
+(values ``up:<answer id>`` / ``down:<answer id>``) and an ``icon_button`` for 🔄 (value: the
+answer id, action id ``koalabot_regenerate`` as today).
 
 Why not slack_sdk's ``AsyncWebClient.chat_stream`` helper: it flushes only when its buffer holds
 ``buffer_size`` characters (256 by default), so the first words of an answer wait for 256
