@@ -41,6 +41,7 @@ raises ``StreamRefused`` with everything not yet shown, so the caller can go on 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -145,8 +146,24 @@ def feedback_blocks(answer_id: int, *, icon: bool = True) -> list[Block]:
     ]
 
 
+async def stop_interrupted(client: AsyncWebClient, channel: str, ts: str, notice: str) -> bool:
+    """After a crash: stop a stream left open with a notice; False if it is no longer streaming
+    (Slack ended it, or it was never a stream), for the caller to chat.update instead."""
+    try:
+        await client.chat_stopStream(channel=channel, ts=ts, markdown_text=f"\n\n⚠️ {notice}")
+    except SlackApiError as exc:
+        if exc.response.get("error") in _GONE:
+            return False
+        raise
+    return True
+
+
 class SlackStream:
-    """Streams one answer into a thread; ``append`` deltas, then ``finish`` (or ``interrupt``)."""
+    """Streams one answer into a thread; ``append`` deltas, then ``finish`` (or ``interrupt``).
+
+    Calls may come from several tasks (a token loop and a clock calling ``flush``): each call
+    runs alone, so text keeps its order.
+    """
 
     def __init__(
         self,
@@ -175,6 +192,7 @@ class SlackStream:
         self._sent = ""  # raw text Slack shows in it
         self._pending = ""  # raw text not yet sent
         self._flushed_at = 0.0  # never: the first words are due at once
+        self._lock = asyncio.Lock()
 
     @property
     def text(self) -> str:
@@ -191,28 +209,31 @@ class SlackStream:
 
     async def flush(self) -> None:
         """Send what is pending now (as far as splitting allows); a failure keeps it pending."""
-        if not self.text.strip():
-            return
-        try:
-            await self._roll()
-            await self._show(self._safe_length() - len(self._sent))
-        except SlackApiError as exc:
-            self._refused(exc)
-            log.warning("stream append failed: %s", exc.response.get("error"))
+        async with self._lock:
+            if not self.text.strip():
+                return
+            try:
+                await self._roll()
+                await self._show(self._safe_length() - len(self._sent))
+            except SlackApiError as exc:
+                self._refused(exc)
+                log.warning("stream append failed: %s", exc.response.get("error"))
 
     async def finish(self, answer_id: int) -> None:
         """Send the rest and stop the stream with the feedback block under the answer."""
-        await self._roll()
-        if self._ts is None and not self._pending.strip():
-            self._pending = "…"
-        await self._stop(feedback_blocks(answer_id), feedback_blocks(answer_id, icon=False))
+        async with self._lock:
+            await self._roll()
+            if self._ts is None and not self._pending.strip():
+                self._pending = "…"
+            await self._stop(feedback_blocks(answer_id), feedback_blocks(answer_id, icon=False))
 
     async def interrupt(self, notice: str) -> None:
         """End the answer with a plain-words notice after what was said (no buttons)."""
-        said = self._pending.rstrip() + "\n\n" if self.text.strip() else ""
-        self._pending = f"{said}⚠️ {notice}"
-        await self._roll()
-        await self._stop(None)
+        async with self._lock:
+            said = self._pending.rstrip() + "\n\n" if self.text.strip() else ""
+            self._pending = f"{said}⚠️ {notice}"
+            await self._roll()
+            await self._stop(None)
 
     # --- steps -------------------------------------------------------------------------------
 
@@ -250,7 +271,7 @@ class SlackStream:
         be), in pieces it takes in one call; each piece leaves the buffer once Slack took it."""
         if count <= 0 and self._ts is not None:
             return
-        end = len(self._sent) + max(count, 0)
+        end = len(self._sent) + min(max(count, 0), len(self._pending))
         while True:
             piece = self._pending[: min(end - len(self._sent), _RAW_PER_CALL)]
             await self._call_send(piece)

@@ -3,6 +3,7 @@ over its socket, as a person in the thread would see it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from koalabot_adapters.slack.stream import (
     SlackStream,
     StreamRefused,
     parse_feedback_value,
+    stop_interrupted,
 )
 from tests.fakes.slack import FakeSlack, Message
 
@@ -206,3 +208,37 @@ async def test_a_burst_of_text_is_sent_in_pieces_slack_takes(slack: FakeSlack) -
     assert [m.shown for m in replies] == split_message(burst, 10_000)
     assert all(c.response["ok"] for c in slack.calls), [c.response for c in slack.calls]
     assert [bool(m.context_actions) for m in replies] == [False] * (len(replies) - 1) + [True]
+
+
+async def test_after_a_crash_an_open_stream_is_stopped_with_the_notice(slack: FakeSlack) -> None:
+    root = await slack.user_posts("q", channel="C1")
+    await stream(slack, root).append("Koalas eat")  # then the process dies
+    (reply,) = slack.bot_replies("C1", root.ts)
+    web = client(slack)
+    assert await stop_interrupted(web, "C1", reply.ts, "The answer was interrupted.")
+    assert reply.shown == "Koalas eat\n\n⚠️ The answer was interrupted."
+    assert reply.streaming_state == "completed"
+    assert not await stop_interrupted(web, "C1", reply.ts, "again"), "already stopped: update it"
+
+
+async def test_a_clock_flushing_beside_the_token_loop_keeps_the_order(slack: FakeSlack) -> None:
+    root = await slack.user_posts("q", channel="C1")
+    answer = stream(slack, root, buffer_size=3, interval=0)
+
+    done = asyncio.Event()
+
+    async def clock() -> None:
+        while not done.is_set():
+            await answer.flush()
+            await asyncio.sleep(0)
+
+    async def tokens() -> None:
+        for delta in words(ANSWER, 3):
+            await answer.append(delta)
+            await asyncio.sleep(0)
+        done.set()
+
+    await asyncio.gather(clock(), tokens())
+    await answer.finish(8)
+    (reply,) = slack.bot_replies("C1", root.ts)
+    assert reply.shown == ANSWER
