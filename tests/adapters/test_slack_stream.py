@@ -242,3 +242,13 @@ async def test_a_clock_flushing_beside_the_token_loop_keeps_the_order(slack: Fak
     await answer.finish(8)
     (reply,) = slack.bot_replies("C1", root.ts)
     assert reply.shown == ANSWER
+
+
+async def test_the_assistant_view_streams_without_recipient_ids(slack: FakeSlack) -> None:
+    root = await slack.start_assistant_thread()  # a DM thread: Slack needs no recipient there
+    answer = SlackStream(client(slack), root.channel, root.ts)
+    await answer.append(ANSWER)
+    await answer.finish(11)
+    reply = slack.final_answer(root.channel, root.ts)
+    assert reply is not None and reply.shown == ANSWER
+    assert "recipient_user_id" not in slack.calls_to("chat.startStream")[0].args
