@@ -6,7 +6,10 @@ It speaks the wire protocol of /work/shared/reference/slack-and-discord.md §1:
   them; ``Authorization: Bearer`` checked; 429 with an integer ``Retry-After`` on demand);
 * a Socket Mode WebSocket (``apps.connections.open`` → ``hello`` → envelopes → acks, recorded);
 * a signer that POSTs signed Events API bodies and form-encoded ``block_actions`` to an app's
-  HTTP endpoint, with ``X-Slack-Retry-Num`` on demand.
+  HTTP endpoint, with ``X-Slack-Retry-Num`` on demand;
+* Slack's text streaming (``chat.startStream`` / ``appendStream`` / ``stopStream``) with each
+  stream's state, and the ``context_actions`` block (``feedback_buttons``, ``icon_button``) with
+  the validation Slack documents; ``refuse_streaming`` makes Slack turn the streaming API down.
 
 It keeps what a user would see — channels, messages with their ``ts`` and ``thread_ts``, edits,
 buttons, reactions, ephemeral notes, assistant status — and echoes the bot's own posts and edits
@@ -47,6 +50,16 @@ BLOCKS_LIMIT = 50
 BUTTON_TEXT_LIMIT = 75
 BUTTON_VALUE_LIMIT = 2_000
 ACTION_ID_LIMIT = 255
+BLOCK_ID_LIMIT = 255
+# https://docs.slack.dev/reference/methods/chat.startStream (and appendStream, stopStream):
+# "markdown_text ... Limit this field to 12,000 characters."
+STREAM_TEXT_LIMIT = 12_000
+# https://docs.slack.dev/reference/block-kit/blocks/context-actions-block: "Maximum number of
+# items is 5"; feedback buttons and icon buttons only.
+CONTEXT_ACTIONS_LIMIT = 5
+ACCESSIBILITY_LABEL_LIMIT = 75
+# Chunk types of chat.appendStream's `chunks` (docs.slack.dev/reference/methods/chat.appendStream).
+CHUNK_TYPES = {"markdown_text", "task_update", "plan_update", "blocks"}
 _APP_TOKEN_METHODS = {"apps.connections.open"}
 
 
@@ -76,6 +89,8 @@ class Message:
     subtype: str | None = None
     edits: list[str] = field(default_factory=list)
     reactions: dict[str, list[str]] = field(default_factory=dict)
+    #: ``in_progress`` while chat.startStream's message streams, ``completed`` once stopped.
+    streaming_state: str | None = None
 
     @property
     def shown(self) -> str:
@@ -95,6 +110,16 @@ class Message:
             if element.get("type") == "button"
         ]
 
+    @property
+    def context_actions(self) -> list[dict[str, Any]]:
+        """The feedback_buttons / icon_button elements of the message's context_actions blocks."""
+        return [
+            element
+            for block in self.blocks
+            if block.get("type") == "context_actions"
+            for element in block.get("elements", [])
+        ]
+
     def as_payload(self) -> dict[str, Any]:
         """The message object as Slack embeds it in events and interaction payloads."""
         data: dict[str, Any] = {"type": "message", "ts": self.ts, "user": self.user}
@@ -107,6 +132,8 @@ class Message:
             data["thread_ts"] = self.thread_ts
         if self.subtype:
             data["subtype"] = self.subtype
+        if self.streaming_state:
+            data["streaming_state"] = self.streaming_state
         return data
 
 
@@ -186,6 +213,13 @@ class FakeSlack:
         self.bot_users: set[str] = set()
         #: Bot token scopes the app was installed without (methods needing one: missing_scope).
         self.missing_scopes: set[str] = set()
+        #: An error code chat.startStream answers with (``channel_type_not_supported``,
+        #: ``invalid_arguments``, ``missing_scope``, ``unknown_method`` …): Slack refusing the
+        #: streaming API for a workspace or surface. None: streaming works.
+        self.refuse_streaming: str | None = None
+        #: The icon names icon_button takes (None: any). The icon button reference once said
+        #: "The trash icon is the only icon available at this time"; set {"trash"} to be that.
+        self.icon_names: set[str] | None = None
 
         self.calls: list[ApiCall] = []
         self.messages: dict[str, list[Message]] = {}
@@ -436,9 +470,65 @@ class FakeSlack:
         button = next((b for b in message.buttons if b.get("action_id") == action_id), None)
         if button is None:
             raise AssertionError(f"no button {action_id!r} on message {message.ts}: {message}")
-        block_id = next(
-            b.get("block_id", "") for b in message.blocks if button in b.get("elements", [])
-        )
+        action = {
+            "action_id": action_id,
+            "block_id": _block_id_of(message, button),
+            "text": button.get("text", {}),
+            "value": button.get("value", ""),
+            "type": "button",
+            "action_ts": self.new_ts(),
+        }
+        return await self.deliver(self.block_actions(message, action, user), kind="interactive")
+
+    async def click_feedback(
+        self, message: Message, *, positive: bool = True, user: str = "U0ALICE"
+    ) -> Delivery:
+        """A person clicks 👍 (``positive``) or 👎 of the message's ``feedback_buttons``.
+
+        Slack sends one action for the element: its ``action_id``, ``type: feedback_buttons`` and
+        the clicked button's ``value`` and ``text`` (bolt-js ``FeedbackButtonsAction``,
+        https://docs.slack.dev/tools/bolt-js/reference/interfaces/FeedbackButtonsAction).
+        """
+        element = self._element(message, "feedback_buttons", None)
+        button = element["positive_button" if positive else "negative_button"]
+        action = {
+            "type": "feedback_buttons",
+            "action_id": element.get("action_id", ""),
+            "block_id": _block_id_of(message, element),
+            "value": button["value"],
+            "text": button["text"],
+            "action_ts": self.new_ts(),
+        }
+        return await self.deliver(self.block_actions(message, action, user), kind="interactive")
+
+    async def click_icon(
+        self, message: Message, action_id: str, *, user: str = "U0ALICE"
+    ) -> Delivery:
+        """A person clicks an ``icon_button`` of the message's context_actions block (bolt-js
+        ``IconButtonAction``: ``icon``, ``text``, ``value``; docs.slack.dev/tools/bolt-js/
+        reference/interfaces/IconButtonAction)."""
+        element = self._element(message, "icon_button", action_id)
+        action = {
+            "type": "icon_button",
+            "action_id": action_id,
+            "block_id": _block_id_of(message, element),
+            "icon": element["icon"],
+            "value": element.get("value", ""),
+            "text": element["text"],
+            "action_ts": self.new_ts(),
+        }
+        return await self.deliver(self.block_actions(message, action, user), kind="interactive")
+
+    def _element(self, message: Message, kind: str, action_id: str | None) -> dict[str, Any]:
+        for element in message.context_actions:
+            if element.get("type") == kind and action_id in (None, element.get("action_id")):
+                return element
+        raise AssertionError(f"no {kind} {action_id or ''} on message {message.ts}: {message}")
+
+    def block_actions(
+        self, message: Message, action: dict[str, Any], user: str = "U0ALICE"
+    ) -> dict[str, Any]:
+        """The ``block_actions`` interaction payload for one click on ``message`` (§1.2)."""
         container: dict[str, Any] = {
             "type": "message",
             "message_ts": message.ts,
@@ -447,7 +537,7 @@ class FakeSlack:
         }
         if message.thread_ts:
             container["thread_ts"] = message.thread_ts
-        payload: dict[str, Any] = {
+        return {
             "type": "block_actions",
             "user": {"id": user, "username": user.lower(), "name": user.lower()},
             "api_app_id": self.app_id,
@@ -461,18 +551,8 @@ class FakeSlack:
             "message": message.as_payload(),
             "state": {"values": {}},
             "response_url": f"http://127.0.0.1:{self.port}/actions/{uuid.uuid4().hex}",
-            "actions": [
-                {
-                    "action_id": action_id,
-                    "block_id": block_id,
-                    "text": button.get("text", {}),
-                    "value": button.get("value", ""),
-                    "type": "button",
-                    "action_ts": self.new_ts(),
-                }
-            ],
+            "actions": [action],
         }
-        return await self.deliver(payload, kind="interactive")
 
     async def start_assistant_thread(self, *, user: str = "U0ALICE") -> Message:
         """A person opens the app's Assistant view: a new DM thread and its started event."""
@@ -518,7 +598,9 @@ class FakeSlack:
 
     def final_answer(self, channel: str, thread_ts: str) -> Message | None:
         """The newest bot reply in the thread once it carries buttons (the answer is done)."""
-        replies = [m for m in self.bot_replies(channel, thread_ts) if m.buttons]
+        replies = [
+            m for m in self.bot_replies(channel, thread_ts) if m.buttons or m.context_actions
+        ]
         return replies[-1] if replies else None
 
     def calls_to(self, method: str) -> list[ApiCall]:
@@ -588,6 +670,11 @@ class FakeSlack:
             "assistant.threads.setStatus": self._set_status,
             "assistant.threads.setSuggestedPrompts": self._set_prompts,
             "assistant.threads.setTitle": self._set_title,
+            "chat.startStream": self._start_stream,
+            "chat.appendStream": self._append_stream,
+            "chat.stopStream": self._stop_stream,
+            "conversations.replies": self._replies,
+            "conversations.history": self._history,
         }
 
     async def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -693,6 +780,90 @@ class FakeSlack:
         thread_ts = _required(args, "thread_ts", "invalid_arguments")
         self.titles.append((channel, thread_ts, _required(args, "title", "invalid_arguments")))
         return {}
+
+    # --- text streaming -------------------------------------------------------------------
+    # https://docs.slack.dev/reference/methods/chat.startStream
+    # https://docs.slack.dev/reference/methods/chat.appendStream
+    # https://docs.slack.dev/reference/methods/chat.stopStream
+    # Error codes as listed for each method (slack-ruby/slack-api-ref methods/chat/*.json, a
+    # copy of Slack's method specs): missing_recipient_team_id / missing_recipient_user_id,
+    # message_not_found, message_not_in_streaming_state, invalid_chunks, invalid_blocks, no_text.
+
+    async def _start_stream(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.refuse_streaming:
+            raise SlackApiFault(self.refuse_streaming)
+        channel = _required(args, "channel", "channel_not_found")
+        # "Streamed messages should always be replies to a user request" (thread_ts required).
+        thread_ts = _required(args, "thread_ts", "invalid_arguments")
+        if channel_type(channel) != "im":  # "Required when streaming to channels."
+            _required(args, "recipient_team_id", "missing_recipient_team_id")
+            _required(args, "recipient_user_id", "missing_recipient_user_id")
+        text = _stream_text(args)
+        msg = Message(channel, self.new_ts(), self.bot_user_id, text, thread_ts)
+        msg.bot_id = self.bot_id
+        msg.streaming_state = "in_progress"
+        self.timeline.append((time.monotonic(), channel, msg.ts, text))
+        await self._store(msg)
+        self._echo(self._bot_message_event(msg))
+        return {"channel": channel, "ts": msg.ts}
+
+    async def _append_stream(self, args: dict[str, Any]) -> dict[str, Any]:
+        msg = self._streaming(args)
+        text = _stream_text(args)
+        if not text and not args.get("chunks"):  # markdown_text is required (or chunks)
+            raise SlackApiFault("no_text")
+        if text:
+            msg.text += text
+            msg.edits.append(msg.text)
+            self.timeline.append((time.monotonic(), msg.channel, msg.ts, msg.text))
+        await self._notify()
+        return {"channel": msg.channel, "ts": msg.ts}
+
+    async def _stop_stream(self, args: dict[str, Any]) -> dict[str, Any]:
+        msg = self._streaming(args)
+        text = _stream_text(args)
+        blocks = args.get("blocks")
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        if blocks:
+            _check_blocks(blocks)
+            self._check_icons(blocks)
+        previous = msg.as_payload()
+        if text:
+            msg.text += text
+            msg.edits.append(msg.text)
+            self.timeline.append((time.monotonic(), msg.channel, msg.ts, msg.text))
+        # "A list of blocks that will be rendered at the bottom of the finalized message."
+        msg.blocks = [{**b, "block_id": b.get("block_id") or _new_block_id()} for b in blocks or []]
+        msg.streaming_state = "completed"
+        await self._notify()
+        self._echo(self._changed_event(msg, previous))
+        return {"channel": msg.channel, "ts": msg.ts, "message": msg.as_payload()}
+
+    def _check_icons(self, blocks: list[dict[str, Any]]) -> None:
+        icons = {e.get("icon") for b in blocks for e in b.get("elements", []) if "icon" in e}
+        if self.icon_names is not None and not icons <= self.icon_names:
+            raise SlackApiFault("invalid_blocks")
+
+    def _streaming(self, args: dict[str, Any]) -> Message:
+        """The bot's message still streaming at ``channel`` / ``ts``."""
+        channel = _required(args, "channel", "channel_not_found")
+        msg = self._find(channel, _required(args, "ts", "message_not_found"))
+        if msg.user != self.bot_user_id or msg.streaming_state != "in_progress":
+            raise SlackApiFault("message_not_in_streaming_state")
+        return msg
+
+    async def _replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = _required(args, "channel", "channel_not_found")
+        thread = self.thread(channel, _required(args, "ts", "thread_not_found"))
+        if not thread:
+            raise SlackApiFault("thread_not_found")
+        return {"messages": [m.as_payload() for m in thread], "has_more": False}
+
+    async def _history(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = _required(args, "channel", "channel_not_found")
+        top = [m for m in self.messages.get(channel, []) if m.thread_ts in (None, m.ts)]
+        return {"messages": [m.as_payload() for m in reversed(top)], "has_more": False}
 
     async def _response_url(self, request: web.Request) -> web.Response:
         self.response_url_posts.append(await request.json())
@@ -873,8 +1044,12 @@ def _check_blocks(blocks: list[dict[str, Any]]) -> None:
     """Slack's limits that a bot streaming long answers can hit: answered ``invalid_blocks``."""
     if len(blocks) > BLOCKS_LIMIT:
         raise SlackApiFault("invalid_blocks")
+    block_ids = [b["block_id"] for b in blocks if b.get("block_id")]
+    if len(block_ids) != len(set(block_ids)):
+        raise SlackApiFault("invalid_blocks")
     for block in blocks:
         kind = block.get("type")
+        _check_length(block.get("block_id"), BLOCK_ID_LIMIT)
         if kind == "section" and len(_block_text(block)) > SECTION_LIMIT:
             raise SlackApiFault("invalid_blocks")
         if kind == "markdown" and len(_block_text(block)) > MARKDOWN_LIMIT:
@@ -884,9 +1059,14 @@ def _check_blocks(blocks: list[dict[str, Any]]) -> None:
         if kind == "actions":
             for element in block.get("elements", []):
                 _check_button(element)
+        if kind == "context_actions":
+            _check_context_actions(block)
 
 
 def _check_button(element: dict[str, Any]) -> None:
+    if element.get("type") in ("feedback_buttons", "icon_button"):
+        # "must be used inside the context actions block" (feedback buttons / icon button refs)
+        raise SlackApiFault("invalid_blocks")
     if element.get("type") != "button":
         return
     text = element.get("text") or {}
@@ -896,3 +1076,113 @@ def _check_button(element: dict[str, Any]) -> None:
         or len(str(element.get("action_id", ""))) > ACTION_ID_LIMIT
     ):
         raise SlackApiFault("invalid_blocks")
+
+
+def _check_context_actions(block: dict[str, Any]) -> None:
+    """https://docs.slack.dev/reference/block-kit/blocks/context-actions-block: ``elements``
+    required, 1 to 5 of ``feedback_buttons`` / ``icon_button``; action_ids unique in the block."""
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not 0 < len(elements) <= CONTEXT_ACTIONS_LIMIT:
+        raise SlackApiFault("invalid_blocks")
+    if not all(isinstance(e, dict) for e in elements):
+        raise SlackApiFault("invalid_blocks")
+    action_ids = [e["action_id"] for e in elements if e.get("action_id")]
+    if len(action_ids) != len(set(action_ids)):
+        raise SlackApiFault("invalid_blocks")
+    for element in elements:
+        kind = element.get("type")
+        if kind == "feedback_buttons":
+            _check_feedback_buttons(element)
+        elif kind == "icon_button":
+            _check_icon_button(element)
+        else:
+            raise SlackApiFault("invalid_blocks")
+
+
+def _check_feedback_buttons(element: dict[str, Any]) -> None:
+    """https://docs.slack.dev/reference/block-kit/block-elements/feedback-buttons-element:
+    ``positive_button`` and ``negative_button`` required, each with ``text`` (plain_text only,
+    at most 75), ``value`` (required, at most 2000), optional ``accessibility_label`` (75);
+    optional ``action_id`` (255)."""
+    _check_length(element.get("action_id"), ACTION_ID_LIMIT)
+    for side in ("positive_button", "negative_button"):
+        button = element.get(side)
+        if not isinstance(button, dict):
+            raise SlackApiFault("invalid_blocks")
+        _check_plain_text(button.get("text"), BUTTON_TEXT_LIMIT)
+        value = button.get("value")
+        if not isinstance(value, str) or not value:
+            raise SlackApiFault("invalid_blocks")
+        _check_length(value, BUTTON_VALUE_LIMIT)
+        _check_length(button.get("accessibility_label"), ACCESSIBILITY_LABEL_LIMIT)
+
+
+def _check_icon_button(element: dict[str, Any]) -> None:
+    """https://docs.slack.dev/reference/block-kit/block-elements/icon-button-element: ``icon``
+    and ``text`` (plain_text only) required; optional ``action_id`` (255), ``value`` (2000),
+    ``accessibility_label`` (75), ``visible_to_user_ids`` (an array of user ids), ``confirm``.
+
+    The icon's name is not checked: one copy of that page says "The trash icon is the only icon
+    available at this time", a newer one only "The icon to show (e.g., "trash")".
+    """
+    icon = element.get("icon")
+    if not isinstance(icon, str) or not icon:
+        raise SlackApiFault("invalid_blocks")
+    _check_plain_text(element.get("text"), None)
+    _check_length(element.get("action_id"), ACTION_ID_LIMIT)
+    _check_length(element.get("value"), BUTTON_VALUE_LIMIT)
+    _check_length(element.get("accessibility_label"), ACCESSIBILITY_LABEL_LIMIT)
+    users = element.get("visible_to_user_ids")
+    if users is not None and not (
+        isinstance(users, list) and all(isinstance(u, str) and u for u in users)
+    ):
+        raise SlackApiFault("invalid_blocks")
+
+
+def _check_plain_text(text: Any, limit: int | None) -> None:
+    if not (isinstance(text, dict) and text.get("type") == "plain_text" and text.get("text")):
+        raise SlackApiFault("invalid_blocks")
+    if limit is not None:
+        _check_length(text["text"], limit)
+
+
+def _check_length(value: Any, limit: int) -> None:
+    if value is not None and (not isinstance(value, str) or len(value) > limit):
+        raise SlackApiFault("invalid_blocks")
+
+
+def _stream_text(args: dict[str, Any]) -> str:
+    """The text a streaming call adds: ``markdown_text`` and the ``markdown_text`` chunks.
+
+    Each is "Limit[ed] ... to 12,000 characters"; Slack checks JSON arguments against its schema
+    and answers ``invalid_arguments`` for a value out of bounds. A chunk of an unknown type, or
+    without its text, is ``invalid_chunks`` (chat.appendStream's error list).
+    """
+    text = args.get("markdown_text")
+    if text is not None and (not isinstance(text, str) or len(text) > STREAM_TEXT_LIMIT):
+        raise SlackApiFault("invalid_arguments")
+    chunks = args.get("chunks") or []
+    if isinstance(chunks, str):
+        chunks = json.loads(chunks)
+    pieces = [text or ""]
+    for chunk in chunks:
+        kind = chunk.get("type") if isinstance(chunk, dict) else None
+        if kind not in CHUNK_TYPES:
+            raise SlackApiFault("invalid_chunks")
+        if kind == "markdown_text":
+            piece = chunk.get("text")
+            if not isinstance(piece, str) or len(piece) > STREAM_TEXT_LIMIT:
+                raise SlackApiFault("invalid_chunks")
+            pieces.append(piece)
+    return "".join(pieces)
+
+
+def _block_id_of(message: Message, element: dict[str, Any]) -> str:
+    return next(
+        str(b.get("block_id", "")) for b in message.blocks if element in b.get("elements", [])
+    )
+
+
+def _new_block_id() -> str:
+    """A block_id as Slack makes one up for a block sent without it."""
+    return uuid.uuid4().hex[:5]
