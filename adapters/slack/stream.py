@@ -60,7 +60,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from koalabot.engine.streaming import split_message
 
-from .sink import ACTION_REGENERATE, escape
+from .buttons import ACTION_REGENERATE
+from .sink import escape
 
 log = logging.getLogger(__name__)
 

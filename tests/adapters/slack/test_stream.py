@@ -12,7 +12,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from koalabot.engine.streaming import split_message
-from koalabot_adapters.slack.sink import ACTION_REGENERATE
+from koalabot_adapters.slack.buttons import ACTION_REGENERATE
 from koalabot_adapters.slack.stream import (
     ACTION_FEEDBACK,
     SlackStream,
