@@ -137,34 +137,38 @@ class Backlog:
         """Until no kept vote waits and no kept message can be answered: wait, try the store,
         and once it answers, record the votes, then store each kept message and answer it,
         oldest first."""
-        spool = self.spool
         while True:
-            waiting: list[tuple[Spooled, ReplySink]] = []
-            for entry in spool.pending():
-                sink = self._sink_for(entry)
-                if sink is not None:
-                    waiting.append((entry, sink))
+            waiting = self._answerable()
             self._show()
-            if not waiting and not spool.votes_waiting():
+            if not waiting and not self.spool.votes_waiting():
                 return
             await asyncio.sleep(self.retry_interval)
             try:
-                await self.repo.ping()
-                async with self._votes:
-                    await self._replay_votes()
-                for entry, sink in waiting:
-                    try:
-                        await self._replay(entry, sink)
-                    except StoreError:
-                        raise
-                    except Exception:  # this one waits for the next round; the rest go on
-                        log.exception("could not replay a message kept in the spool")
+                await self._round(waiting)
             except StoreError:
                 log.info(
                     "database still unreachable; %d messages and %d votes wait in the spool",
-                    len(spool),
-                    spool.votes_waiting(),
+                    len(self.spool),
+                    self.spool.votes_waiting(),
                 )
+
+    def _answerable(self) -> list[tuple[Spooled, ReplySink]]:
+        """The kept messages that have a sink to be answered through, oldest first."""
+        found = ((entry, self._sink_for(entry)) for entry in self.spool.pending())
+        return [(entry, sink) for entry, sink in found if sink is not None]
+
+    async def _round(self, waiting: list[tuple[Spooled, ReplySink]]) -> None:
+        """One try: the kept votes, then the kept messages. Raises StoreError."""
+        await self.repo.ping()
+        async with self._votes:
+            await self._replay_votes()
+        for entry, sink in waiting:
+            try:
+                await self._replay(entry, sink)
+            except StoreError:
+                raise
+            except Exception:  # this one waits for the next round; the rest go on
+                log.exception("could not replay a message kept in the spool")
 
     # --- replaying -------------------------------------------------------------------------------
 
@@ -181,19 +185,8 @@ class Backlog:
                 raise StoreError()  # ...unless the store failed it
             return
         storing = self._storing[entry.key] = asyncio.Event()
-        msg = entry.message
         try:
-            # The spool's key is one of the delivery ids: stored once, even if the bot stops
-            # before the spool forgets it.
-            keys = (*msg.dedupe_keys, entry.key)
-            stored = await self.repo.add_user_message(
-                msg.where, msg.user, msg.text, msg.message_id, keys, received_at=entry.received_at
-            )
-            if stored is None:
-                # Taken in already: by this bot before it stopped, between storing the message
-                # and forgetting it here, or by a commit whose reply the connection lost. It is
-                # answered unless it has an answer already.
-                stored = await self.repo.unanswered(keys)
+            stored = await self._store(entry)
         finally:
             del self._storing[entry.key]
             storing.set()
@@ -202,10 +195,26 @@ class Backlog:
         self._show()
         log.info("message kept in the spool since %s stored", entry.received_at.isoformat())
         # Answered alongside the rest: one thread's messages still take turns (its lock).
-        self.work.answer_kept(msg, sink, stored)
+        self.work.answer_kept(entry.message, sink, stored)
         # One step of its task: nothing suspends it before it queues for its thread's lock, so
         # it is answered before any later message of the thread.
         await asyncio.sleep(0)
+
+    async def _store(self, entry: Spooled) -> tuple[int, int] | None:
+        """Store a kept message; its conversation and message ids, unless it has its answer."""
+        msg = entry.message
+        # The spool's key is one of the delivery ids: stored once, even if the bot stops
+        # before the spool forgets it.
+        keys = (*msg.dedupe_keys, entry.key)
+        stored = await self.repo.add_user_message(
+            msg.where, msg.user, msg.text, msg.message_id, keys, received_at=entry.received_at
+        )
+        if stored is None:
+            # Taken in already: by this bot before it stopped, between storing the message
+            # and forgetting it here, or by a commit whose reply the connection lost. It is
+            # answered unless it has an answer already.
+            stored = await self.repo.unanswered(keys)
+        return stored
 
     async def _replay_votes(self) -> None:
         for kept in self.spool.pending_votes():

@@ -80,24 +80,30 @@ class Engine:
         self.spool = (
             Spool(Path(settings.spool_path), settings.spool_limit) if settings.spool_path else None
         )
-        self.backlog = (
-            Backlog(self.spool, self.repo, self.metrics, settings.spool_retry_interval, self)
-            if self.spool is not None
-            else None
-        )
-        self.answerer = Answerer(
+        self.backlog = self._backlog(self.spool)
+        self.answerer = self._answerer()
+        self.intake = Intake(self.repo, self.policy, self.answerer, self.orphans, self.backlog)
+        self.votes = Votes(self.repo, self.metrics, self.backlog)
+
+    def _backlog(self, spool: Spool | None) -> Backlog | None:
+        if spool is None:
+            return None
+        interval = self.settings.spool_retry_interval
+        return Backlog(spool, self.repo, self.metrics, interval, self)
+
+    def _answerer(self) -> Answerer:
+        # ORDER_WAIT is read here, from this module, so a test can shorten it.
+        turns = Turns(self.repo, self.db.dialect, ORDER_WAIT)
+        return Answerer(
             self.repo,
-            backend,
+            self.backend,
             self.history,
             self.template,
             self.params,
-            # ORDER_WAIT is read here, from this module, so a test can shorten it.
-            turns=Turns(self.repo, db.dialect, ORDER_WAIT),
+            turns=turns,
             metrics=self.metrics,
-            first_notice=settings.notice,
+            first_notice=self.settings.notice,
         )
-        self.intake = Intake(self.repo, self.policy, self.answerer, self.orphans, self.backlog)
-        self.votes = Votes(self.repo, self.metrics, self.backlog)
 
     @classmethod
     async def open(cls, settings: Settings) -> Engine:
