@@ -32,7 +32,7 @@ from koalabot.errors import BackendError, KoalabotError, PromptTooLongError, Sto
 from koalabot.events import AnswerResult, ReplySink, ThreadKey
 from koalabot.metrics import Metrics
 from koalabot.prompt.budget import Limits
-from koalabot.prompt.history import HistoryPrompter
+from koalabot.prompt.history import HistoryPrompter, ThreadPage, ThreadPrompt
 from koalabot.prompt.templates import Template
 from koalabot.store.repository import GenerationRecord, Repository
 
@@ -141,10 +141,7 @@ class Answerer:
         )
         a.answer_id, a.first = start.answer_id, start.first
         await a.streamer.sink.thinking(True)
-        limits = await self._get_limits()
-        built = await self.history.build(
-            a.conversation_id, a.parent_id, limits, self.params.max_new_tokens, start.tail
-        )
+        built = await self.prompt(a.conversation_id, a.parent_id, start.tail)
         a.prompt, a.dropped, a.prompt_tokens = built.prompt, built.dropped, built.tokens
         return start.answer_id
 
@@ -281,6 +278,16 @@ class Answerer:
             if answer.endswith(stop):
                 answer = answer[: -len(stop)].rstrip()
         return answer
+
+    async def prompt(
+        self, conversation_id: int, upto_id: int, tail: ThreadPage | None = None
+    ) -> ThreadPrompt:
+        """The prompt for answering message ``upto_id`` (``tail``: the thread's newest page,
+        when read already)."""
+        limits = await self._get_limits()
+        return await self.history.build(
+            conversation_id, upto_id, limits, self.params.max_new_tokens, tail
+        )
 
     async def _get_limits(self) -> Limits:
         """The model's budget, from the server's /info once."""

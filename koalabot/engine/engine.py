@@ -49,7 +49,7 @@ from koalabot.events import (
 )
 from koalabot.metrics import Metrics
 from koalabot.prompt.budget import CachedCounter
-from koalabot.prompt.history import HistoryPrompter
+from koalabot.prompt.history import HistoryPrompter, ThreadPage
 from koalabot.prompt.templates import TEMPLATES, Turn
 from koalabot.store.database import Database, open_database
 from koalabot.store.repository import Repository
@@ -295,6 +295,14 @@ class Engine:
         if not any(states.values()):
             problems["backend"] = "no healthy TGI endpoint: " + ", ".join(states)
         return problems
+
+    async def _prompt(
+        self, conversation_id: int, upto_id: int, tail: ThreadPage | None
+    ) -> tuple[str, int, int]:
+        """The prompt for answering message ``upto_id``: its text, dropped messages, tokens
+        (tests/store/test_sqlite_lane.py compares it with what was sent)."""
+        built = await self.answerer.prompt(conversation_id, upto_id, tail)
+        return built.prompt, built.dropped, built.tokens
 
     # --- KeptWork: what the backlog hands back -----------------------------------------------
 
