@@ -33,11 +33,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from koalabot.adapter import RunOptions
 from koalabot.config import Settings
 from koalabot.engine.inflight import InFlight
+from koalabot.engine.notices import slack_vote_words
 from koalabot.errors import ConfigError
 from koalabot.events import FeedbackEvent, ThreadKey
 
 from ..boundary import boundary
-from .buttons import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP, vote_words
+from .buttons import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP
 from .events import (
     button_vote,
     chat_message,
@@ -309,7 +310,9 @@ class SlackAdapter:
                 result = await self.engine.handle_feedback(vote)
                 if (result.recorded or result.kept) and vote.channel:
                     thread = result.where.thread if result.where else None
-                    await self._acknowledge(vote.channel, vote.user, vote_words(result), thread)
+                    await self._acknowledge(
+                        vote.channel, vote.user, slack_vote_words(result), thread
+                    )
 
     async def _on_vote(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
@@ -329,7 +332,9 @@ class SlackAdapter:
                         platform_message_id=vote.message_ts,
                     )
                 )
-                await self._acknowledge(vote.channel, vote.user, vote_words(result), vote.thread_ts)
+                await self._acknowledge(
+                    vote.channel, vote.user, slack_vote_words(result), vote.thread_ts
+                )
 
     async def _on_regenerate(
         self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
