@@ -24,6 +24,7 @@ from koalabot.engine.notices import (
     UNEXPECTED,
     notify,
     refuse,
+    retry_notice,
     shown_answer,
 )
 from koalabot.engine.streaming import ReplyStreamer
@@ -233,10 +234,14 @@ class Answerer:
         return dataclasses.replace(result, error=type(exc).__name__)
 
     async def _failed(self, a: _Attempt, status: str, partial: str, notice: str) -> AnswerResult:
-        """Store the partial answer as `failed` and turn the placeholder into ``notice``."""
+        """Store the partial answer as `failed` and turn the placeholder into ``notice`` (with
+        the way to retry it, unless the same prompt is sure to fail again)."""
         await self._give_up(a, "failed", partial, notice)
+        retry = a.answer_id if status == "failed" else None
+        if retry is not None:
+            notice = retry_notice(notice, a.where.platform)
         try:
-            await a.streamer.fail(notice, partial.strip())
+            await a.streamer.fail(notice, partial.strip(), retry)
         except Exception:
             log.warning("could not show the failure notice", exc_info=True)
             await notify(a.streamer.sink, notice)

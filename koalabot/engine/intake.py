@@ -63,8 +63,9 @@ class Intake:
             # Earlier messages of this thread wait in the spool: stored first, they keep
             # their place in the thread (and are answered first).
             await self.backlog.before_message(msg.where, sink)
+        # The same words again after a failed answer are a retry of it, not a second turn.
         return await self.repo.add_user_message(
-            msg.where, msg.user, msg.text, msg.message_id, msg.dedupe_keys
+            msg.where, msg.user, msg.text, msg.message_id, msg.dedupe_keys, resend_retries=True
         )
 
     async def answer_stored(

@@ -45,6 +45,7 @@ from koalabot.store.models import (
     ProcessedEvent,
     utcnow,
 )
+from koalabot.store.resends import resent_message
 from koalabot.store.tails import RecentThreads
 
 
@@ -368,9 +369,12 @@ class Repository:
         platform_message_id: str,
         dedupe_keys: Sequence[str],
         received_at: datetime | None = None,
+        *,
+        resend_retries: bool = False,
     ) -> tuple[int, int] | None:
         """Commit a user's message (and claim its delivery ids) in one transaction; stamped
-        ``received_at`` when it arrived earlier than now (kept in the spool meanwhile).
+        ``received_at`` when it arrived earlier than now (kept in the spool meanwhile). With
+        ``resend_retries``, a resend after a failed answer (`resends`) stores nothing new.
 
         Returns (conversation id, message id), or None when a delivery id was already claimed.
         """
@@ -379,6 +383,10 @@ class Repository:
 
         def work(conn: Connection) -> tuple[int, int]:
             conv = self._ensure_conversation(conn, where)
+            resent = resent_message(conn, conv, author, text_) if resend_retries else None
+            if resent:
+                self._claim(conn, keys, resent, now)
+                return conv, resent
             message = {
                 "conversation_id": conv,
                 "role": "user",
@@ -390,15 +398,18 @@ class Repository:
                 "created_at": now,
             }
             msg_id = self._add_message(conn, message)
-            if keys:
-                events = [{"key": k, "message_id": msg_id, "created_at": now} for k in keys]
-                self._execute(conn, "add_events", events)
+            self._claim(conn, keys, msg_id, now)
             return conv, msg_id
 
         try:
             return await self._run(work, write=True)
         except IntegrityError:
             return None
+
+    def _claim(self, conn: Connection, keys: list[str], message_id: int, now: datetime) -> None:
+        if keys:
+            events = [{"key": k, "message_id": message_id, "created_at": now} for k in keys]
+            self._execute(conn, "add_events", events)
 
     async def start_answer(
         self,
