@@ -1,6 +1,6 @@
-"""Several TGI endpoints: pick the healthy one with the fewest requests in flight, retry what
-may pass (before any token was received), and bring a failed endpoint back once ``/health``
-passes again."""
+"""Several model server endpoints: pick the healthy one with the fewest requests in flight,
+retry what may pass (before any token was received), and bring a failed endpoint back once
+its health check passes again."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from koalabot.backend.endpoint import Endpoint
+from koalabot.backend.wire import Wire
 from koalabot.errors import BackendError, BackendTimeoutError
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,18 @@ class EndpointPool:
         retry_base_delay: float,
         health_check_interval: float,
         ssl: ssl_module.SSLContext | bool | None,
+        api_key: str | None = None,
     ) -> None:
         if not urls:
-            raise ValueError("at least one TGI URL is needed")
+            raise ValueError("at least one model server URL is needed")
         self.endpoints = [
-            Endpoint(url, connect_timeout=connect_timeout, ssl=ssl, on_down=self.mark_down)
+            Endpoint(
+                url,
+                connect_timeout=connect_timeout,
+                ssl=ssl,
+                on_down=self.mark_down,
+                api_key=api_key,
+            )
             for url in urls
         ]
         self.retries = retries
@@ -82,7 +90,7 @@ class EndpointPool:
         counts the request in flight: the caller calls ``done(endpoint)`` when finished.
         Past ``deadline`` (loop time) BackendTimeoutError is raised."""
         if self.closed:
-            raise RuntimeError("the TGI backend is closed")
+            raise RuntimeError("the model backend is closed")
         loop = asyncio.get_running_loop()
         avoid: set[Endpoint] = set()
         for attempt in itertools.count():
@@ -96,7 +104,8 @@ class EndpointPool:
                 raise BackendTimeoutError() from None
             except BackendError as exc:
                 self.done(endpoint)
-                delay = self._backoff(attempt)
+                # A server's Retry-After wins over a shorter backoff (the deadline still rules).
+                delay = max(self._backoff(attempt), exc.retry_after or 0.0)
                 if not exc.retryable or attempt >= self.retries or loop.time() + delay > deadline:
                     raise
                 log.warning(
@@ -122,6 +131,11 @@ class EndpointPool:
         endpoint, result = await self.run(op, deadline=deadline)
         self.done(endpoint)
         return result
+
+    def set_wire(self, wire: Wire) -> None:
+        """Every endpoint speaks ``wire`` from now on."""
+        for endpoint in self.endpoints:
+            endpoint.wire = wire
 
     def done(self, endpoint: Endpoint) -> None:
         """A request to ``endpoint`` is over."""
