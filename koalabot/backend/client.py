@@ -86,6 +86,7 @@ class Backend:
         if self._wire is not None:
             self._pool.set_wire(self._wire)
         self._finding = asyncio.Lock()
+        self._ready: Wire | None = self._wire if api == "tgi" else None
         self._local = LocalTokenizer.load(tokenizer) if tokenizer else None
 
     @classmethod
@@ -113,14 +114,20 @@ class Backend:
 
     async def wire(self) -> Wire:
         """The protocol the servers speak, probed once when not given."""
-        if self._wire is not None:
-            return self._wire
+        if self._ready is not None:
+            return self._ready
         async with self._finding:
-            if self._wire is None:
-                wire = await self._pool.call(self._probe, deadline=self._deadline())
+            if self._ready is None:
+                wire = self._wire
+                if wire is None:
+                    wire = await self._pool.call(self._probe, deadline=self._deadline())
                 self._pool.set_wire(wire)
                 self._wire = wire
-        return self._wire
+                if wire is self._openai:  # its requests name the model: learn which first
+                    await self._pool.call(self._openai.prepare, deadline=self._deadline())
+                self._ready = wire
+                return wire
+        return self._ready
 
     async def _probe(self, endpoint: Endpoint) -> Wire:
         info = await endpoint.try_json("GET", "/info", None)

@@ -94,8 +94,6 @@ def _from_openai(status: int, info: dict[str, Any], partial: str) -> BackendErro
     message = str(info.get("message", ""))
     kind = f"{info.get('type', '')} {info.get('code', '')}".lower()
     code = info.get("code")
-    if isinstance(code, int) and status == 200:
-        status = code  # an error event on a 200 stream names its own status (vLLM, llama.cpp)
     if "context_length_exceeded" in kind or "exceed_context_size" in kind:
         return BackendPromptTooLongError(partial=partial)
     if any(marker in message.lower() for marker in _OPENAI_TOO_LONG_MARKERS):
@@ -106,7 +104,9 @@ def _from_openai(status: int, info: dict[str, Any], partial: str) -> BackendErro
             "check KOALABOT_MODEL_API_KEY",
             partial=partial,
         )
-    if status == 200:
+    if status == 200:  # an error event on the stream names its status in "code" (vLLM)
+        if code in (429, 503):
+            return BackendOverloadedError(partial=partial)
         return GenerationFailedError(partial=partial)
     return _error_from_status(status, message, partial=partial)
 

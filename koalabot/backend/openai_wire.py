@@ -124,13 +124,21 @@ class OpenAIWire:
             prompt_tokens=_int(usage.get("prompt_tokens")),
         )
 
-    async def info(self, endpoint: Endpoint) -> dict[str, Any]:
+    async def prepare(self, endpoint: Endpoint) -> None:
+        """Learn the model id to send (KOALABOT_MODEL checked against what is served)."""
+        await self._model_entry(endpoint)
+
+    async def _model_entry(self, endpoint: Endpoint) -> dict[str, Any]:
         listing = await endpoint.get_json("/v1/models")
         entries = listing.get("data") if isinstance(listing, dict) else None
         if not isinstance(entries, list):
             raise endpoint.not_this_kind("/v1/models")
         entry = self._pick(endpoint.url, [e for e in entries if isinstance(e, dict)])
         self.model = str(entry.get("id") or self.model or "")
+        return entry
+
+    async def info(self, endpoint: Endpoint) -> dict[str, Any]:
+        entry = await self._model_entry(endpoint)
         context = _int(entry.get("max_model_len")) or await self._props_context(endpoint)
         if context is None:
             context = self._context_tokens
@@ -159,7 +167,10 @@ class OpenAIWire:
 
     async def count(self, endpoint: Endpoint, text: str) -> int:
         if endpoint.url not in self._tokenize_route:
-            self._tokenize_route[endpoint.url] = await self._find_route(endpoint, text)
+            route, tokens = await self._find_route(endpoint, text)
+            self._tokenize_route[endpoint.url] = route
+            if tokens is not None:
+                return tokens
         route = self._tokenize_route[endpoint.url]
         if route is None:
             raise TokenizerUnavailableError()
@@ -170,23 +181,26 @@ class OpenAIWire:
             raise TokenizerUnavailableError()
         return tokens
 
-    async def _find_route(self, endpoint: Endpoint, text: str) -> tuple[str, str] | None:
-        # Tried in this order; a 404 on /tokenize skips its second dialect.
+    async def _find_route(
+        self, endpoint: Endpoint, text: str
+    ) -> tuple[tuple[str, str] | None, int | None]:
+        """The route that counts ``text`` and its count, trying each dialect in turn."""
         for path, dialect in (
             ("/tokenize", "vllm"),
             ("/tokenize", "llama.cpp"),
             ("/extras/tokenize", "llama-cpp-python"),
         ):
             answer = await endpoint.try_json("POST", path, self._tokenize_body(dialect, text))
-            if _token_count(answer) is not None:
+            tokens = _token_count(answer)
+            if tokens is not None:
                 log.info("%s counts tokens with %s (%s's route)", endpoint.url, path, dialect)
-                return path, dialect
+                return (path, dialect), tokens
         log.warning(
             "%s has no tokenize route: token counts are estimates (set KOALABOT_TOKENIZER to "
             "the model's tokenizer.json for exact ones)",
             endpoint.url,
         )
-        return None
+        return None, None
 
     def _tokenize_body(self, dialect: str, text: str) -> dict[str, Any]:
         if dialect == "vllm":
