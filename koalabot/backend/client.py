@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as ssl_module
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from text_generation.errors import ValidationError as TGIValidationError
 
@@ -25,15 +25,23 @@ from koalabot.backend.params import GenerationParams
 from koalabot.backend.pool import EndpointPool, EndpointStatus
 from koalabot.backend.stream import Completion, GenerationStream, StreamTimeouts
 from koalabot.backend.wire import TGIWire, Wire
-from koalabot.errors import BackendRejectedError, BackendUnavailableError, GenerationFailedError
+from koalabot.errors import (
+    BackendError,
+    BackendRejectedError,
+    BackendUnavailableError,
+    GenerationFailedError,
+)
 
 if TYPE_CHECKING:
     from koalabot.config import Settings
 
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ApiKind = Literal["auto", "tgi", "openai"]
+#: The longest the start-up check waits for a model server (one attempt each, no retries).
+CHECK_TIMEOUT = 5.0
 
 
 class Backend:
@@ -86,6 +94,8 @@ class Backend:
         if self._wire is not None:
             self._pool.set_wire(self._wire)
         self._finding = asyncio.Lock()
+        #: Retries for the calls made now (None: the configured number); 0 during ``check``.
+        self._retries_now: int | None = None
         self._ready: Wire | None = self._wire if api == "tgi" else None
         self._local = LocalTokenizer.load(tokenizer) if tokenizer else None
 
@@ -120,11 +130,11 @@ class Backend:
             if self._ready is None:
                 wire = self._wire
                 if wire is None:
-                    wire = await self._pool.call(self._probe, deadline=self._deadline())
+                    wire = await self._call(self._probe)
                 self._pool.set_wire(wire)
                 self._wire = wire
                 if wire is self._openai:  # its requests name the model: learn which first
-                    await self._pool.call(self._openai.prepare, deadline=self._deadline())
+                    await self._call(self._openai.prepare)
                 self._ready = wire
                 return wire
         return self._ready
@@ -179,7 +189,24 @@ class Backend:
         the same keys (``model_id``, ``max_input_tokens``, ``max_total_tokens``) from what it
         states, else KOALABOT_CONTEXT_TOKENS (ConfigError when neither says)."""
         await self.wire()
-        return await self._pool.call(lambda e: e.info(), deadline=self._deadline())
+        return await self._call(lambda e: e.info())
+
+    async def check(self) -> None:
+        """At start: find the server's kind and limits now, so a missing setting stops the bot
+        with one line (ConfigError) instead of failing every answer; a server that is down is
+        only logged — the bot starts, and answers once the server is back."""
+        if self.kind == "tgi":
+            return  # TGI's /info always states its limits: nothing to check before answering
+        self._retries_now = 0
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                info = await self.info()
+        except (BackendError, TimeoutError) as exc:
+            log.warning("model server not checked at start: %s", type(exc).__name__)
+            return
+        finally:
+            self._retries_now = None
+        log.info("model server: %s API, model %s", self.kind, info.get("model_id"))
 
     async def model_id(self) -> str | None:
         """The served model's id from ``/info``."""
@@ -232,6 +259,9 @@ class Backend:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    async def _call(self, op: Callable[[Endpoint], Awaitable[T]]) -> T:
+        return await self._pool.call(op, deadline=self._deadline(), retries=self._retries_now)
 
     def _deadline(self) -> float:
         return asyncio.get_running_loop().time() + self._timeouts.first_token

@@ -83,7 +83,7 @@ class EndpointPool:
         return chosen
 
     async def run(
-        self, op: Callable[[Endpoint], Awaitable[T]], *, deadline: float
+        self, op: Callable[[Endpoint], Awaitable[T]], *, deadline: float, retries: int | None = None
     ) -> tuple[Endpoint, T]:
         """Run ``op`` on a picked endpoint, retrying retryable BackendErrors with exponential
         backoff and jitter, on another endpoint where there is one. The returned endpoint still
@@ -106,7 +106,8 @@ class EndpointPool:
                 self.done(endpoint)
                 # A server's Retry-After wins over a shorter backoff (the deadline still rules).
                 delay = max(self._backoff(attempt), exc.retry_after or 0.0)
-                if not exc.retryable or attempt >= self.retries or loop.time() + delay > deadline:
+                most = self.retries if retries is None else retries
+                if not exc.retryable or attempt >= most or loop.time() + delay > deadline:
                     raise
                 log.warning(
                     "%s failed (%s); retry %d of %d in %.2fs",
@@ -126,9 +127,11 @@ class EndpointPool:
             return endpoint, result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def call(self, op: Callable[[Endpoint], Awaitable[T]], *, deadline: float) -> T:
+    async def call(
+        self, op: Callable[[Endpoint], Awaitable[T]], *, deadline: float, retries: int | None = None
+    ) -> T:
         """``run`` for a request that is over when ``op`` returns."""
-        endpoint, result = await self.run(op, deadline=deadline)
+        endpoint, result = await self.run(op, deadline=deadline, retries=retries)
         self.done(endpoint)
         return result
 

@@ -237,3 +237,15 @@ def test_model_url_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KOALABOT_MODEL_API", "grpc")
     with pytest.raises(ConfigError, match="KOALABOT_MODEL_API"):
         load_settings()
+
+
+async def test_start_check_refuses_a_missing_context_but_not_a_down_server() -> None:
+    async with FakeOpenAI(state_context=False) as server:
+        async with make([server.url]) as backend:
+            with pytest.raises(ConfigError, match="KOALABOT_CONTEXT_TOKENS"):
+                await backend.check()
+    dead_url = server.url  # stopped now: refused
+    async with make([dead_url], retries=5, retry_base_delay=1.0) as backend:
+        started = asyncio.get_running_loop().time()
+        await backend.check()  # only logged; one attempt, no backoff
+        assert asyncio.get_running_loop().time() - started < 1.0
