@@ -42,7 +42,9 @@ What each server does, as relied on here (sources read 2026-12-03):
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -105,7 +107,9 @@ class OpenAIWire:
         try:
             chunk = orjson.loads(data)
         except ValueError:
-            raise decode_error_event(data, partial) from None
+            chunk = _lenient_json(data)  # orjson refuses a lone surrogate escape ("\ud800")
+            if chunk is None:
+                raise decode_error_event(data, partial) from None
         if not isinstance(chunk, dict) or "error" in chunk or chunk.get("object") == "error":
             raise decode_error_event(data, partial)
         usage = chunk.get("usage")
@@ -115,7 +119,7 @@ class OpenAIWire:
         text = choice.get("text")
         reason = choice.get("finish_reason")
         return Piece(
-            text=text if isinstance(text, str) else "",
+            text=valid_text(text) if isinstance(text, str) else "",
             # The finish_reason chunk ends the text; a usage chunk and [DONE] may follow and are
             # read by stream.py's drain.
             final=isinstance(reason, str),
@@ -208,6 +212,23 @@ class OpenAIWire:
         if dialect == "llama.cpp":
             return {"content": text, "add_special": True}
         return {"input": text}
+
+
+#: UTF-16 surrogates: only a lone one survives JSON decoding (a pair becomes one character).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates as U+FFFD: a random or broken model can send one as a JSON
+    escape, and no UTF-8 store or platform API takes it."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def _lenient_json(data: str) -> Any:
+    try:
+        return json.loads(data, strict=False)  # raw control characters too
+    except ValueError:
+        return None
 
 
 def _token_count(answer: Any) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -240,12 +241,27 @@ def test_model_url_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_start_check_refuses_a_missing_context_but_not_a_down_server() -> None:
-    async with FakeOpenAI(state_context=False) as server:
-        async with make([server.url]) as backend:
-            with pytest.raises(ConfigError, match="KOALABOT_CONTEXT_TOKENS"):
-                await backend.check()
+    async with FakeOpenAI(state_context=False) as server, make([server.url]) as backend:
+        with pytest.raises(ConfigError, match="KOALABOT_CONTEXT_TOKENS"):
+            await backend.check()
     dead_url = server.url  # stopped now: refused
     async with make([dead_url], retries=5, retry_base_delay=1.0) as backend:
         started = asyncio.get_running_loop().time()
         await backend.check()  # only logged; one attempt, no backoff
         assert asyncio.get_running_loop().time() - started < 1.0
+
+
+async def test_a_local_tokenizer_counts_without_asking_the_server(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "koala": 1}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    path = tmp_path / "tokenizer.json"
+    tokenizer.save(str(path))
+    async with make([server.url], tokenizer=str(path)) as backend:
+        assert await backend.count("a koala is a koala") == 5
+    assert not [r for r in server.requests if r.path == "/tokenize"]
+    with pytest.raises(ConfigError, match="KOALABOT_TOKENIZER"):
+        make([server.url], tokenizer=str(tmp_path / "missing.json"))
