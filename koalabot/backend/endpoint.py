@@ -135,6 +135,9 @@ class Endpoint:
 
     async def model_id(self) -> str | None:
         """The served model's id, or None when ``/info`` cannot say."""
+        known = getattr(self.wire, "model", None)
+        if isinstance(known, str) and known:
+            return known  # an OpenAI-compatible server's, learnt before the first request
         try:
             model_id = (await self.info()).get("model_id")
         except BackendError:

@@ -7,9 +7,11 @@ asked, ``data: [DONE]``; stop strings cut as vLLM does) and vLLM's ``POST /token
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import re
+import signal
 import ssl
 from collections import deque
 from dataclasses import dataclass, field
@@ -74,6 +76,9 @@ class FakeOpenAI:
         self.token_delay = token_delay
         self.fault: Fault | None = None
         self.requests: list[Received] = []
+        #: Client connections that sent a request (distinct sockets), since creation.
+        self.connections = 0
+        self._transports: set[asyncio.BaseTransport] = set()
         self.port = 0
         self._ssl = ssl_context
         self._runner: web.AppRunner | None = None
@@ -95,6 +100,7 @@ class FakeOpenAI:
                 web.get("/v1/models", self._models),
                 web.post("/v1/completions", self._completions),
                 web.post("/tokenize", self._tokenize),
+                web.get("/_fake/stats", self._stats),
             ]
         )
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1)
@@ -117,6 +123,11 @@ class FakeOpenAI:
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        transport = request.transport
+        if transport is not None and transport not in self._transports:
+            self._transports = {t for t in self._transports if not t.is_closing()}
+            self._transports.add(transport)
+            self.connections += 1
         body = await request.json() if request.can_read_body else {}
         self.requests.append(Received(request.method, request.path, body, dict(request.headers)))
         if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -127,6 +138,9 @@ class FakeOpenAI:
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response()
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"connections": self.connections})
 
     async def _models(self, request: web.Request) -> web.Response:
         entry: dict[str, Any] = {"id": self.model_id, "object": "model", "owned_by": "vllm"}
@@ -194,6 +208,11 @@ class FakeOpenAI:
             await asyncio.sleep(fault.seconds)
         text, reason = self._answer(body)
         out = pieces(text)[: int(body.get("max_tokens", 16))]
+        if fault is None and not self.token_delay:  # as fast as can be: the rest in one write
+            await response.write(b"".join(_event(self._chunk(p, None)) for p in out[:1]))
+            out_rest = [_event(self._chunk(p, None)) for p in out[1:]]
+            await response.write(b"".join(out_rest) + self._tail(body, reason, n_prompt, out))
+            return response
         for i, piece in enumerate(out):
             if self.token_delay:
                 await asyncio.sleep(self.token_delay)
@@ -205,13 +224,17 @@ class FakeOpenAI:
                 await response.write(b"data: [DONE]\n\n")
                 return response
             await response.write(_event(self._chunk(piece, None)))
-        await response.write(_event(self._chunk("", reason)))
+        await response.write(self._tail(body, reason, n_prompt, out))
+        return response
+
+    def _tail(self, body: dict[str, Any], reason: str, n_prompt: int, out: list[str]) -> bytes:
+        """The finish_reason chunk, a usage chunk when asked, and [DONE]."""
+        tail = _event(self._chunk("", reason))
         if body.get("stream_options", {}).get("include_usage"):
             usage = {"prompt_tokens": n_prompt, "completion_tokens": len(out)}
             usage["total_tokens"] = n_prompt + len(out)
-            await response.write(_event({**self._chunk("", None), "choices": [], "usage": usage}))
-        await response.write(b"data: [DONE]\n\n")
-        return response
+            tail += _event({**self._chunk("", None), "choices": [], "usage": usage})
+        return tail + b"data: [DONE]\n\n"
 
     def _answer(self, body: dict[str, Any]) -> tuple[str, str]:
         text = self.replies.popleft() if self.replies else self.reply
@@ -234,3 +257,38 @@ class FakeOpenAI:
 
 def _event(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    fake = FakeOpenAI(context=args.context, token_delay=args.token_delay, ssl_context=context)
+    fake.port = args.port
+    if args.reply is not None:
+        fake.reply = args.reply
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with fake:
+        print(f"fake OpenAI-compatible server at {fake.url} (Ctrl-C to stop)", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until Ctrl-C (the bench runs it in its own process)."""
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.openai")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--token-delay", type=float, default=0.0)
+    parser.add_argument("--reply")
+    parser.add_argument("--context", type=int, default=4096)
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    asyncio.run(_serve(parser.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
