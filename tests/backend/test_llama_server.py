@@ -13,15 +13,21 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
 from sqlalchemy import text
 
+from koalabot.adapter import RunOptions
+from koalabot.engine.engine import Engine
 from koalabot.prompt.templates import TEMPLATES, Turn, render
 from koalabot.store.database import open_database
+from koalabot_adapters.slack.app import create_adapter
+from tests.fakes.slack import FakeSlack, Message
 from tests.fixtures.llama import LlamaServer, LoggingProxy, require_llama, write_tiny_gguf
+from tests.fixtures.slack import slack_settings
 
 pytestmark = pytest.mark.llama_server
 
@@ -141,3 +147,35 @@ async def test_odd_bytes_from_the_server_are_stored_shown_and_exported(
     rows = [json.loads(line) for line in export.read_text("utf-8").splitlines()]
     assert rows
     assert any("\ufffd" in json.dumps(row, ensure_ascii=False) for row in rows)
+
+
+async def test_the_slack_bot_answers_from_the_real_server(
+    proxy: LoggingProxy, fake_slack: FakeSlack, sqlite_url: str
+) -> None:
+    server = SimpleNamespace(url=proxy.url)
+    settings = slack_settings(
+        fake_slack, server, sqlite_url, tgi_url=None, model_url=[proxy.url],  # type: ignore[arg-type]
+        context_tokens=512, max_new_tokens=24, seed=3,
+    )  # fmt: skip
+    engine = await Engine.open(settings)
+    adapter = create_adapter(engine, settings, RunOptions(mode="socket", port=0))
+    await adapter.start()
+    try:
+        root = await fake_slack.user_posts(f"<@{fake_slack.bot_user_id}> {HELLO}")
+
+        def finished() -> Message | None:
+            done = [m for m in fake_slack.bot_replies(root.channel, root.ts) if m.buttons]
+            return done[0] if done else None
+
+        answer = await fake_slack.wait_for(finished)
+        await fake_slack.settle()
+    finally:
+        await adapter.stop()
+        await engine.close()
+    [completion] = proxy.completions()
+    assert completion.json()["prompt"] == f"BEGINNING OF CONVERSATION: USER: {HELLO} GPT:"
+    [[stored_answer]] = await stored(
+        sqlite_url, "select text from messages where role = 'assistant'"
+    )
+    assert stored_answer == completion.streamed_text().strip()
+    assert answer.thread_ts == root.ts

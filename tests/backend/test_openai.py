@@ -265,3 +265,9 @@ async def test_a_local_tokenizer_counts_without_asking_the_server(
     assert not [r for r in server.requests if r.path == "/tokenize"]
     with pytest.raises(ConfigError, match="KOALABOT_TOKENIZER"):
         make([server.url], tokenizer=str(tmp_path / "missing.json"))
+
+
+async def test_a_stream_needs_no_context_window() -> None:
+    async with FakeOpenAI(state_context=False) as server, make([server.url]) as backend:
+        completion = await backend.generate(PROMPT, PARAMS)
+    assert completion.model_id == "koala-13b"
