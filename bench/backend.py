@@ -387,7 +387,8 @@ def _orchestrate(args: argparse.Namespace) -> int:
     scale = 4 if args.quick else 1
     started = time.perf_counter()
     print(
-        f"{TOKENS}-token streams, {args.token_delay * 1000:g} ms per token, fake TGI in another "
+        f"{TOKENS}-token streams, {args.token_delay * 1000:g} ms per token, "
+        f"{'fake TGI' if args.api == 'tgi' else 'fake OpenAI-compatible server'} in another "
         f"process on 127.0.0.1. Two runs per client, alternating: streams/s is their mean, TTFT "
         f"the median over both. Load average before: {os.getloadavg()[0]:.1f} (2 cores: above "
         f"~1, other work is skewing the figures).",
