@@ -23,6 +23,7 @@ from koalabot.errors import (
 from koalabot.prompt.budget import CachedCounter, Limits
 from tests.fakes.openai import FakeOpenAI, Fault, count_tokens
 from tests.fakes.tgi import FakeTGI
+from tests.fixtures.llama import LoggingProxy
 
 PROMPT = "BEGINNING OF CONVERSATION: USER: What is a koala? GPT:"
 PARAMS = GenerationParams(
@@ -271,3 +272,17 @@ async def test_a_stream_needs_no_context_window() -> None:
     async with FakeOpenAI(state_context=False) as server, make([server.url]) as backend:
         completion = await backend.generate(PROMPT, PARAMS)
     assert completion.model_id == "koala-13b"
+
+
+async def test_the_api_key_also_goes_to_tgi() -> None:
+    async with FakeTGI() as tgi:
+        proxy = LoggingProxy(tgi.url)  # FakeTGI keeps no headers: a proxy in front does
+        await proxy.start()
+        try:
+            async with make([proxy.url], api_key="hf_secret") as backend:
+                await backend.generate(PROMPT, PARAMS)
+                assert backend.kind == "tgi"
+        finally:
+            await proxy.stop()
+    sent = {e.path: e.headers.get("Authorization") for e in proxy.exchanges}
+    assert sent["/info"] == sent["/generate_stream"] == "Bearer hf_secret"
