@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -50,6 +50,18 @@ class Settings(BaseSettings):
     # --- backend -----------------------------------------------------------------------
     tgi_url: str | None = None
     tgi_urls: CommaList = Field(default_factory=list)
+    #: The model server(s), any kind (one URL or a comma list); wins over KOALABOT_TGI_URL(S).
+    model_url: CommaList = Field(default_factory=list)
+    #: Which protocol the server speaks: found by probing (auto), TGI's, or OpenAI-compatible.
+    model_api: Literal["auto", "tgi", "openai"] = "auto"
+    #: Sent as `Authorization: Bearer …` to every model server call (never logged).
+    model_api_key: SecretStr | None = None
+    #: The model id to ask an OpenAI-compatible server for (default: the first it lists).
+    model: str | None = None
+    #: The context window when the server does not state it (llama-cpp-python, Ollama).
+    context_tokens: int | None = Field(None, gt=0)
+    #: A local tokenizer.json that counts tokens instead of the server.
+    tokenizer: str | None = None
     template: str = "koala"
     max_new_tokens: int = Field(512, gt=0)
     temperature: float | None = Field(0.7, gt=0)
@@ -107,6 +119,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "tgi_urls",
+        "model_url",
         "allowed_workspaces",
         "allowed_channels",
         "allowed_users",
@@ -118,7 +131,7 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
 
-    @field_validator("tgi_url", "tgi_urls")
+    @field_validator("tgi_url", "tgi_urls", "model_url")
     @classmethod
     def _http_urls(cls, value: Any) -> Any:
         urls = value if isinstance(value, list) else [value] if value else []
@@ -138,8 +151,10 @@ class Settings(BaseSettings):
 
     @property
     def endpoints(self) -> list[str]:
-        """The TGI base URLs to use, from KOALABOT_TGI_URLS, else KOALABOT_TGI_URL, else local."""
-        urls = list(self.tgi_urls) or ([self.tgi_url] if self.tgi_url else [])
+        """The model server base URLs: KOALABOT_MODEL_URL, else KOALABOT_TGI_URLS, else
+        KOALABOT_TGI_URL, else local."""
+        urls = list(self.model_url) or list(self.tgi_urls)
+        urls = urls or ([self.tgi_url] if self.tgi_url else [])
         return [u.rstrip("/") for u in urls] or ["http://127.0.0.1:8080"]
 
     @classmethod

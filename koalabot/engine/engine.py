@@ -112,6 +112,7 @@ class Engine:
         db = await open_database(settings.database_url)
         engine = cls(settings, db, Backend.from_settings(settings))
         try:
+            await engine.backend.check()  # a missing model setting stops the start (one line)
             orphans = await engine.repo.recover_interrupted()
         except BaseException:
             await engine.close()
