@@ -26,10 +26,10 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import apsw
-
-from koalabot.export.run import ExportOptions, Progress, RowBuilder, Summary, encode_row
-from koalabot.store.training import SqliteThreads
+from koalabot.export.options import ExportOptions
+from koalabot.export.rows import RowBuilder, encode_row
+from koalabot.export.summary import Progress, Summary
+from koalabot.store.threads import SqliteThreads, ThreadReader
 
 #: Conversation ids per range: a range's rows wait in memory until their turn to be written.
 RANGE = 1024
@@ -72,32 +72,31 @@ class Block:
 
 class RangeExporter:
     """Exports one range after another with one row builder (its pseudonym cache carries over)
-    and one SQLite connection, used only on the thread that opened it."""
+    and one reader of the store, used only on the thread that opened it."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.builder = RowBuilder(job.options, Summary(str(job.options.format)), job.optouts)
-        self._conn: apsw.Connection | None = None
+        self._reader: ThreadReader | None = None
 
     def export(self, first: int, last: int) -> Block:
         """The block of conversations ``first`` to ``last``."""
-        threads = self.job.threads
-        if self._conn is None:
-            self._conn = threads.connect()
+        if self._reader is None:
+            self._reader = self.job.threads.open()
         summary = self.builder.summary = Summary(str(self.job.options.format))
         lines: list[bytes] = []
         streamed = 0
-        for thread in threads.read(self._conn, first, last):
+        for thread in self._reader.read(first, last):
             streamed += 1
             lines += map(encode_row, self.builder.rows(thread))
         summary.rows = len(lines)
         return Block(b"".join(lines), streamed, summary)
 
     def close(self) -> None:
-        """Close the connection (on the thread that opened it)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close the reader (on the thread that opened it)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 # The exporter of a worker process and its spool directory, set once when the process starts.
