@@ -2,8 +2,8 @@
 replaced by a keyed hash, so rows made with one key link up and nobody without it links them back.
 
 Hand-written on the standard library's HMAC rather than a library: the whole job is one keyed
-hash, and an export computes it for every conversation, so it keeps a cache and the cheapest copy
-of the keyed state.
+hash, and an export computes one per conversation and per user, so it caches users' pseudonyms
+and copies the keyed state instead of setting the key up again.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Collection
+from collections.abc import AsyncGenerator, Callable, Collection
 from typing import BinaryIO, TextIO, cast
 
 from koalabot.export.options import ExportOptions
@@ -23,6 +23,7 @@ from koalabot.export.rows import RowBuilder, encode_row
 from koalabot.export.summary import Progress, Summary
 from koalabot.store.database import Database
 from koalabot.store.threads import (
+    Thread,
     ThreadScope,
     count_threads,
     optout_keys,
@@ -69,23 +70,33 @@ async def export(
     try:
         ranged = await sqlite_threads(db, scope, optouts)
         if ranged is not None:
-            await export_ranges(
-                Job(ranged, options, frozenset(optouts)), workers, write, summary, bar
-            )
-            return summary
-        builder = RowBuilder(options, summary, optouts)
-        # aclosing: a failed write (full disk, closed pipe) still ends the query cleanly.
-        async with contextlib.aclosing(stream_threads(db, scope, optouts)) as threads:
-            streamed = 0
-            async for thread in threads:
-                streamed += 1
-                for row in builder.rows(thread):
-                    write(encode_row(row))
-                    summary.rows += 1
-                bar.update(streamed, summary.rows)
+            job = Job(ranged, options, frozenset(optouts))
+            await export_ranges(job, workers, write, summary, bar)
+        else:
+            builder = RowBuilder(options, summary, optouts)
+            await _stream(stream_threads(db, scope, optouts), builder, write, bar)
     finally:
         bar.close()
     return summary
+
+
+async def _stream(
+    threads: AsyncGenerator[Thread, None],
+    builder: RowBuilder,
+    write: Callable[[bytes], object],
+    bar: Progress,
+) -> None:
+    """Every row of ``threads``, one conversation at a time, on this process."""
+    summary = builder.summary
+    # aclosing: a failed write (full disk, closed pipe) still ends the query cleanly.
+    async with contextlib.aclosing(threads):
+        streamed = 0
+        async for thread in threads:
+            streamed += 1
+            for row in builder.rows(thread):
+                write(encode_row(row))
+                summary.rows += 1
+            bar.update(streamed, summary.rows)
 
 
 __all__ = ["byte_writer", "export"]

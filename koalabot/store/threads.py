@@ -156,23 +156,36 @@ def _in_range(column: Any, ranged: bool) -> list[ColumnElement[bool]]:
     return [column.between(bindparam(_Bound.FIRST.value), bindparam(_Bound.LAST.value))]
 
 
+class _Votes(NamedTuple):
+    """Each message's up-votes and down-votes, whether it has any, and the table of vote totals
+    to join (None where they are looked up per message)."""
+
+    up: Any
+    down: Any
+    voted: Any
+    table: Any
+
+
+def _message_votes(scope: ThreadScope, dialect: str) -> _Votes:
+    m = Message
+    if dialect != "sqlite":
+        votes = _vote_totals(scope)
+        up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
+        return _Votes(up, down, votes.c.message_id.is_not(None), votes)
+    # Each answer's votes looked up through feedback's (message_id, user) index: on SQLite that
+    # costs less than grouping every vote into a table first, and nothing is built up before the
+    # first row streams.
+    f = aliased(Feedback)
+    up_: Any = select(func.count()).where(f.message_id == m.id, f.rating > 0)
+    down_: Any = select(func.count()).where(f.message_id == m.id, f.rating < 0)
+    voted = exists().where(f.message_id == m.id)
+    return _Votes(up_.scalar_subquery(), down_.scalar_subquery(), voted, None)
+
+
 def _thread_query(scope: ThreadScope, dialect: str, ranged: bool = False) -> Select[Any]:
     m, c, g, r = Message, Conversation, Generation, Review
     answer = m.role == "assistant"
-    if dialect == "sqlite":
-        # Each answer's votes looked up through feedback's (message_id, user) index: on SQLite
-        # that costs less than grouping every vote into a table first, and nothing is built up
-        # before the first row streams.
-        f = aliased(Feedback)
-        up: Any = select(func.count()).where(f.message_id == m.id, f.rating > 0)
-        down: Any = select(func.count()).where(f.message_id == m.id, f.rating < 0)
-        up, down = up.scalar_subquery(), down.scalar_subquery()
-        voted: Any = exists().where(f.message_id == m.id)
-        votes = None
-    else:
-        votes = _vote_totals(scope)
-        up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
-        voted = votes.c.message_id.is_not(None)
+    up, down, voted, votes = _message_votes(scope, dialect)
     # SQLite stores times as text; parsing one per row would cost more than the rest of the row,
     # so they come raw and only rated answers' are parsed.
     created = type_coerce(m.created_at, String) if dialect == "sqlite" else m.created_at

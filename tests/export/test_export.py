@@ -690,13 +690,6 @@ async def test_summary_counts_rows_and_skips_by_reason(db: Database) -> None:
     ]
 
 
-def test_string_prompt_only_applies_to_kto_and_dpo() -> None:
-    from koalabot.export.options import ExportError
-
-    with pytest.raises(ExportError, match="--string-prompt applies to kto and dpo"):
-        ExportOptions(Format.SFT, string_prompt=True)
-
-
 async def test_answers_are_written_in_utc(db: Database) -> None:
     thread = await Seed(db).thread()
     await thread.ask("Q")
