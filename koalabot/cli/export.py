@@ -15,15 +15,9 @@ from typing import Any, BinaryIO
 
 from koalabot.cli.options import add_common, settings_from
 from koalabot.config import Settings
-from koalabot.export.run import (
-    SECRET_HELP,
-    ExportError,
-    ExportOptions,
-    Format,
-    Summary,
-    export,
-    print_summary,
-)
+from koalabot.export.options import SECRET_HELP, ExportError, ExportOptions, Format
+from koalabot.export.run import export
+from koalabot.export.summary import Summary, print_summary
 from koalabot.store.database import open_database
 
 DESCRIPTION = """\

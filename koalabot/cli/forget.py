@@ -10,7 +10,7 @@ from typing import Any
 
 from koalabot.cli.options import add_common, settings_from
 from koalabot.store.database import open_database
-from koalabot.store.training import ForgetCounts, forget_user, purge_idle
+from koalabot.store.forget import ForgetCounts, forget_user, purge_idle
 
 DESCRIPTION = """\
 --user PLATFORM:ID deletes that user's messages, every answer to them (with their generation

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from koalabot.errors import KoalabotError
 from koalabot.store.database import Database
-from koalabot.store.training import StatsCell, UserMessageCell, answer_stats, user_message_stats
+from koalabot.store.stats import StatsCell, UserMessageCell, answer_stats, user_message_stats
 
 NO_MODEL = "(unknown model)"
 

@@ -14,7 +14,8 @@ import pytest
 
 from koalabot.cli import main
 from koalabot.export import parallel as export_parallel
-from koalabot.export.run import ExportOptions, Format, export
+from koalabot.export.options import ExportOptions, Format
+from koalabot.export.run import export
 from koalabot.store.database import Database
 from tests.helpers_data import Seed
 
