@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from koalabot.errors import KoalabotError
+from koalabot.logsafe import mask_urls
 
 # Each module defines register(subparsers) and sets a `handler(args) -> int` default.
 COMMANDS = ("run", "chat", "prompt", "db", "export", "stats", "forget", "review")
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except KoalabotError as exc:
-        print(f"koalabot: error: {exc}", file=sys.stderr)
+        print(f"koalabot: error: {mask_urls(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

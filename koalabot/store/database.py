@@ -145,7 +145,7 @@ def _is_memory(url: URL) -> bool:
 
 def _create_engine(url: str) -> AsyncEngine:
     parsed = make_url(async_url(url))
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"hide_parameters": True}  # no message text in errors and logs
     if _is_memory(parsed):
         options["poolclass"] = StaticPool
     elif parsed.get_backend_name() == "sqlite":
@@ -180,7 +180,9 @@ def _inline_lane(url: str, engine: AsyncEngine) -> InlineLane | None:
     parsed = make_url(async_url(url))
     if parsed.get_backend_name() != "sqlite" or _is_memory(parsed):
         return None
-    sync = create_engine(parsed.set(drivername="sqlite+pysqlite"), pool_size=1)
+    sync = create_engine(
+        parsed.set(drivername="sqlite+pysqlite"), pool_size=1, hide_parameters=True
+    )
 
     @event.listens_for(sync, "connect")
     def pragmas(dbapi_connection: Any, _record: Any) -> None:
