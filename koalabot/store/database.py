@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 
 from koalabot.errors import ConfigError, MigrationError, SchemaBehindError, StoreError
+from koalabot.files import private_file
 from koalabot.store.inline import LANE_PRAGMAS, InlineLane, LaneBusy
 
 if TYPE_CHECKING:
@@ -155,6 +156,7 @@ def _create_engine(url: str) -> AsyncEngine:
                 f"cannot create the SQLite database {parsed.database}: the folder {folder} "
                 "does not exist (create it, or point KOALABOT_DATABASE_URL elsewhere)"
             )
+        private_file(Path(str(parsed.database)))  # 0600, and so its -wal and -shm files
     elif parsed.get_backend_name() == "postgresql":
         options.update(_PG_POOL)
         if parsed.get_driver_name() == "asyncpg":
