@@ -54,9 +54,10 @@ class LogSafety(logging.Filter):
         return True
 
 
-def install(handler: logging.Handler) -> None:
-    """Put `LogSafety` on ``handler`` (once)."""
-    if not any(isinstance(f, LogSafety) for f in handler.filters):
+def install(handler: logging.Handler | None) -> None:
+    """Put `LogSafety` on ``handler`` (once). Commands that configure no logging print warnings
+    through ``logging.lastResort``: the CLI installs it there too."""
+    if handler is not None and not any(isinstance(f, LogSafety) for f in handler.filters):
         handler.addFilter(LogSafety())
 
 

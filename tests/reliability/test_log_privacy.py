@@ -12,6 +12,8 @@ import asyncio
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,6 +150,27 @@ def test_cli_errors_mask_url_credentials(
     assert code == 2
     assert "koala:***@127.0.0.1:9" in err
     assert PASSWORD not in err
+
+
+def test_commands_without_logging_set_up_mask_their_warnings_too(tmp_path: Path) -> None:
+    """`koalabot chat`, `export`, `review`… configure no logging: Python prints their warnings
+    through its last-resort handler, which the CLI filters too."""
+    script = (
+        "import logging, sys\n"
+        "from koalabot.cli import main\n"
+        "main(['db', 'current', '--database-url', sys.argv[1]])\n"
+        "logging.getLogger('koalabot.backend').warning('%s is down', sys.argv[2])\n"
+    )
+    url = f"http://koala:{PASSWORD}@127.0.0.1:9"
+    done = subprocess.run(
+        [sys.executable, "-c", script, f"sqlite:///{tmp_path / 'k.db'}", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "koala:***@127.0.0.1:9 is down" in done.stderr
+    assert PASSWORD not in done.stderr
 
 
 @pytest.mark.parametrize(
