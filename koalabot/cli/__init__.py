@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
 from koalabot.errors import KoalabotError
+from koalabot.logsafe import install, mask_urls
 
 # Each module defines register(subparsers) and sets a `handler(args) -> int` default.
 COMMANDS = ("run", "chat", "prompt", "db", "export", "stats", "forget", "review")
@@ -39,10 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
+    install(logging.lastResort)  # warnings of commands that set up no logging, masked too
     try:
         code: int = args.handler(args)
     except KoalabotError as exc:
-        print(f"koalabot: error: {exc}", file=sys.stderr)
+        print(f"koalabot: error: {mask_urls(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

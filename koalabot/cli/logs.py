@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 
+from koalabot.logsafe import install
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message."""
@@ -18,7 +20,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -29,6 +31,7 @@ def setup_logging(level: str, fmt: str) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    install(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
