@@ -127,6 +127,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"{url!r} is not an http:// or https:// URL")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _bare_path_is_sqlite(cls, value: str) -> str:
+        """`koalabot.db` or `/data/kb.db` (no scheme) names a SQLite file; other words without a
+        scheme stay as given, so a typo gets the URL's error instead of a new file."""
+        looks_like_file = "/" in value or Path(value).suffix in (".db", ".sqlite", ".sqlite3")
+        return f"sqlite:///{value}" if "://" not in value and looks_like_file else value
+
     @field_validator("template")
     @classmethod
     def _known_template(cls, value: str) -> str:

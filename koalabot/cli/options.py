@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from koalabot.config import Settings, load_settings
+from koalabot.errors import StoreError
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -43,3 +44,22 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
     given = {name: getattr(args, name, None) for name in _SETTING_OPTIONS}
     given.update(extra)
     return load_settings(getattr(args, "config", None), **given)
+
+
+def existing_store_settings(args: argparse.Namespace) -> Settings:
+    """Settings for a command that only reads (or prunes) the store, which must exist."""
+    settings = settings_from(args)
+    require_existing_store(settings.database_url)
+    return settings
+
+
+def require_existing_store(url: str) -> None:
+    """A SQLite file that does not exist is an error naming it, never a new empty database."""
+    from koalabot.store.database import missing_sqlite_file  # SQLAlchemy: only when needed
+
+    missing = missing_sqlite_file(url)
+    if missing is not None:
+        raise StoreError(
+            f"no database at {missing}: check --database-url (or KOALABOT_DATABASE_URL); "
+            "`koalabot chat` or `koalabot run` creates one"
+        )
