@@ -201,6 +201,11 @@ def run(args: argparse.Namespace) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except OSError as exc:  # a full disk, a file-size limit, an I/O error
+        raise ExportError(
+            f"--out {args.out}: {exc.strerror or exc} while writing; nothing was kept (the "
+            "partial file is removed): free some space or write elsewhere"
+        ) from None
     print_summary(summary, options, target, sys.stderr)
     return 0
 

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from koalabot.config import Settings, load_settings
-from koalabot.errors import StoreError
+from koalabot.errors import ConfigError, StoreError
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,20 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
     """Settings with the command line's values (those given) on top of env, file and defaults."""
     given = {name: getattr(args, name, None) for name in _SETTING_OPTIONS}
     given.update(extra)
-    return load_settings(getattr(args, "config", None), **given)
+    settings = load_settings(getattr(args, "config", None), **given)
+    if given["database_url"] is not None:
+        _check_flag_url(settings.database_url)
+    return settings
+
+
+def _check_flag_url(url: str) -> None:
+    """A bad --database-url is named by its flag (the store's error names the variable)."""
+    from koalabot.store.database import async_url  # SQLAlchemy: only when a URL is given
+
+    try:
+        async_url(url)
+    except ConfigError as exc:
+        raise ConfigError(f"--database-url: {exc}") from None
 
 
 def existing_store_settings(args: argparse.Namespace) -> Settings:
