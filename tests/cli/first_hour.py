@@ -15,11 +15,16 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def koalabot(
-    cwd: Path, *argv: str, env: dict[str, str] | None = None, timeout: float = 60
+    cwd: Path,
+    *argv: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m koalabot ARGV` in ``cwd``."""
+    """`python -m koalabot ARGV` in ``cwd``, with ``stdin`` piped in."""
     return subprocess.run(
         [sys.executable, "-m", "koalabot", *argv],
+        input=stdin,
         capture_output=True,
         text=True,
         cwd=cwd,
