@@ -75,6 +75,10 @@ def at_least_one(text: str) -> int:
     return value
 
 
+#: Where conversations come from (the `platform` of the stored conversations).
+PLATFORMS = ("slack", "discord", "terminal")
+
+
 def register(subparsers: Any) -> None:
     """Add `export` to the command tree."""
     parser = subparsers.add_parser(
@@ -88,7 +92,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--until", type=day_end, metavar="DATE", help="answers written up to this day (inclusive)"
     )
-    parser.add_argument("--platform", help="only this platform (slack, discord, terminal)")
+    parser.add_argument(
+        "--platform", choices=PLATFORMS, help="only this platform (slack, discord, terminal)"
+    )
     parser.add_argument("--channel", help="only this channel id")
     parser.add_argument("--model", help="only answers of this model id (as TGI's /info named it)")
     parser.add_argument(
