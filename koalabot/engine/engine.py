@@ -243,6 +243,10 @@ class Engine:
         """Keep answering the user, but never export anything of theirs."""
         await self.repo.opt_out(f"{platform}:{user}")
 
+    async def opt_in(self, platform: str, user: str) -> None:
+        """Undo `opt_out` (a KOALABOT_OPTOUT_USERS entry stays: the operator's list wins)."""
+        await self.repo.opt_in(f"{platform}:{user}")
+
     # --- the platform connects, the process stops --------------------------------------------
 
     async def tell_interrupted(

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 SCRIPT_LOCATION = "koalabot_migrations:"
 #: The newest revision in koalabot_migrations (a test holds the two together). A database already
 #: at it opens without loading Alembic, which would add about half a second to every command.
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 _BACKENDS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
@@ -194,6 +194,16 @@ def _inline_lane(url: str, engine: AsyncEngine) -> InlineLane | None:
         cursor.close()
 
     return InlineLane(sync, engine)
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names when it does not exist (None for anything else): read-only
+    commands refuse it rather than create an empty database."""
+    parsed = make_url(async_url(url))
+    if parsed.get_backend_name() != "sqlite" or _is_memory(parsed):
+        return None
+    path = Path(str(parsed.database))
+    return None if path.exists() else path
 
 
 def _sqlite_file_missing(url: str) -> bool:
