@@ -113,6 +113,7 @@ class Engine:
         db = await open_database(settings.database_url)
         engine = cls(settings, db, Backend.from_settings(settings))
         try:
+            await engine.backend.check()  # a missing model setting stops the start (one line)
             orphans = await engine.repo.recover_interrupted()
         except BaseException:
             await engine.close()
@@ -258,6 +259,10 @@ class Engine:
     async def opt_out(self, platform: str, user: str) -> None:
         """Keep answering the user, but never export anything of theirs."""
         await self.repo.opt_out(f"{platform}:{user}")
+
+    async def opt_in(self, platform: str, user: str) -> None:
+        """Undo `opt_out` (a KOALABOT_OPTOUT_USERS entry stays: the operator's list wins)."""
+        await self.repo.opt_in(f"{platform}:{user}")
 
     # --- the platform connects, the process stops --------------------------------------------
 
