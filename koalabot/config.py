@@ -79,6 +79,9 @@ class Settings(BaseSettings):
 
     # --- storage -----------------------------------------------------------------------
     database_url: str = "sqlite:///koalabot.db"
+    #: Seconds a SQLite write waits for another process's write lock before it fails (read by
+    #: koalabot/store/database.py from KOALABOT_SQLITE_BUSY_TIMEOUT, or passed to open_database).
+    sqlite_busy_timeout: float = Field(5.0, ge=0)
 
     # --- access policy -----------------------------------------------------------------
     allowed_workspaces: CommaList = Field(default_factory=list)
