@@ -131,17 +131,20 @@ class SlackStreamingSink:
     async def finish(self, message_id: str, text: str, answer_id: int) -> None:
         """The last text, then the stream stops with the feedback buttons under it."""
         self._cancel_closing(message_id)
-        stream = self._streams.pop(message_id, None)
+        stream = self._streams.get(message_id)
         if stream is None or not stream.replace(text):
             if stream is not None:
-                await self._end_quietly(stream)
+                await self._end_quietly(self._streams.pop(message_id))
             await self.edits.finish(message_id, text, answer_id)
             return
-        try:
+        try:  # another error leaves the stream open for the streamer's retry of finish()
             await stream.finish(answer_id)
         except StreamRefused as exc:
+            self._streams.pop(message_id, None)
             self.choice.refusal(self.channel, exc)
             await self.edits.finish(message_id, text, answer_id)
+            return
+        self._streams.pop(message_id, None)
 
     async def notice(self, text: str) -> None:
         """A plain-words note in the thread (a message of its own)."""
@@ -176,13 +179,15 @@ class SlackStreamingSink:
 
     async def _end(self, message_id: str) -> None:
         self._cancel_closing(message_id)
-        stream = self._streams.pop(message_id, None)
+        stream = self._streams.get(message_id)
         if stream is None:
             return
-        try:
+        try:  # another error leaves it open, for the next edit or finish() to stop
             await stream.end()
         except StreamRefused as exc:
             await self._lost(message_id, exc, exc.text)
+            return
+        self._streams.pop(message_id, None)
 
     async def _end_later(self, message_id: str) -> None:
         await asyncio.sleep(self.edit_interval)

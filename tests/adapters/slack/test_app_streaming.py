@@ -238,3 +238,26 @@ async def test_after_a_restart_a_stream_left_open_is_stopped_with_the_notice(
 
     assert reply.shown == f"Once upon a time\n\n⚠️ {INTERRUPTED}"
     assert reply.streaming_state == "completed"
+
+
+async def test_a_stream_gone_midway_goes_on_by_chat_update_without_losing_text(
+    start_slack_bot: StartSlackBot,
+) -> None:
+    bot = await streaming_bot(start_slack_bot, "http", REPLY)
+    slack = bot.slack
+    bot.tgi.token_delay = 0.02
+    root = await slack.user_posts(mention(slack, "what do koalas eat?"))
+
+    def streaming() -> Message | None:
+        replies = slack.bot_replies(root.channel, root.ts)
+        return replies[0] if replies and replies[0].text else None
+
+    reply = await slack.wait_for(streaming)
+    reply.streaming_state = "completed"  # Slack ended the stream (a timeout on its side)
+    answer = await answer_to(slack, root)
+
+    assert answer is reply and answer.shown == REPLY
+    assert answer.buttons, "finished on the chat.update path, with the classic buttons"
+    assert slack.calls_to("chat.update"), "the rest came by chat.update"
+    statuses = [c.response.get("error") for c in slack.calls_to("chat.appendStream")]
+    assert "message_not_in_streaming_state" in statuses
