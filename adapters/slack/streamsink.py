@@ -10,7 +10,9 @@ the same way as on the edit path (reactions and the clicked-message check need t
 A stream only grows, so an edit that does not extend what Slack shows (the splitter moved a cut
 back) cannot be an append: the stream is stopped and that message is chat.update'd instead.
 An edit without the streamer's cursor is a final one (a finished part, or a failure notice): it
-stops the stream, so no answer is left mid-stream. An edit of a message this sink never streamed
+stops the stream, so no answer is left mid-stream; a post of complete text (a part posted
+finished, or the end of a failure notice) stops by itself after one edit interval unless
+``finish`` comes first. An edit of a message this sink never streamed
 (an answer a crash cut off, told after restart) stops that stream with the notice under it, or
 chat.update's it if it is not streaming.
 
