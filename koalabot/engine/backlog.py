@@ -1,6 +1,10 @@
 """What the engine does with messages and votes the store cannot take: keep them in the spool
 (koalabot.store.spool), and once the store answers again, store them in the order they came and hand
 each message back to the engine to be answered in its thread.
+
+The backlog talks to the engine through one small Protocol, `KeptWork` (answer a kept message
+once stored; record a kept vote), which the Engine satisfies: the backlog knows nothing of how
+an answer is made or tracked for the shutdown.
 """
 
 from __future__ import annotations
@@ -8,24 +12,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any
+from typing import Protocol
 
 from koalabot.errors import StoreError
-from koalabot.events import AnswerResult, ChatMessage, FeedbackEvent, ReplySink, ThreadKey
+from koalabot.events import ChatMessage, FeedbackEvent, ReplySink, ThreadKey
 from koalabot.metrics import Metrics
 from koalabot.store.repository import Repository
 from koalabot.store.spool import Spool, Spooled
 
 log = logging.getLogger(__name__)
 
-#: Answers a stored message (the engine's own path after storing): message, sink, its ids.
-AnswerStored = Callable[
-    [ChatMessage, ReplySink, tuple[int, int] | None], Coroutine[Any, Any, AnswerResult]
-]
-#: Records a vote, stamped with when it was cast.
-RecordVote = Callable[[FeedbackEvent, datetime], Awaitable[object]]
+
+class KeptWork(Protocol):
+    """What the backlog hands back to the engine (the Engine is one)."""
+
+    def answer_kept(
+        self, msg: ChatMessage, sink: ReplySink, stored: tuple[int, int] | None
+    ) -> None:
+        """Start answering a kept message the store has just taken (``stored``: its
+        conversation and message ids; None if it had it already). Must not suspend before the
+        answer queues for its thread's turn."""
+        ...
+
+    async def record_vote(self, vote: FeedbackEvent, cast: datetime) -> object:
+        """Record a kept vote, stamped with when it was cast. Raises StoreError."""
+        ...
 
 
 class Backlog:
@@ -38,18 +51,13 @@ class Backlog:
         repo: Repository,
         metrics: Metrics,
         retry_interval: float,
-        *,
-        answer: AnswerStored,
-        record_vote: RecordVote,
-        track: Callable[[asyncio.Task[AnswerResult], str], None],
+        work: KeptWork,
     ) -> None:
         self.spool = spool
         self.repo = repo
         self.metrics = metrics
         self.retry_interval = retry_interval
-        self._answer = answer
-        self._record_vote = record_vote
-        self._track = track
+        self.work = work
         #: What answers a kept message: its platform's sinks once connected, else the sink it
         #: came with (while this process runs).
         self._sink_factories: dict[str, Callable[[ThreadKey], ReplySink]] = {}
@@ -59,6 +67,7 @@ class Backlog:
         #: Kept messages being stored right now, each set once it is.
         self._storing: dict[str, asyncio.Event] = {}
         self._drainer: asyncio.Task[None] | None = None
+        self._stopped = False
 
     # --- keeping -----------------------------------------------------------------------------
 
@@ -107,13 +116,17 @@ class Backlog:
     # --- the background task -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start replaying in the background, unless it runs already."""
+        """Start replaying in the background, unless it runs already or was stopped."""
+        if self._stopped:
+            return
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
             self._drainer.add_done_callback(_log_failure)
 
     async def stop(self) -> None:
-        """Stop replaying (what is left stays in the spool)."""
+        """Stop replaying for good, as the bot stops (what is left stays in the spool for the
+        next process)."""
+        self._stopped = True
         drainer, self._drainer = self._drainer, None
         if drainer is not None and not drainer.done():
             drainer.cancel()
@@ -124,34 +137,38 @@ class Backlog:
         """Until no kept vote waits and no kept message can be answered: wait, try the store,
         and once it answers, record the votes, then store each kept message and answer it,
         oldest first."""
-        spool = self.spool
         while True:
-            waiting: list[tuple[Spooled, ReplySink]] = []
-            for entry in spool.pending():
-                sink = self._sink_for(entry)
-                if sink is not None:
-                    waiting.append((entry, sink))
+            waiting = self._answerable()
             self._show()
-            if not waiting and not spool.votes_waiting():
+            if not waiting and not self.spool.votes_waiting():
                 return
             await asyncio.sleep(self.retry_interval)
             try:
-                await self.repo.ping()
-                async with self._votes:
-                    await self._replay_votes()
-                for entry, sink in waiting:
-                    try:
-                        await self._replay(entry, sink)
-                    except StoreError:
-                        raise
-                    except Exception:  # this one waits for the next round; the rest go on
-                        log.exception("could not replay a message kept in the spool")
+                await self._round(waiting)
             except StoreError:
                 log.info(
                     "database still unreachable; %d messages and %d votes wait in the spool",
-                    len(spool),
-                    spool.votes_waiting(),
+                    len(self.spool),
+                    self.spool.votes_waiting(),
                 )
+
+    def _answerable(self) -> list[tuple[Spooled, ReplySink]]:
+        """The kept messages that have a sink to be answered through, oldest first."""
+        found = ((entry, self._sink_for(entry)) for entry in self.spool.pending())
+        return [(entry, sink) for entry, sink in found if sink is not None]
+
+    async def _round(self, waiting: list[tuple[Spooled, ReplySink]]) -> None:
+        """One try: the kept votes, then the kept messages. Raises StoreError."""
+        await self.repo.ping()
+        async with self._votes:
+            await self._replay_votes()
+        for entry, sink in waiting:
+            try:
+                await self._replay(entry, sink)
+            except StoreError:
+                raise
+            except Exception:  # this one waits for the next round; the rest go on
+                log.exception("could not replay a message kept in the spool")
 
     # --- replaying -------------------------------------------------------------------------------
 
@@ -168,19 +185,8 @@ class Backlog:
                 raise StoreError()  # ...unless the store failed it
             return
         storing = self._storing[entry.key] = asyncio.Event()
-        msg = entry.message
         try:
-            # The spool's key is one of the delivery ids: stored once, even if the bot stops
-            # before the spool forgets it.
-            keys = (*msg.dedupe_keys, entry.key)
-            stored = await self.repo.add_user_message(
-                msg.where, msg.user, msg.text, msg.message_id, keys, received_at=entry.received_at
-            )
-            if stored is None:
-                # Taken in already: by this bot before it stopped, between storing the message
-                # and forgetting it here, or by a commit whose reply the connection lost. It is
-                # answered unless it has an answer already.
-                stored = await self.repo.unanswered(keys)
+            stored = await self._store(entry)
         finally:
             del self._storing[entry.key]
             storing.set()
@@ -189,14 +195,30 @@ class Backlog:
         self._show()
         log.info("message kept in the spool since %s stored", entry.received_at.isoformat())
         # Answered alongside the rest: one thread's messages still take turns (its lock).
-        self._track(asyncio.ensure_future(self._answer(msg, sink, stored)), msg.where.platform)
-        # One step of the task: nothing suspends it before it queues for its thread's lock, so
+        self.work.answer_kept(entry.message, sink, stored)
+        # One step of its task: nothing suspends it before it queues for its thread's lock, so
         # it is answered before any later message of the thread.
         await asyncio.sleep(0)
 
+    async def _store(self, entry: Spooled) -> tuple[int, int] | None:
+        """Store a kept message; its conversation and message ids, unless it has its answer."""
+        msg = entry.message
+        # The spool's key is one of the delivery ids: stored once, even if the bot stops
+        # before the spool forgets it.
+        keys = (*msg.dedupe_keys, entry.key)
+        stored = await self.repo.add_user_message(
+            msg.where, msg.user, msg.text, msg.message_id, keys, received_at=entry.received_at
+        )
+        if stored is None:
+            # Taken in already: by this bot before it stopped, between storing the message
+            # and forgetting it here, or by a commit whose reply the connection lost. It is
+            # answered unless it has an answer already.
+            stored = await self.repo.unanswered(keys)
+        return stored
+
     async def _replay_votes(self) -> None:
         for kept in self.spool.pending_votes():
-            await self._record_vote(kept.vote, kept.received_at)
+            await self.work.record_vote(kept.vote, kept.received_at)
             self.spool.vote_done(kept)
         self._show()
 
@@ -213,4 +235,4 @@ def _log_failure(drainer: asyncio.Task[None]) -> None:
         )
 
 
-__all__ = ["Backlog"]
+__all__ = ["Backlog", "KeptWork"]

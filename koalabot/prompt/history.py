@@ -3,6 +3,11 @@
 Pages back from the newest message and stops once the budget is surely spent, so a long thread
 is never loaded whole; remembers each stored message's token count by id, so the history of a
 thread is counted once, not again for every answer.
+
+The prompt stage imports nothing of the store: it says here, as small Protocols, what it reads
+(`ThreadReader`, `ThreadPage`, `StoredTurn`), and the store's `Repository`, `Page` and
+`StoredMessage` fit them as they are. The trade-off is that a field renamed in the store shows up
+as a type error at the engine, which passes the repository in, rather than here.
 """
 
 from __future__ import annotations
@@ -12,12 +17,11 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from koalabot.events import has_words
 from koalabot.prompt.budget import CachedCounter, Limits, fit
 from koalabot.prompt.templates import Template, Turn, render_turn
-from koalabot.store.repository import Page, Repository, StoredMessage
 
 #: Messages read at first from a thread not seen before, newest first.
 HISTORY_PAGE = 128
@@ -27,6 +31,38 @@ MAX_PAGE = 512
 MARGIN = 8
 #: Stored messages remembered as turns with their token counts (a few megabytes at most).
 REMEMBERED = 10_000
+
+
+class StoredTurn(Protocol):
+    """A stored message as the prompt reads it (the store's ``StoredMessage`` is one)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def role(self) -> str: ...  # "user" or "assistant"
+    @property
+    def text(self) -> str: ...
+    @property
+    def parent_id(self) -> int | None: ...  # the user message an answer answers
+    @property
+    def status(self) -> str: ...  # only "ok" answers are shown to the model again
+
+
+class ThreadPage(Protocol):
+    """Some of a thread's messages, newest first, and how many are older still."""
+
+    @property
+    def messages(self) -> Sequence[StoredTurn]: ...
+    @property
+    def older(self) -> int: ...
+
+
+class ThreadReader(Protocol):
+    """Where the thread is read from, a page at a time (the store's ``Repository``)."""
+
+    async def history_page(
+        self, conversation_id: int, *, before_id: int | None = None, limit: int = ...
+    ) -> ThreadPage: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +83,7 @@ class HistoryPrompter:
     long thread usually costs one query; more pages follow, sized by what the budget has left.
     """
 
-    def __init__(self, repo: Repository, counter: CachedCounter, template: Template) -> None:
+    def __init__(self, repo: ThreadReader, counter: CachedCounter, template: Template) -> None:
         self.repo = repo
         self.counter = counter
         self.template = template
@@ -67,14 +103,14 @@ class HistoryPrompter:
         upto_id: int,
         limits: Limits,
         max_new_tokens: int,
-        first: Page | None = None,
+        first: ThreadPage | None = None,
     ) -> ThreadPrompt:
         """The prompt for answering message ``upto_id``, from as much of the thread as fits.
 
         ``first`` is the thread's newest page when the caller has read it already.
         """
         budget = limits.prompt_budget(max_new_tokens)
-        loaded: list[StoredMessage] = []
+        loaded: list[StoredTurn] = []
         seen: dict[int, _Seen] = {}
         tokens, read, older, span = 0, 0, 1, 0
         page, before, limit = first, None, self.first_page(conversation_id)
@@ -108,9 +144,9 @@ class HistoryPrompter:
         )
         return ThreadPrompt(fitted.prompt, fitted.dropped_turns + unseen, fitted.prompt_tokens)
 
-    async def _see(self, messages: Sequence[StoredMessage], seen: dict[int, _Seen]) -> None:
+    async def _see(self, messages: Sequence[StoredTurn], seen: dict[int, _Seen]) -> None:
         """Put each message's turn, rendered turn and its tokens in ``seen``."""
-        missing: list[tuple[StoredMessage, Turn, str]] = []
+        missing: list[tuple[StoredTurn, Turn, str]] = []
         known = self._known
         for m in messages:
             entry = known.get(m.id)
@@ -157,12 +193,12 @@ def _next_page(left: int, tokens: int, read: int) -> int:
 
 
 def _visible(
-    newest_first: list[StoredMessage], upto_id: int
-) -> tuple[list[int], list[StoredMessage]]:
+    newest_first: Sequence[StoredTurn], upto_id: int
+) -> tuple[list[int], list[StoredTurn]]:
     """The messages that go into the prompt for ``upto_id``, with their places in the list: the
     user's up to that one that say something, and the answers to them that succeeded."""
     positions: list[int] = []
-    visible: list[StoredMessage] = []
+    visible: list[StoredTurn] = []
     for position, m in enumerate(newest_first):
         if m.role == "user":
             if m.id > upto_id or not has_words(m.text):
@@ -174,10 +210,10 @@ def _visible(
     return positions, visible
 
 
-def _turns(newest_first: list[StoredMessage], upto_id: int, seen: dict[int, _Seen]) -> list[_Seen]:
+def _turns(newest_first: list[StoredTurn], upto_id: int, seen: dict[int, _Seen]) -> list[_Seen]:
     """Chronological turns: each user message followed by its latest successful answer."""
-    answers: dict[int, StoredMessage] = {}
-    users: list[StoredMessage] = []
+    answers: dict[int, StoredTurn] = {}
+    users: list[StoredTurn] = []
     for message in newest_first:
         if message.role == "user":
             users.append(message)
@@ -192,4 +228,11 @@ def _turns(newest_first: list[StoredMessage], upto_id: int, seen: dict[int, _See
     return chosen
 
 
-__all__ = ["HISTORY_PAGE", "HistoryPrompter", "ThreadPrompt"]
+__all__ = [
+    "HISTORY_PAGE",
+    "HistoryPrompter",
+    "StoredTurn",
+    "ThreadPage",
+    "ThreadPrompt",
+    "ThreadReader",
+]

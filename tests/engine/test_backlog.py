@@ -1,8 +1,8 @@
-"""Messages that arrive while the database cannot take them are kept on local disk (the spool)
-and answered once it can: the person is told, need not send anything again, and the message is
-stored with the time it arrived. PostgreSQL going down under the Slack bot is in
-tests/reliability/test_postgres_restart.py; `koalabot run` answering what an earlier process kept
-is in tests/cli/test_run.py."""
+"""koalabot.engine.backlog (with the spool it drains, koalabot.store.spool): messages that arrive
+while the database cannot take them are kept on local disk and answered once it can: the person
+is told, need not send anything again, and the message is stored with the time it arrived.
+PostgreSQL going down under the Slack bot is in tests/reliability/test_postgres_restart.py;
+`koalabot run` answering what an earlier process kept is in tests/cli/test_run.py."""
 
 from __future__ import annotations
 
@@ -301,3 +301,38 @@ async def test_a_kept_message_stored_just_before_a_stop_is_answered_once(
     assert list(sinks[THREAD].shown.values()) == ["You said: Still there?"]
     assert sinks[other].shown == {}  # it had its answer: not answered twice
     assert [len(t) for t in transcripts] == [2, 2]
+
+
+async def test_what_is_kept_when_the_bot_stops_waits_in_the_spool_for_the_next_process(
+    tmp_path: Path, fake_tgi: FakeTGI
+) -> None:
+    db_path = tmp_path / "koalabot.db"
+    engine = await open_engine(db_path, fake_tgi, spool_retry_interval=0.05)
+    try:
+        await engine.handle_message(message("First question?", "1.1", "ev1"), Recorder())
+        with write_locked(db_path):
+            kept = await engine.handle_message(
+                message("Second question?", "1.2", "ev2"), Recorder()
+            )
+            assert await engine.shutdown(grace=1.0) == 0
+        engine.platform_connected("slack", lambda where: Recorder())  # too late: stopping
+        await asyncio.sleep(0.5)  # the store is back, but this process replays no more
+        assert engine.spool is not None and len(engine.spool) == 1
+        before_restart = await engine.transcript(THREAD)
+    finally:
+        await engine.close()
+
+    again = await open_engine(db_path, fake_tgi, spool_retry_interval=0.05)
+    sink = Recorder()
+    try:
+        again.platform_connected("slack", lambda where: sink)
+        await sink.wait_for(lambda: "You said: Second question?" in sink.shown.values())
+        after_restart = await again.transcript(THREAD)
+    finally:
+        await again.close()
+    assert kept.status == "spooled"
+    assert [t.content for t in before_restart] == ["First question?", "You said: First question?"]
+    assert [t.content for t in after_restart][2:] == [
+        "Second question?",
+        "You said: Second question?",
+    ]

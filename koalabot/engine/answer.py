@@ -1,0 +1,299 @@
+"""The turn: one answer to one stored user message.
+
+Take the thread's turn (`turns`), post a placeholder and create the answer's row before the
+model is asked (so a crash leaves a row to mark `interrupted`), build the prompt from the thread
+within the model's budget, stream the model's words into the placeholder, then commit the answer
+with the record of how it was made. Start, stream and finish are separate steps; what a failure
+must know to record and show what there was lives in one `_Attempt`, so each failure path is
+the same few lines whatever step it came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+
+from koalabot.backend import Backend, Completion, GenerationParams
+from koalabot.engine.notices import (
+    INTERRUPTED,
+    SHUTTING_DOWN,
+    UNEXPECTED,
+    notify,
+    refuse,
+    shown_answer,
+)
+from koalabot.engine.streaming import ReplyStreamer
+from koalabot.engine.turns import Turns
+from koalabot.errors import BackendError, KoalabotError, PromptTooLongError, StoreError
+from koalabot.events import AnswerResult, ReplySink, ThreadKey
+from koalabot.metrics import Metrics
+from koalabot.prompt.budget import Limits
+from koalabot.prompt.history import HistoryPrompter, ThreadPage, ThreadPrompt
+from koalabot.prompt.templates import Template
+from koalabot.store.repository import GenerationRecord, Repository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Attempt:
+    """One answer on its way, as far as it got."""
+
+    streamer: ReplyStreamer
+    conversation_id: int
+    parent_id: int
+    where: ThreadKey
+    started: float = field(default_factory=time.monotonic)
+    answer_id: int | None = None  # once its row exists
+    first: bool = False  # the thread's first answer
+    prompt: str = ""
+    dropped: int = 0
+    prompt_tokens: int = 0
+    text: str = ""  # the model's words so far
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class Answerer:
+    """Makes, streams and records answers (one `answer` call per answer)."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        backend: Backend,
+        history: HistoryPrompter,
+        template: Template,
+        params: GenerationParams,
+        *,
+        turns: Turns,
+        metrics: Metrics,
+        first_notice: str,
+    ) -> None:
+        self.repo = repo
+        self.backend = backend
+        self.history = history
+        self.template = template
+        self.params = params
+        self.turns = turns
+        self.metrics = metrics
+        #: Shown under a thread's first answer (the operator's notice; "" for none).
+        self.first_notice = first_notice
+        self._limits: Limits | None = None
+
+    async def answer(
+        self,
+        conversation_id: int,
+        parent_id: int,
+        where: ThreadKey,
+        sink: ReplySink,
+        *,
+        in_order: bool = False,
+    ) -> AnswerResult:
+        """Answer stored message ``parent_id`` in its thread, once it is its turn."""
+        generating = False
+        try:
+            async with self.turns.turn(conversation_id, parent_id, in_order):
+                generating = True
+                return await self._generate(
+                    _Attempt(ReplyStreamer(sink), conversation_id, parent_id, where)
+                )
+        except StoreError as exc:
+            log.exception("store failed while answering")
+            return await refuse(sink, "failed", exc.user_message, parent_id)
+        except asyncio.CancelledError:
+            if not generating:  # stopped while waiting for its turn; the message is stored
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(notify(sink, SHUTTING_DOWN))
+            raise
+
+    async def _generate(self, a: _Attempt) -> AnswerResult:
+        try:
+            answer_id = await self._start(a)
+            completion = await self._stream(a)
+            return await self._finish(a, answer_id, completion)
+        except asyncio.CancelledError:
+            await self._interrupted(a)
+            raise
+        except KoalabotError as exc:
+            return await self._failed_with(a, exc)
+        except Exception:
+            log.exception("answer %s failed unexpectedly", a.answer_id)
+            return await self._failed(a, "failed", a.text, UNEXPECTED)
+        finally:
+            with contextlib.suppress(Exception):
+                await a.streamer.sink.thinking(False)
+
+    # --- the three steps ----------------------------------------------------------------------
+
+    async def _start(self, a: _Attempt) -> int:
+        """Post the placeholder, create the answer's row, build the prompt; the answer's id."""
+        await a.streamer.start()
+        start = await self.repo.start_answer(
+            a.conversation_id,
+            a.parent_id,
+            a.streamer.message_ids[0],
+            tail=self.history.first_page(a.conversation_id),
+        )
+        a.answer_id, a.first = start.answer_id, start.first
+        await a.streamer.sink.thinking(True)
+        built = await self.prompt(a.conversation_id, a.parent_id, start.tail)
+        a.prompt, a.dropped, a.prompt_tokens = built.prompt, built.dropped, built.tokens
+        return start.answer_id
+
+    async def _stream(self, a: _Attempt) -> Completion:
+        """The model's words into the placeholder as they come; how the model finished."""
+        stream = self.backend.stream(a.prompt, self.params)
+        self.metrics.backend_in_flight.inc()
+        try:
+            async for piece in stream:
+                if not a.text:
+                    await a.streamer.sink.thinking(False)
+                a.text += piece
+                a.streamer.update(a.text.strip())
+        finally:
+            self.metrics.backend_in_flight.dec()
+        assert stream.completion is not None
+        return stream.completion
+
+    async def _finish(self, a: _Attempt, answer_id: int, completion: Completion) -> AnswerResult:
+        """Commit the answer and its record, then show it whole (with its notes)."""
+        answer = self._clean(completion.text)
+        shown_so_far = list(a.streamer.message_ids)
+        record = self._record(a, completion)
+        await self.repo.finish_answer(answer_id, answer, "ok", record, a.where, shown_so_far)
+        notice = self.first_notice if a.first else ""
+        await a.streamer.finish(shown_answer(answer, a.dropped, notice), answer_id)
+        more = a.streamer.message_ids[len(shown_so_far) :]
+        await self.repo.add_refs(answer_id, a.where, more)
+        self._observe(a, completion)
+        log.info(
+            "answered %s answer=%d message=%d conversation=%d ttft=%.3fs total=%.3fs tokens=%s",
+            a.where.platform,
+            answer_id,
+            a.parent_id,
+            a.conversation_id,
+            completion.time_to_first_token or 0.0,
+            a.elapsed(),
+            completion.generated_tokens,
+        )
+        ids = tuple(a.streamer.message_ids)
+        return AnswerResult("ok", answer_id, a.parent_id, answer, a.dropped, message_ids=ids)
+
+    def _record(self, a: _Attempt, completion: Completion) -> GenerationRecord:
+        return GenerationRecord(
+            prompt=a.prompt,
+            template=self.template.name,
+            parameters=self.params.as_dict(),
+            model_id=completion.model_id,
+            endpoint=completion.endpoint,
+            prompt_tokens=a.prompt_tokens,
+            completion_tokens=completion.generated_tokens,
+            finish_reason=completion.finish_reason,
+            time_to_first_token=completion.time_to_first_token,
+            total_time=completion.total_time,
+            dropped_turns=a.dropped,
+        )
+
+    # --- when it goes wrong ---------------------------------------------------------------------
+
+    async def _interrupted(self, a: _Attempt) -> None:
+        """Cancelled (the bot stops): store what there is as `interrupted`, and say so."""
+        log.warning(
+            "answer %s interrupted: message=%d conversation=%d total=%.3fs",
+            a.answer_id,
+            a.parent_id,
+            a.conversation_id,
+            a.elapsed(),
+        )
+        await self._give_up(a, "interrupted", a.text, INTERRUPTED)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(a.streamer.fail(INTERRUPTED, a.text.strip()))
+
+    async def _failed_with(self, a: _Attempt, exc: KoalabotError) -> AnswerResult:
+        """A failure with a message for the user (the backend, the budget, the store)."""
+        status = "too_long" if isinstance(exc, PromptTooLongError) else "failed"
+        if isinstance(exc, BackendError):
+            self.metrics.backend_errors.labels(type(exc).__name__).inc()
+        self.metrics.edits.labels(a.where.platform).inc(a.streamer.edit_calls)
+        partial = exc.partial if isinstance(exc, BackendError) and exc.partial else a.text
+        log.warning(
+            "answer %s failed: %s message=%d conversation=%d total=%.3fs",
+            a.answer_id,
+            exc.__class__.__name__,
+            a.parent_id,
+            a.conversation_id,
+            a.elapsed(),
+        )
+        result = await self._failed(a, status, partial, exc.user_message)
+        return dataclasses.replace(result, error=type(exc).__name__)
+
+    async def _failed(self, a: _Attempt, status: str, partial: str, notice: str) -> AnswerResult:
+        """Store the partial answer as `failed` and turn the placeholder into ``notice``."""
+        await self._give_up(a, "failed", partial, notice)
+        try:
+            await a.streamer.fail(notice, partial.strip())
+        except Exception:
+            log.warning("could not show the failure notice", exc_info=True)
+            await notify(a.streamer.sink, notice)
+        return AnswerResult(status, a.answer_id, a.parent_id, partial.strip(), a.dropped, notice)
+
+    async def _give_up(self, a: _Attempt, status: str, partial: str, error: str) -> None:
+        if a.answer_id is None:  # it never got its row: nothing to mark
+            return
+        record = GenerationRecord(
+            prompt=a.prompt,
+            template=self.template.name,
+            parameters=self.params.as_dict(),
+            dropped_turns=a.dropped,
+            error=error,
+        )
+        try:
+            await asyncio.shield(
+                self.repo.finish_answer(a.answer_id, partial.strip(), status, record)
+            )
+        except Exception:
+            log.exception("could not mark answer %d %s", a.answer_id, status)
+
+    # --- small parts ------------------------------------------------------------------------------
+
+    def _observe(self, a: _Attempt, completion: Completion) -> None:
+        m = self.metrics
+        m.edits.labels(a.where.platform).inc(a.streamer.edit_calls)
+        m.duration.observe(a.elapsed())
+        if completion.time_to_first_token is not None:
+            m.ttft.observe(completion.time_to_first_token)
+            streaming = completion.total_time - completion.time_to_first_token
+            if completion.generated_tokens and streaming > 0:
+                m.tokens_per_second.observe(completion.generated_tokens / streaming)
+
+    def _clean(self, text: str) -> str:
+        """The answer as stored: stop sequences TGI leaves in the text removed, whitespace cut."""
+        answer = text.strip()
+        for stop in self.template.stop:
+            if answer.endswith(stop):
+                answer = answer[: -len(stop)].rstrip()
+        return answer
+
+    async def prompt(
+        self, conversation_id: int, upto_id: int, tail: ThreadPage | None = None
+    ) -> ThreadPrompt:
+        """The prompt for answering message ``upto_id`` (``tail``: the thread's newest page,
+        when read already)."""
+        limits = await self._get_limits()
+        return await self.history.build(
+            conversation_id, upto_id, limits, self.params.max_new_tokens, tail
+        )
+
+    async def _get_limits(self) -> Limits:
+        """The model's budget, from the server's /info once."""
+        if self._limits is None:
+            self._limits = Limits.from_info(await self.backend.info())
+        return self._limits
+
+
+__all__ = ["Answerer"]

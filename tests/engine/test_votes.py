@@ -1,0 +1,109 @@
+"""koalabot.engine.votes and the vote acknowledgements of koalabot.engine.notices: a vote counts
+only where its answer was shown, and the voter is told in a few words what became of it.
+
+Votes through the Engine on a real SQLite store and the fake TGI (the latest-vote-wins rules are
+in test_engine.py, kept votes in test_backlog.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from koalabot.config import load_settings
+from koalabot.engine.engine import Engine
+from koalabot.engine.notices import discord_vote_reply, slack_vote_words
+from koalabot.events import ChatMessage, FeedbackEvent, FeedbackResult, ThreadKey
+from tests.fakes.tgi import FakeTGI
+from tests.reliability.sinks import Recorder
+
+THREAD = ThreadKey("slack", "T1", "C1", "1.0")
+
+
+@pytest.fixture
+async def engine(sqlite_url: str, fake_tgi: FakeTGI) -> AsyncIterator[Engine]:
+    settings = load_settings(None, database_url=sqlite_url, tgi_url=fake_tgi.url, notice="")
+    async with await Engine.open(settings) as opened:
+        yield opened
+
+
+async def test_a_vote_from_another_platform_never_counts(engine: Engine) -> None:
+    answered = await engine.handle_message(ChatMessage(THREAD, "U1", "hi", "1.1"), Recorder())
+    assert answered.answer_id is not None
+    # Discord user ids are not Slack's: an answer id carried over must not let one vote.
+    vote = FeedbackEvent("discord", "U1", 1, answer_id=answered.answer_id)
+    result = await engine.handle_feedback(vote)
+    assert not result.recorded and result.reason == "not an answer"
+    assert await engine.repo.votes(answered.answer_id) == {}
+
+
+async def test_a_reaction_on_any_part_of_a_long_answer_counts_on_that_answer(
+    engine: Engine, fake_tgi: FakeTGI
+) -> None:
+    fake_tgi.replies.append(" " + "\n\n".join(f"Paragraph {n} of a long answer." for n in range(6)))
+    sink = Recorder(max_chars=80)
+    answered = await engine.handle_message(ChatMessage(THREAD, "U1", "tell me", "1.1"), sink)
+    parts = list(sink.shown)
+    assert answered.status == "ok" and len(parts) > 1
+    vote = FeedbackEvent("slack", "U2", -1, channel="C1", platform_message_id=parts[-1])
+    result = await engine.handle_feedback(vote)
+    assert result.recorded and result.answer_id == answered.answer_id
+    assert result.where == THREAD  # so the acknowledgement shows in the answer's thread
+    assert await engine.repo.votes(answered.answer_id) == {"U2": -1}
+
+
+KEPT_UP = FeedbackResult(False, 7, 1, "kept until the database is back", kept=True)
+KEPT_REMOVAL = FeedbackResult(False, 7, 0, "kept until the database is back", kept=True)
+FAILED = FeedbackResult(False, reason="store unavailable")
+NOT_AN_ANSWER = FeedbackResult(False, reason="not an answer")
+
+
+@pytest.mark.parametrize(
+    ("result", "words"),
+    [
+        (FeedbackResult(True, 7, 1), "Thanks! I noted your 👍 on this answer."),
+        (
+            FeedbackResult(True, 7, -1),
+            "Thanks! I noted your 👎 on this answer — it helps make me better.",
+        ),
+        (FeedbackResult(True, 7, 0, "removed"), "Your vote on this answer is removed."),
+        (
+            KEPT_UP,
+            "Thanks! My database is away for a moment: I'll record your 👍 as soon as it is back.",
+        ),
+        (
+            KEPT_REMOVAL,
+            "Thanks! My database is away for a moment: I'll remove your vote as soon as it is "
+            "back.",
+        ),
+        (FAILED, "Sorry, I could not record that vote."),
+    ],
+)
+def test_slack_tells_the_voter_what_became_of_the_vote(result: FeedbackResult, words: str) -> None:
+    assert slack_vote_words(result) == words
+
+
+@pytest.mark.parametrize(
+    ("result", "words"),
+    [
+        (FeedbackResult(True, 7, 1), "Thanks, I noted your 👍."),
+        (FeedbackResult(True, 7, -1), "Thanks, I noted your 👎."),
+        (
+            KEPT_UP,
+            "Thanks! My database is away for a moment: I'll record your 👍 as soon as it is back.",
+        ),
+        (
+            KEPT_REMOVAL,
+            "My database is away for a moment: I'll remove your vote as soon as it is back.",
+        ),
+        (FAILED, "I could not save your vote just now. Please try again in a moment."),
+        (
+            NOT_AN_ANSWER,
+            "I could not find that answer any more, so the vote was not recorded.",
+        ),
+    ],
+)
+def test_discord_tells_the_voter_what_became_of_the_vote(
+    result: FeedbackResult, words: str
+) -> None:
+    assert discord_vote_reply(result) == words
