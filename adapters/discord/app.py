@@ -26,11 +26,12 @@ import yarl
 from koalabot.adapter import RunOptions
 from koalabot.config import Settings
 from koalabot.engine.inflight import InFlight
+from koalabot.engine.notices import REGEN_UNKNOWN, discord_vote_reply
 from koalabot.errors import ConfigError
 from koalabot.events import FeedbackEvent, ThreadKey
 
 from ..boundary import Tell, boundary
-from .buttons import RATINGS, REGEN_UNKNOWN, vote_reply
+from .buttons import RATINGS
 from .client import (
     KoalaClient,
     RateLimitCounter,
@@ -270,7 +271,7 @@ class DiscordAdapter:
             is_bot=interaction.user.bot,
         )
         result = await self.engine.handle_feedback(vote)
-        await interaction.followup.send(vote_reply(result), ephemeral=True)
+        await interaction.followup.send(discord_vote_reply(result), ephemeral=True)
 
     async def _regenerate(self, interaction: discord.Interaction[Any], answer_id: int) -> None:
         await interaction.response.defer()  # the new answer itself shows up in the thread

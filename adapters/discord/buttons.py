@@ -12,8 +12,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import discord
 
-from koalabot.events import FeedbackResult
-
 #: action → emoji shown on the button
 ACTIONS = {"up": "👍", "down": "👎", "regen": "🔄"}
 TEMPLATE = r"kb:(?P<action>up|down|regen):(?P<answer>[0-9]+)"
@@ -75,23 +73,3 @@ def reaction_rating(emoji: discord.PartialEmoji) -> int | None:
     if emoji.id is not None:  # a server's custom emoji
         return None
     return _THUMBS.get(_MODIFIERS.sub("", emoji.name or ""))
-
-
-VOTE_THANKS = {1: "Thanks, I noted your 👍.", -1: "Thanks, I noted your 👎."}
-VOTE_UNKNOWN = "I could not find that answer any more, so the vote was not recorded."
-VOTE_FAILED = "I could not save your vote just now. Please try again in a moment."
-VOTE_KEPT = {
-    1: "Thanks! My database is away for a moment: I'll record your 👍 as soon as it is back.",
-    -1: "Thanks! My database is away for a moment: I'll record your 👎 as soon as it is back.",
-    0: "My database is away for a moment: I'll remove your vote as soon as it is back.",
-}
-REGEN_UNKNOWN = "I could not find that answer any more, so I cannot try again."
-
-
-def vote_reply(result: FeedbackResult) -> str:
-    """The private note a voter gets after clicking 👍 or 👎."""
-    if result.recorded:
-        return VOTE_THANKS[result.rating]
-    if result.kept:
-        return VOTE_KEPT[result.rating]
-    return VOTE_FAILED if result.reason == "store unavailable" else VOTE_UNKNOWN

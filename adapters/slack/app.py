@@ -33,11 +33,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from koalabot.adapter import RunOptions
 from koalabot.config import Settings
 from koalabot.engine.inflight import InFlight
+from koalabot.engine.notices import slack_vote_words
 from koalabot.errors import ConfigError
 from koalabot.events import FeedbackEvent, ThreadKey
 
 from ..boundary import boundary
-from .buttons import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP, vote_words
+from .buttons import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP
 from .events import (
     button_vote,
     chat_message,
@@ -203,6 +204,8 @@ class SlackAdapter:
         async def events(request: web.Request) -> web.Response:
             if self._stopping:  # Slack retries later, when another replica (or we) can answer
                 return web.Response(status=503, text="shutting down")
+            if not _verifiable(request.headers, await request.read()):
+                return web.Response(status=401, text="invalid request")
             return await to_aiohttp_response(
                 await app.async_dispatch(await to_bolt_request(request))
             )
@@ -331,7 +334,9 @@ class SlackAdapter:
                 result = await self.engine.handle_feedback(vote)
                 if (result.recorded or result.kept) and vote.channel:
                     thread = result.where.thread if result.where else None
-                    await self._acknowledge(vote.channel, vote.user, vote_words(result), thread)
+                    await self._acknowledge(
+                        vote.channel, vote.user, slack_vote_words(result), thread
+                    )
 
     async def _on_vote(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
@@ -351,7 +356,9 @@ class SlackAdapter:
                         platform_message_id=vote.message_ts,
                     )
                 )
-                await self._acknowledge(vote.channel, vote.user, vote_words(result), vote.thread_ts)
+                await self._acknowledge(
+                    vote.channel, vote.user, slack_vote_words(result), vote.thread_ts
+                )
 
     async def _on_regenerate(
         self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]
@@ -390,6 +397,17 @@ def _rating_of(action: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return (1 if action.get("action_id") == ACTION_UP else -1), action
     rating, answer_id = parse_feedback_value(str(action.get("value", ""))) or (0, "")
     return rating, {**action, "value": str(answer_id)}
+
+
+def _verifiable(headers: Any, raw: bytes) -> bool:
+    """What bolt's signature check can take without raising (a 500): a UTF-8 body and an
+    ASCII-digit timestamp. Anything else is not from Slack: 401, like a bad signature."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    stamp = str(headers.get("X-Slack-Request-Timestamp", ""))
+    return stamp.isascii() and stamp.isdigit()
 
 
 __all__ = ["EVENTS_PATH", "SlackAdapter", "create_adapter"]

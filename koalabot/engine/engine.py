@@ -25,6 +25,7 @@ from koalabot.config import Settings
 from koalabot.engine.access import AccessPolicy
 from koalabot.engine.answer import Answerer
 from koalabot.engine.backlog import Backlog
+from koalabot.engine.inflight import InFlight
 from koalabot.engine.intake import Intake
 from koalabot.engine.notices import (
     EMPTY_MESSAGE,
@@ -73,7 +74,7 @@ class Engine:
         self.history = HistoryPrompter(self.repo, self.counter, self.template)
         self.backend_urls = settings.endpoints
         self.metrics = Metrics()
-        self._tasks: set[asyncio.Task[AnswerResult]] = set()
+        self._inflight = InFlight()
         self.orphans = Orphans()
         #: Messages and votes that came while the store was unreachable (none kept without a
         #: spool path).
@@ -111,6 +112,7 @@ class Engine:
         db = await open_database(settings.database_url)
         engine = cls(settings, db, Backend.from_settings(settings))
         try:
+            await engine.backend.check()  # a missing model setting stops the start (one line)
             orphans = await engine.repo.recover_interrupted()
         except BaseException:
             await engine.close()
@@ -196,7 +198,7 @@ class Engine:
     async def _tracked(self, work: Coroutine[Any, Any, AnswerResult]) -> AnswerResult:
         """Run one answer as a task the shutdown can wait for (or interrupt)."""
         task = asyncio.ensure_future(work)
-        self._tasks.add(task)
+        self._inflight.add(task)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -204,11 +206,6 @@ class Engine:
             if task.cancelled() and not (me is not None and me.cancelling()):
                 return AnswerResult("interrupted", notice=INTERRUPTED)  # by shutdown()
             raise
-        finally:
-            if task.done():
-                self._tasks.discard(task)
-            else:
-                task.add_done_callback(self._tasks.discard)
 
     # --- votes ---------------------------------------------------------------------------------
 
@@ -246,6 +243,10 @@ class Engine:
         """Keep answering the user, but never export anything of theirs."""
         await self.repo.opt_out(f"{platform}:{user}")
 
+    async def opt_in(self, platform: str, user: str) -> None:
+        """Undo `opt_out` (a KOALABOT_OPTOUT_USERS entry stays: the operator's list wins)."""
+        await self.repo.opt_in(f"{platform}:{user}")
+
     # --- the platform connects, the process stops --------------------------------------------
 
     async def tell_interrupted(
@@ -275,14 +276,7 @@ class Engine:
         self.intake.accepting = False
         if self.backlog is not None:
             await self.backlog.stop()
-        pending = {t for t in self._tasks if not t.done()}
-        if pending:
-            _, pending = await asyncio.wait(pending, timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        return len(pending)
+        return await self._inflight.finish(grace)
 
     async def health(self) -> dict[str, str]:
         """What is wrong, if anything: {"database": reason, "backend": reason}; empty when fine."""
@@ -312,8 +306,7 @@ class Engine:
         """Answer a kept message the store has just taken, alongside the rest; counted, and
         waited for by the shutdown."""
         task = asyncio.ensure_future(self.intake.answer_stored(msg, sink, stored))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._inflight.add(task)
 
         def counted(done: asyncio.Task[AnswerResult]) -> None:
             if not done.cancelled() and done.exception() is None:

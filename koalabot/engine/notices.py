@@ -33,6 +33,7 @@ NO_ANSWER = "(no answer)"
 VOTE_THANKS = {1: "Thanks, I noted your 👍.", -1: "Thanks, I noted your 👎."}
 VOTE_UNKNOWN = "I could not find that answer any more, so the vote was not recorded."
 VOTE_FAILED = "I could not save your vote just now. Please try again in a moment."
+REGEN_UNKNOWN = "I could not find that answer any more, so I cannot try again."
 VOTE_KEPT = {
     1: "Thanks! My database is away for a moment: I'll record your 👍 as soon as it is back.",
     -1: "Thanks! My database is away for a moment: I'll record your 👎 as soon as it is back.",
@@ -105,6 +106,7 @@ __all__ = [
     "INTERRUPTED",
     "NO_ANSWER",
     "ONLY_ATTACHMENTS",
+    "REGEN_UNKNOWN",
     "SHUTTING_DOWN",
     "SPOOLED",
     "UNEXPECTED",

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 
 from koalabot.errors import ConfigError, MigrationError, SchemaBehindError, StoreError
+from koalabot.files import private_file
 from koalabot.store.inline import LANE_PRAGMAS, InlineLane, LaneBusy
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 SCRIPT_LOCATION = "koalabot_migrations:"
 #: The newest revision in koalabot_migrations (a test holds the two together). A database already
 #: at it opens without loading Alembic, which would add about half a second to every command.
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 _BACKENDS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
@@ -145,7 +146,7 @@ def _is_memory(url: URL) -> bool:
 
 def _create_engine(url: str) -> AsyncEngine:
     parsed = make_url(async_url(url))
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"hide_parameters": True}  # no message text in errors and logs
     if _is_memory(parsed):
         options["poolclass"] = StaticPool
     elif parsed.get_backend_name() == "sqlite":
@@ -155,6 +156,7 @@ def _create_engine(url: str) -> AsyncEngine:
                 f"cannot create the SQLite database {parsed.database}: the folder {folder} "
                 "does not exist (create it, or point KOALABOT_DATABASE_URL elsewhere)"
             )
+        private_file(Path(str(parsed.database)))  # 0600, and so its -wal and -shm files
     elif parsed.get_backend_name() == "postgresql":
         options.update(_PG_POOL)
         if parsed.get_driver_name() == "asyncpg":
@@ -180,7 +182,9 @@ def _inline_lane(url: str, engine: AsyncEngine) -> InlineLane | None:
     parsed = make_url(async_url(url))
     if parsed.get_backend_name() != "sqlite" or _is_memory(parsed):
         return None
-    sync = create_engine(parsed.set(drivername="sqlite+pysqlite"), pool_size=1)
+    sync = create_engine(
+        parsed.set(drivername="sqlite+pysqlite"), pool_size=1, hide_parameters=True
+    )
 
     @event.listens_for(sync, "connect")
     def pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -190,6 +194,16 @@ def _inline_lane(url: str, engine: AsyncEngine) -> InlineLane | None:
         cursor.close()
 
     return InlineLane(sync, engine)
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names when it does not exist (None for anything else): read-only
+    commands refuse it rather than create an empty database."""
+    parsed = make_url(async_url(url))
+    if parsed.get_backend_name() != "sqlite" or _is_memory(parsed):
+        return None
+    path = Path(str(parsed.database))
+    return None if path.exists() else path
 
 
 def _sqlite_file_missing(url: str) -> bool:
