@@ -79,6 +79,9 @@ class Settings(BaseSettings):
 
     # --- storage -----------------------------------------------------------------------
     database_url: str = "sqlite:///koalabot.db"
+    #: Seconds a SQLite write waits for another process's write lock before it fails (read by
+    #: koalabot/store/database.py from KOALABOT_SQLITE_BUSY_TIMEOUT, or passed to open_database).
+    sqlite_busy_timeout: float = Field(5.0, ge=0)
 
     # --- access policy -----------------------------------------------------------------
     allowed_workspaces: CommaList = Field(default_factory=list)
@@ -96,6 +99,9 @@ class Settings(BaseSettings):
     slack_app_token: str | None = Field(None, validation_alias=_env("SLACK_APP_TOKEN"))
     slack_signing_secret: str | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
     slack_api_url: str = "https://slack.com/api/"
+    #: Slack answers through chat.startStream/appendStream/stopStream where Slack lets them
+    #: ("auto"), always try it first ("on"), or edit with chat.update ("off").
+    slack_streaming: Literal["auto", "on", "off"] = "auto"
     discord_token: str | None = Field(None, validation_alias=_env("DISCORD_TOKEN"))
     discord_api_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg/"

@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
 async def _export(
     settings: Settings, options: ExportOptions, out: BinaryIO, workers: int, pseudonymize: bool
 ) -> Summary:
-    db = await open_database(settings.database_url)
+    db = await open_database(settings.database_url, busy_timeout=settings.sqlite_busy_timeout)
     try:
         if pseudonymize and options.pseudonym_secret is None:
             options = replace(options, pseudonym_secret=await _stored_secret(db))

@@ -110,7 +110,7 @@ class Engine:
     @classmethod
     async def open(cls, settings: Settings) -> Engine:
         """Open the store (SQLite upgrades itself) and the backend; recover crashed answers."""
-        db = await open_database(settings.database_url)
+        db = await open_database(settings.database_url, busy_timeout=settings.sqlite_busy_timeout)
         engine = cls(settings, db, Backend.from_settings(settings))
         try:
             await engine.backend.check()  # a missing model setting stops the start (one line)
