@@ -260,11 +260,11 @@ class Spool:
             drop = ("DELETE FROM spooled_votes WHERE seq = ?", kept.seq)
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute(
-                "INSERT INTO set_aside (kind, received_at, body) VALUES (?, ?, ?)",
-                (kind, kept.received_at.isoformat(), body),
-            )
-            conn.execute(drop[0], (drop[1],))
+            if conn.execute(drop[0], (drop[1],)).rowcount:  # not stored or forgotten meanwhile
+                conn.execute(
+                    "INSERT INTO set_aside (kind, received_at, body) VALUES (?, ?, ?)",
+                    (kind, kept.received_at.isoformat(), body),
+                )
         self._recount()
 
     def forget_user(self, platform: str, user: str, *, dry_run: bool = False) -> int:

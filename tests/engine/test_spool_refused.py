@@ -131,3 +131,16 @@ async def test_forget_deletes_the_persons_kept_and_set_aside_messages_and_votes(
     again.close()
     # Not even in the file's free pages.
     assert b"secret plan" not in spool_path.read_bytes()
+
+
+async def test_a_vote_the_database_refuses_is_not_kept_for_later(
+    migrated_database_url: str, fake_tgi: FakeTGI, tmp_path: Path
+) -> None:
+    engine = await open_engine(migrated_database_url, fake_tgi, tmp_path / "spool.db")
+    try:
+        # A button value no database column can hold: refused now, refused forever.
+        result = await engine.handle_feedback(FeedbackEvent("slack", "U9", 1, answer_id=2**70))
+        assert not result.recorded and not result.kept
+        assert engine.spool is not None and engine.spool.votes_waiting() == 0
+    finally:
+        await engine.close()
