@@ -144,3 +144,30 @@ async def test_a_vote_the_database_refuses_is_not_kept_for_later(
         assert engine.spool is not None and engine.spool.votes_waiting() == 0
     finally:
         await engine.close()
+
+
+async def test_a_kept_message_with_a_nul_byte_is_stored_and_its_thread_goes_on(
+    migrated_database_url: str, fake_tgi: FakeTGI, tmp_path: Path
+) -> None:
+    # An earlier process kept two messages of one thread; the first holds a NUL byte, which
+    # PostgreSQL refuses as it stands (it was retried forever, the second waiting behind it).
+    spool_path = tmp_path / "spool.db"
+    kept = Spool(spool_path, limit=10)
+    then = datetime.now(UTC) - timedelta(minutes=1)
+    kept.add(ChatMessage(THREAD, "U1", "koalas\x00?", "1.1", ("ev1",)), then)
+    kept.add(ChatMessage(THREAD, "U1", "and wombats?", "1.2", ("ev2",)), then)
+    kept.close()
+    fake_tgi.replies.extend([" Koalas.", " Wombats."])
+    engine = await open_engine(
+        migrated_database_url, fake_tgi, spool_path, spool_retry_interval=0.05
+    )
+    sink = Recorder()
+    try:
+        engine.platform_connected("slack", lambda where: sink)
+        await sink.wait_for(lambda: "Wombats." in sink.shown.values(), 20)
+        said = [t.content for t in await engine.transcript(THREAD) if t.role == "user"]
+        assert said == ["koalas\N{REPLACEMENT CHARACTER}?", "and wombats?"]
+        assert "Koalas." in sink.shown.values()
+        assert engine.spool is not None and len(engine.spool) == 0
+    finally:
+        await engine.close()
