@@ -296,12 +296,15 @@ class Engine:
         return await self._inflight.finish(grace)
 
     async def health(self) -> dict[str, str]:
-        """What is wrong, if anything: {"database": reason, "backend": reason}; empty when fine."""
+        """What is wrong, if anything: {"database": …, "spool": …, "backend": …}; empty when
+        fine."""
         problems: dict[str, str] = {}
         try:
             await self.repo.ping()
         except StoreError as exc:
             problems["database"] = f"unreachable ({exc.__cause__.__class__.__name__})"
+        if self.backlog is not None and (late := self.backlog.late(self.settings.spool_max_age)):
+            problems["spool"] = late
         states = await self.backend.health()
         if not any(states.values()):
             problems["backend"] = "no healthy TGI endpoint: " + ", ".join(states)
