@@ -35,7 +35,7 @@ from koalabot.config import Settings
 from koalabot.engine.inflight import InFlight
 from koalabot.engine.notices import slack_vote_words
 from koalabot.errors import ConfigError
-from koalabot.events import FeedbackEvent, ThreadKey
+from koalabot.events import Clicked, FeedbackEvent, ThreadKey
 
 from ..boundary import boundary
 from .buttons import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP
@@ -346,7 +346,10 @@ class SlackAdapter:
         sink = self._sink(vote.channel, vote.thread_ts, assistant=vote.channel.startswith("D"))
         with self._inflight.track():
             async with boundary("a Slack regenerate button", sink.notice):
-                await self.engine.regenerate(vote.answer_id, vote.user, sink)
+                clicked = Clicked(vote.channel, vote.message_ts)
+                result = await self.engine.regenerate(vote.answer_id, vote.user, sink, clicked)
+                if result.status == "not_this_answer":
+                    await self._acknowledge(vote.channel, vote.user, result.notice, vote.thread_ts)
 
     async def _acknowledge(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
         """A quiet note only the voter sees."""

@@ -30,6 +30,7 @@ from koalabot.engine.intake import Intake
 from koalabot.engine.notices import (
     EMPTY_MESSAGE,
     INTERRUPTED,
+    NOT_THIS_ANSWER,
     ONLY_ATTACHMENTS,
     SHUTTING_DOWN,
     SPOOLED,
@@ -38,11 +39,12 @@ from koalabot.engine.notices import (
 )
 from koalabot.engine.orphans import Orphans
 from koalabot.engine.turns import ORDER_WAIT, Turns
-from koalabot.engine.votes import Votes
+from koalabot.engine.votes import Votes, shows_answer
 from koalabot.errors import AccessDeniedError, RateLimitedError, StoreError
 from koalabot.events import (
     AnswerResult,
     ChatMessage,
+    Clicked,
     FeedbackEvent,
     FeedbackResult,
     ReplySink,
@@ -168,15 +170,25 @@ class Engine:
         self._count(msg.where.platform, result)
         return result
 
-    async def regenerate(self, answer_id: int, user: str, sink: ReplySink) -> AnswerResult:
-        """Another answer to the same user message, as a sibling both can be voted on."""
+    async def regenerate(
+        self, answer_id: int, user: str, sink: ReplySink, clicked: Clicked | None = None
+    ) -> AnswerResult:
+        """Another answer to the same user message, as a sibling both can be voted on.
+
+        ``clicked`` is the message the 🔄 was on: unless it shows that answer (the terminal has
+        none), nothing happens and the result's notice is for the clicker's eyes only.
+        """
         try:
             info = await self.repo.answer(answer_id)
+            shown = info is not None and await shows_answer(self.repo, info, clicked)
         except StoreError as exc:
             return await refuse(sink, "failed", exc.user_message)
         if info is None or info.role != "assistant" or info.parent_id is None:
             log.info("regenerate of unknown answer %s ignored", answer_id)
             return AnswerResult("unknown")
+        if not shown:
+            log.info("regenerate of answer %d from another message refused", info.id)
+            return AnswerResult("not_this_answer", notice=NOT_THIS_ANSWER)
         probe = ChatMessage(info.where, user, "", "")
         try:
             self.policy.check_allowed(probe)

@@ -34,6 +34,9 @@ VOTE_THANKS = {1: "Thanks, I noted your 👍.", -1: "Thanks, I noted your 👎."
 VOTE_UNKNOWN = "I could not find that answer any more, so the vote was not recorded."
 VOTE_FAILED = "I could not save your vote just now. Please try again in a moment."
 REGEN_UNKNOWN = "I could not find that answer any more, so I cannot try again."
+#: A button that names an answer other than the one of the message it is on (an old button
+#: whose answer was deleted, or a forged click): nothing is changed.
+NOT_THIS_ANSWER = "That button no longer belongs to an answer here, so I changed nothing."
 VOTE_KEPT = {
     1: "Thanks! My database is away for a moment: I'll record your 👍 as soon as it is back.",
     -1: "Thanks! My database is away for a moment: I'll record your 👎 as soon as it is back.",
@@ -63,6 +66,8 @@ def shown_answer(answer: str, dropped: int, first_notice: str) -> str:
 
 def slack_vote_words(result: FeedbackResult) -> str:
     """Slack's ephemeral note to the person who voted."""
+    if result.notice:
+        return result.notice
     if result.kept:
         mark = {1: "your 👍", -1: "your 👎"}.get(result.rating)
         action = f"record {mark}" if mark else "remove your vote"
@@ -78,6 +83,8 @@ def slack_vote_words(result: FeedbackResult) -> str:
 
 def discord_vote_reply(result: FeedbackResult) -> str:
     """Discord's private follow-up to a vote button."""
+    if result.notice:
+        return result.notice
     if result.recorded:
         return VOTE_THANKS[result.rating]
     if result.kept:
@@ -104,6 +111,7 @@ async def refuse(
 __all__ = [
     "EMPTY_MESSAGE",
     "INTERRUPTED",
+    "NOT_THIS_ANSWER",
     "NO_ANSWER",
     "ONLY_ATTACHMENTS",
     "REGEN_UNKNOWN",

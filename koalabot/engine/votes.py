@@ -2,8 +2,12 @@
 
 A vote names its answer by id (a button) or by the platform message it was put on (a reaction);
 either way it counts only on an assistant message of the same platform, and bots' votes never
-count. When the store cannot take a vote it is kept in the spool (if there is one) and recorded,
-in the order votes were cast, once the store is back: a person's latest vote wins.
+count. A button counts only when the platform message it was clicked on shows the answer it names
+(`shows_answer`: an old button whose answer id now belongs to another person's answer changes
+nothing).
+
+When the store cannot take a vote it is kept in the spool (if there is one) and recorded, in the
+order votes were cast, once the store is back: a person's latest vote wins.
 """
 
 from __future__ import annotations
@@ -12,19 +16,37 @@ import logging
 from datetime import UTC, datetime
 
 from koalabot.engine.backlog import Backlog
+from koalabot.engine.notices import NOT_THIS_ANSWER
 from koalabot.errors import StoreError
-from koalabot.events import FeedbackEvent, FeedbackResult
+from koalabot.events import Clicked, FeedbackEvent, FeedbackResult
 from koalabot.metrics import Metrics
 from koalabot.store.repository import AnswerInfo, Repository
 from koalabot.store.spool import SpoolError
 
 log = logging.getLogger(__name__)
 
+#: Platforms with no message to click: one person at one keyboard names the answer by id.
+LOCAL_PLATFORMS = frozenset({"terminal"})
+
+
+async def shows_answer(repo: Repository, info: AnswerInfo, clicked: Clicked | None) -> bool:
+    """Whether the clicked platform message is one the answer ``info`` was shown as."""
+    if info.where.platform in LOCAL_PLATFORMS:
+        return True
+    if clicked is None or not (clicked.channel and clicked.message_id):
+        return False
+    return await repo.shown_as(info.id, info.where.platform, clicked.channel, clicked.message_id)
+
 
 class Votes:
     """Votes into the store (or into the spool while the store is away)."""
 
-    def __init__(self, repo: Repository, metrics: Metrics, backlog: Backlog | None) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        metrics: Metrics,
+        backlog: Backlog | None,
+    ) -> None:
         self.repo = repo
         self.metrics = metrics
         self.backlog = backlog
@@ -50,6 +72,8 @@ class Votes:
         if info is None or info.role != "assistant" or info.where.platform != ev.platform:
             log.info("vote on a message that is not an answer ignored (%s)", ev)
             return FeedbackResult(False, reason="not an answer")
+        if refused := await self._refusal(ev, info):
+            return refused
         rating = 1 if ev.rating > 0 else -1
         if ev.removed:
             removed = await self.repo.unvote(info.id, ev.user, rating)
@@ -59,6 +83,14 @@ class Votes:
         self.metrics.votes.labels("+1" if rating > 0 else "-1").inc()
         log.info("vote %+d on answer %d", rating, info.id)
         return FeedbackResult(True, info.id, rating, where=info.where)
+
+    async def _refusal(self, ev: FeedbackEvent, info: AnswerInfo) -> FeedbackResult | None:
+        """Why this person's vote on this answer does not count, or None when it does."""
+        clicked = Clicked(ev.channel or "", ev.platform_message_id or "")
+        if ev.answer_id is not None and not await shows_answer(self.repo, info, clicked):
+            log.info("vote on answer %d from a message that does not show it refused", info.id)
+            return FeedbackResult(False, reason="not this answer", notice=NOT_THIS_ANSWER)
+        return None
 
     async def _answer_voted_on(self, ev: FeedbackEvent) -> AnswerInfo | None:
         answer_id = ev.answer_id
@@ -85,4 +117,4 @@ class Votes:
         )
 
 
-__all__ = ["Votes"]
+__all__ = ["LOCAL_PLATFORMS", "Votes", "shows_answer"]

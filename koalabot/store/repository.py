@@ -631,6 +631,31 @@ class Repository:
         found = await self._run(lambda conn: conn.execute(query).scalar())
         return int(found) if found is not None else None
 
+    async def shown_as(
+        self, answer_id: int, platform: str, channel: str, platform_message_id: str
+    ) -> bool:
+        """Whether the answer shows as that platform message: one of its parts, or the
+        placeholder it was posted as (a failed answer keeps only that)."""
+        r, m, c = MessageRef, Message, Conversation
+        part = select(r.id).where(
+            r.message_id == answer_id,
+            r.platform == platform,
+            r.channel == channel,
+            r.platform_message_id == platform_message_id,
+        )
+        placeholder = (
+            select(m.id)
+            .join(c, c.id == m.conversation_id)
+            .where(
+                m.id == answer_id,
+                m.platform_message_id == platform_message_id,
+                c.platform == platform,
+                c.channel == channel,
+            )
+        )
+        query = select(exists(part) | exists(placeholder))
+        return bool(await self._run(lambda conn: conn.execute(query).scalar()))
+
     def _insert(self, model: Any) -> Any:
         if self.db.dialect == "postgresql":
             return pg_insert(model)

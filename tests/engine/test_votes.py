@@ -12,12 +12,20 @@ import pytest
 
 from koalabot.config import load_settings
 from koalabot.engine.engine import Engine
-from koalabot.engine.notices import discord_vote_reply, slack_vote_words
-from koalabot.events import ChatMessage, FeedbackEvent, FeedbackResult, ThreadKey
-from tests.fakes.tgi import FakeTGI
+from koalabot.engine.notices import NOT_THIS_ANSWER, discord_vote_reply, slack_vote_words
+from koalabot.events import (
+    AnswerResult,
+    ChatMessage,
+    Clicked,
+    FeedbackEvent,
+    FeedbackResult,
+    ThreadKey,
+)
+from tests.fakes.tgi import FakeTGI, Fault
 from tests.reliability.sinks import Recorder
 
 THREAD = ThreadKey("slack", "T1", "C1", "1.0")
+BOBS = ThreadKey("slack", "T1", "C2", "2.0")
 
 
 @pytest.fixture
@@ -50,6 +58,63 @@ async def test_a_reaction_on_any_part_of_a_long_answer_counts_on_that_answer(
     assert result.recorded and result.answer_id == answered.answer_id
     assert result.where == THREAD  # so the acknowledgement shows in the answer's thread
     assert await engine.repo.votes(answered.answer_id) == {"U2": -1}
+
+
+async def two_answers(engine: Engine) -> tuple[AnswerResult, AnswerResult]:
+    """Alice's answer in C1 and Bob's in C2, each the first message of its own channel."""
+    alices = await engine.handle_message(
+        ChatMessage(THREAD, "UALICE", "my secret", "1.1"), Recorder()
+    )
+    bobs = await engine.handle_message(ChatMessage(BOBS, "UBOB", "bob's secret", "2.1"), Recorder())
+    assert alices.answer_id is not None and bobs.answer_id is not None
+    return alices, bobs
+
+
+def click(user: str, rating: int, answer_id: int | None, on: Clicked) -> FeedbackEvent:
+    return FeedbackEvent(
+        "slack", user, rating, answer_id, channel=on.channel, platform_message_id=on.message_id
+    )
+
+
+async def test_a_button_naming_another_answer_than_its_message_shows_changes_nothing(
+    engine: Engine, fake_tgi: FakeTGI
+) -> None:
+    alices, bobs = await two_answers(engine)
+    on_alices = Clicked("C1", alices.message_ids[-1])
+    # An old button under Alice's answer whose id now names Bob's answer (or a forged click).
+    vote = await engine.handle_feedback(click("UALICE", -1, bobs.answer_id, on_alices))
+    assert not vote.recorded and vote.notice == NOT_THIS_ANSWER and vote.where is None
+    assert slack_vote_words(vote) == discord_vote_reply(vote) == NOT_THIS_ANSWER
+    assert await engine.repo.votes(bobs.answer_id or 0) == {}
+    # The same id from the same ts in another channel is not Bob's message either.
+    elsewhere = Clicked("C3", bobs.message_ids[-1])
+    assert not (
+        await engine.handle_feedback(click("UALICE", 1, bobs.answer_id, elsewhere))
+    ).recorded
+
+    sink = Recorder()
+    again = await engine.regenerate(bobs.answer_id or 0, "UALICE", sink, on_alices)
+    assert again.status == "not_this_answer" and again.notice == NOT_THIS_ANSWER
+    assert sink.shown == {} and sink.notices == []  # the refusal is the adapter's to show privately
+    assert len(fake_tgi.prompts) == 2 and "bob's secret" not in fake_tgi.prompts[0]
+    # The button on Bob's own message still works.
+    on_bobs = Clicked("C2", bobs.message_ids[-1])
+    assert (await engine.handle_feedback(click("UBOB", 1, bobs.answer_id, on_bobs))).recorded
+    assert (
+        await engine.regenerate(bobs.answer_id or 0, "UBOB", Recorder(), on_bobs)
+    ).status == "ok"
+
+
+async def test_a_failure_notice_is_the_message_of_its_answer(
+    engine: Engine, fake_tgi: FakeTGI
+) -> None:
+    fake_tgi.fault = Fault("error", after_tokens=1)
+    sink = Recorder()
+    failed = await engine.handle_message(ChatMessage(THREAD, "U1", "hi", "1.1"), sink)
+    assert failed.status == "failed" and failed.answer_id is not None
+    # 🔄 under the notice (the placeholder the answer was posted as) answers again.
+    again = await engine.regenerate(failed.answer_id, "U1", Recorder(), Clicked("C1", "m0"))
+    assert again.status == "ok"
 
 
 KEPT_UP = FeedbackResult(False, 7, 1, "kept until the database is back", kept=True)
