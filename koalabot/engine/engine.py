@@ -86,7 +86,7 @@ class Engine:
         self.backlog = self._backlog(self.spool)
         self.answerer = self._answerer()
         self.intake = Intake(self.repo, self.policy, self.answerer, self.orphans, self.backlog)
-        self.votes = Votes(self.repo, self.metrics, self.backlog)
+        self.votes = Votes(self.repo, self.metrics, self.backlog, self.policy)
 
     def _backlog(self, spool: Spool | None) -> Backlog | None:
         if spool is None:

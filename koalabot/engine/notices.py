@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from koalabot.errors import RateLimitedError
 from koalabot.events import AnswerResult, FeedbackResult, ReplySink
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,14 @@ VOTE_KEPT = {
     -1: "Thanks! My database is away for a moment: I'll record your 👎 as soon as it is back.",
     0: "My database is away for a moment: I'll remove your vote as soon as it is back.",
 }
+
+
+def too_many_votes(exc: RateLimitedError) -> str:
+    """Why a vote (or taking one back) in a burst was not recorded."""
+    return (
+        f"You are voting faster than I can keep up with (limit: {exc.limit} a minute), so this "
+        f"one was not recorded. Please wait about {max(1, round(exc.retry_after))} s."
+    )
 
 
 def cut_notice(dropped: int) -> str:
@@ -124,4 +133,5 @@ __all__ = [
     "refuse",
     "shown_answer",
     "slack_vote_words",
+    "too_many_votes",
 ]

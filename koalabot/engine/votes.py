@@ -4,7 +4,8 @@ A vote names its answer by id (a button) or by the platform message it was put o
 either way it counts only on an assistant message of the same platform, and bots' votes never
 count. A button counts only when the platform message it was clicked on shows the answer it names
 (`shows_answer`: an old button whose answer id now belongs to another person's answer changes
-nothing).
+nothing), and the access policy applies to votes as to messages: a person kept out is not
+recorded, and votes a minute are limited like messages (in a bucket of their own).
 
 When the store cannot take a vote it is kept in the spool (if there is one) and recorded, in the
 order votes were cast, once the store is back: a person's latest vote wins.
@@ -15,9 +16,10 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from koalabot.engine.access import AccessPolicy
 from koalabot.engine.backlog import Backlog
-from koalabot.engine.notices import NOT_THIS_ANSWER
-from koalabot.errors import StoreError
+from koalabot.engine.notices import NOT_THIS_ANSWER, too_many_votes
+from koalabot.errors import AccessDeniedError, RateLimitedError, StoreError
 from koalabot.events import Clicked, FeedbackEvent, FeedbackResult
 from koalabot.metrics import Metrics
 from koalabot.store.repository import AnswerInfo, Repository
@@ -46,15 +48,21 @@ class Votes:
         repo: Repository,
         metrics: Metrics,
         backlog: Backlog | None,
+        policy: AccessPolicy,
     ) -> None:
         self.repo = repo
         self.metrics = metrics
         self.backlog = backlog
+        self.policy = policy
 
     async def handle(self, ev: FeedbackEvent) -> FeedbackResult:
         """Record, replace or remove one person's vote on one answer."""
         if ev.is_bot:
             return FeedbackResult(False, reason="votes by bots do not count")
+        try:
+            self.policy.check_rate(ev.platform, ev.user, "votes")
+        except RateLimitedError as exc:
+            return FeedbackResult(False, reason="rate limited", notice=too_many_votes(exc))
         arrived = datetime.now(UTC)
         try:
             if self.backlog is not None:
@@ -86,6 +94,10 @@ class Votes:
 
     async def _refusal(self, ev: FeedbackEvent, info: AnswerInfo) -> FeedbackResult | None:
         """Why this person's vote on this answer does not count, or None when it does."""
+        try:
+            self.policy.check_place(info.where, ev.user)
+        except AccessDeniedError as exc:
+            return FeedbackResult(False, reason="denied", notice=exc.user_message)
         clicked = Clicked(ev.channel or "", ev.platform_message_id or "")
         if ev.answer_id is not None and not await shows_answer(self.repo, info, clicked):
             log.info("vote on answer %d from a message that does not show it refused", info.id)

@@ -6,13 +6,16 @@ in test_engine.py, kept votes in test_backlog.py)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from koalabot.config import load_settings
 from koalabot.engine.engine import Engine
 from koalabot.engine.notices import NOT_THIS_ANSWER, discord_vote_reply, slack_vote_words
+from koalabot.errors import AccessDeniedError
 from koalabot.events import (
     AnswerResult,
     ChatMessage,
@@ -115,6 +118,73 @@ async def test_a_failure_notice_is_the_message_of_its_answer(
     # 🔄 under the notice (the placeholder the answer was posted as) answers again.
     again = await engine.regenerate(failed.answer_id, "U1", Recorder(), Clicked("C1", "m0"))
     assert again.status == "ok"
+
+
+@contextlib.asynccontextmanager
+async def answered_with(
+    sqlite_url: str, tgi: FakeTGI, **settings: Any
+) -> AsyncIterator[tuple[Engine, AnswerResult, Clicked]]:
+    """An Engine with ``settings``, U1's answered question, and the message it shows as."""
+    values = load_settings(None, database_url=sqlite_url, tgi_url=tgi.url, notice="", **settings)
+    async with await Engine.open(values) as engine:
+        answered = await engine.handle_message(ChatMessage(THREAD, "U1", "hi", "1.1"), Recorder())
+        yield engine, answered, Clicked("C1", answered.message_ids[-1])
+
+
+async def test_a_blocked_persons_vote_is_not_recorded(sqlite_url: str, fake_tgi: FakeTGI) -> None:
+    async with answered_with(sqlite_url, fake_tgi, blocked_users="UBAD") as (
+        engine,
+        answered,
+        on_it,
+    ):
+        button = await engine.handle_feedback(click("UBAD", 1, answered.answer_id, on_it))
+        reaction = await engine.handle_feedback(click("UBAD", -1, None, on_it))
+        assert await engine.repo.votes(answered.answer_id or 0) == {}
+    assert not button.recorded and button.notice == AccessDeniedError.user_message
+    assert not reaction.recorded and reaction.reason == "denied"
+
+
+async def test_a_burst_of_votes_is_limited_like_messages_but_apart_from_them(
+    sqlite_url: str, fake_tgi: FakeTGI
+) -> None:
+    async with answered_with(sqlite_url, fake_tgi, rate_limit_per_minute=3) as (
+        engine,
+        answered,
+        on_it,
+    ):
+        burst = [
+            await engine.handle_feedback(click("U1", rating, answered.answer_id, on_it))
+            for rating in (1, -1, 1, -1, 1)
+        ]
+        votes = await engine.repo.votes(answered.answer_id or 0)
+        # Voting took none of the messages' minute: two more questions are still answered.
+        more = [
+            await engine.handle_message(
+                ChatMessage(THREAD, "U1", f"q{n}", f"1.{n + 2}"), Recorder()
+            )
+            for n in range(2)
+        ]
+    assert [r.recorded for r in burst] == [True, True, True, False, False]
+    assert "voting faster" in burst[-1].notice and "3 a minute" in burst[-1].notice
+    assert votes == {"U1": 1}  # the third vote, the last one let through
+    assert [m.status for m in more] == ["ok", "ok"]
+
+
+async def test_a_burst_of_regenerations_is_limited_like_messages(
+    sqlite_url: str, fake_tgi: FakeTGI
+) -> None:
+    async with answered_with(sqlite_url, fake_tgi, rate_limit_per_minute=2) as (
+        engine,
+        answered,
+        on_it,
+    ):
+        burst = [
+            await engine.regenerate(answered.answer_id or 0, "U1", Recorder(), on_it)
+            for _ in range(3)
+        ]
+    assert [r.status for r in burst] == ["ok", "denied", "denied"]
+    assert "faster than I can keep up" in burst[-1].notice
+    assert len(fake_tgi.prompts) == 2
 
 
 KEPT_UP = FeedbackResult(False, 7, 1, "kept until the database is back", kept=True)

@@ -1,5 +1,6 @@
-"""A Discord button acts only on the answer of the message it is on (issue 16, item 2): the real
-discord.py client and Engine against the fake Discord and TGI.
+"""A Discord button acts only on the answer of the message it is on, and a burst of clicks is
+limited like messages (issue 16, items 2 and 6): the real discord.py client and Engine against
+the fake Discord and TGI.
 
 The old button is made by hand: its custom_id is rewritten to name another person's answer, as a
 button posted before that id was given to someone else would (or a forged click)."""
@@ -49,3 +50,28 @@ async def test_an_old_button_naming_another_persons_answer_changes_nothing(
     own = await fake.click(bob, bobs.id, f"kb:up:{bobs_id}")
     await fake.wait_for(lambda: own.replies)
     assert await repo.votes(bobs_id) == {str(bob.id): 1}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the store is incidental
+@pytest.mark.parametrize("discord_overrides", [{"rate_limit_per_minute": 2}])
+async def test_a_burst_of_votes_and_regenerations_is_limited(discord_bot: DiscordBot) -> None:
+    fake, tgi, repo = discord_bot.discord, discord_bot.tgi, discord_bot.engine.repo
+    tgi.replies.extend(["Koalas sleep a lot.", "They sleep up to 20 hours."])
+    alice, carol = fake.add_user("alice"), fake.add_user("carol")
+    thread, answer = await ask(discord_bot, alice, "Do koalas sleep?")  # one of alice's two
+    ident = answer_id(answer)
+
+    clicks = []
+    for action in ("up", "down", "up"):  # votes have two a minute of their own
+        clicks.append(await fake.click(carol, answer.id, f"kb:{action}:{ident}"))
+        await fake.wait_for(lambda: clicks[-1].replies)
+    await fake.click(alice, answer.id, f"kb:regen:{ident}")  # the second of alice's two
+    await answers(fake, thread.id, 2)
+    await fake.click(alice, answer.id, f"kb:regen:{ident}")  # one too many
+    await fake.wait_for(lambda: len(fake.shown(thread.id)) == 3)
+
+    assert await repo.votes(ident) == {str(carol.id): -1}
+    assert "voting faster" in clicks[-1].replies[0].content
+    assert clicks[-1].replies[0].flags & EPHEMERAL
+    assert len(tgi.prompts) == 2
+    assert "faster than I can keep up" in fake.shown(thread.id)[-1]
