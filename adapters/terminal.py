@@ -21,7 +21,7 @@ PLATFORM = "terminal"
 HELP = (
     "Type a message and press Enter. Commands: /good and /bad vote on the last answer, "
     "/retry asks for another answer, /new starts a new thread, /history shows this thread, "
-    "/optout keeps your messages out of training data, /quit leaves."
+    "/optout keeps your messages out of training data (/optin undoes it), /quit leaves."
 )
 
 
@@ -144,9 +144,9 @@ class TerminalChat:
             self._print("[new thread started]")
         elif name == "/history":
             await self._history()
-        elif name == "/optout":
-            await self.engine.opt_out(PLATFORM, self.user)
-            self._print("[opted out: you will still get answers, but nothing of yours is exported]")
+        elif name in ("/optout", "/optin"):
+            opt_out = name == "/optout"
+            self._print(f"[{await self.engine.consent(PLATFORM, self.user, opt_out=opt_out)}]")
         else:
             self._print(f"[{HELP}]")
         return True

@@ -248,6 +248,14 @@ class DiscordAdapter:
                 key = thread_key(None, interaction.channel_id, str(interaction.id))
                 await self.engine.begin_thread(key)  # survives a restart before the next message
 
+    async def consent(self, interaction: discord.Interaction[Any], *, opt_out: bool) -> None:
+        """/optout, /optin or the Opt out button: at once, confirmed to that person only."""
+        with self._inflight.track():
+            async with boundary("opting out or in", _privately(interaction)):
+                user = str(interaction.user.id)
+                words = await self.engine.consent(PLATFORM, user, opt_out=opt_out)
+                await interaction.response.send_message(words, ephemeral=True)
+
     async def on_button(
         self, interaction: discord.Interaction[Any], action: str, answer_id: int
     ) -> None:

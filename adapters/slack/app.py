@@ -42,6 +42,7 @@ from .buttons import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP
 from .events import (
     button_vote,
     chat_message,
+    consent_command,
     is_human_post,
     reaction_vote,
     thread_key,
@@ -270,6 +271,9 @@ class SlackAdapter:
         sink = self._sink(msg.where.channel, msg.where.thread, assistant=assistant)
         with self._inflight.track():  # the error boundary: what escapes becomes a notice
             async with boundary("a Slack message", sink.notice):
+                if (opt_out := consent_command(event)) is not None:  # `optout` in a DM
+                    await sink.notice(await self.engine.consent("slack", msg.user, opt_out=opt_out))
+                    return
                 await self.engine.handle_message(msg, sink)
 
     # --- listeners -----------------------------------------------------------------------

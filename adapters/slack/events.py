@@ -19,6 +19,9 @@ PLATFORM = "slack"
 #: message_deleted, channel_join...) is not something to answer.
 HUMAN_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 
+#: What a person sends the bot in a DM to opt out of training data (True) or back in (False).
+CONSENT_WORDS = {"optout": True, "opt out": True, "optin": False, "opt in": False}
+
 #: Reaction names (skin tones stripped) that count as votes.
 VOTE_REACTIONS = {"+1": 1, "thumbsup": 1, "-1": -1, "thumbsdown": -1}
 
@@ -83,6 +86,14 @@ def chat_message(
         dedupe_keys=tuple(keys),
         attachments=len(event.get("files") or ()),
     )
+
+
+def consent_command(event: dict[str, Any]) -> bool | None:
+    """True for ``optout`` sent in a DM, False for ``optin``; None for anything else."""
+    if event.get("channel_type") != "im":
+        return None
+    words = " ".join(str(event.get("text") or "").lower().strip(" /.!").split())
+    return CONSENT_WORDS.get(words)
 
 
 def reaction_vote(event: dict[str, Any], bot_user_id: str | None) -> FeedbackEvent | None:

@@ -13,7 +13,7 @@ from koalabot.cli.options import add_backend, add_common, settings_from
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "chat", help="chat in the terminal; /good /bad /retry /new /history /optout"
+        "chat", help="chat in the terminal; /good /bad /retry /new /history /optout /optin"
     )
     add_common(parser)
     add_backend(parser)

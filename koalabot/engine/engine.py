@@ -32,6 +32,8 @@ from koalabot.engine.notices import (
     INTERRUPTED,
     NOT_THIS_ANSWER,
     ONLY_ATTACHMENTS,
+    OPTED_IN,
+    OPTED_OUT,
     SHUTTING_DOWN,
     SPOOLED,
     UNEXPECTED,
@@ -253,6 +255,14 @@ class Engine:
     async def opt_out(self, platform: str, user: str) -> None:
         """Keep answering the user, but never export anything of theirs."""
         await self.repo.opt_out(f"{platform}:{user}")
+
+    async def consent(self, platform: str, user: str, *, opt_out: bool) -> str:
+        """Opt the user out (or back in) at once; the words that confirm it. Raises StoreError."""
+        if opt_out:
+            await self.opt_out(platform, user)
+            return OPTED_OUT
+        await self.repo.opt_in(f"{platform}:{user}")
+        return OPTED_IN
 
     # --- the platform connects, the process stops --------------------------------------------
 

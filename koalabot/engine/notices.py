@@ -53,6 +53,31 @@ def too_many_votes(exc: RateLimitedError) -> str:
     )
 
 
+#: How a person opts out (and back in) on each platform: fills ``{how_to_opt_out}`` in the
+#: operator's notice (koalabot.config.DEFAULT_NOTICE has it).
+HOW_TO_OPT_OUT = {
+    "terminal": "to opt out, type /optout (and /optin to opt back in).",
+    "slack": "to opt out, send me optout in a direct message (optin to opt back in).",
+    "discord": "to opt out, click Opt out below or use /optout (/optin to opt back in).",
+}
+OPT_OUT_ELSEWHERE = "to opt out, ask the operator to add your user id to the opt-out list."
+OPTED_OUT = (
+    "Done: you are opted out. I will keep answering you, but nothing you say or vote is exported "
+    "as training data. Opt back in any time the same way (optin)."
+)
+OPTED_IN = "Done: you are opted back in. Your conversations and votes may become training data."
+
+
+def offers_opt_out(text: str, platform: str) -> bool:
+    """Whether ``text`` tells the reader to click an Opt out button under it."""
+    return "click Opt out below" in text and HOW_TO_OPT_OUT.get(platform, "") in text
+
+
+def consent_notice(notice: str, platform: str) -> str:
+    """The operator's first-answer notice, naming the platform's own way to opt out."""
+    return notice.replace("{how_to_opt_out}", HOW_TO_OPT_OUT.get(platform, OPT_OUT_ELSEWHERE))
+
+
 def cut_notice(dropped: int) -> str:
     """The note under an answer whose prompt left the thread's ``dropped`` oldest messages out."""
     noun = "message" if dropped == 1 else "messages"
@@ -123,13 +148,17 @@ __all__ = [
     "NOT_THIS_ANSWER",
     "NO_ANSWER",
     "ONLY_ATTACHMENTS",
+    "OPTED_IN",
+    "OPTED_OUT",
     "REGEN_UNKNOWN",
     "SHUTTING_DOWN",
     "SPOOLED",
     "UNEXPECTED",
+    "consent_notice",
     "cut_notice",
     "discord_vote_reply",
     "notify",
+    "offers_opt_out",
     "refuse",
     "shown_answer",
     "slack_vote_words",

@@ -748,6 +748,11 @@ class Repository:
         )
         await self._run(lambda conn: conn.execute(stmt), write=True)
 
+    async def opt_in(self, user_key: str) -> None:
+        """Forget a user's opt-out: what they say from now on, and before, may be exported."""
+        stmt = delete(OptOut).where(OptOut.user_key == user_key)
+        await self._run(lambda conn: conn.execute(stmt), write=True)
+
     async def is_opted_out(self, user_key: str) -> bool:
         """Whether the user opted out through the bot."""
         query = select(OptOut.user_key).where(OptOut.user_key == user_key)
