@@ -38,10 +38,11 @@ from koalabot.errors import ConfigError
 from koalabot.events import Clicked, FeedbackEvent, ThreadKey
 
 from ..boundary import boundary
-from .buttons import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP
+from .buttons import ACTION_DOWN, ACTION_OPT_OUT, ACTION_REGENERATE, ACTION_UP
 from .events import (
     button_vote,
     chat_message,
+    clicked_by,
     consent_command,
     is_human_post,
     reaction_vote,
@@ -248,6 +249,7 @@ class SlackAdapter:
         app.action(ACTION_UP)(self._on_vote)
         app.action(ACTION_DOWN)(self._on_vote)
         app.action(ACTION_REGENERATE)(self._on_regenerate)
+        app.action(ACTION_OPT_OUT)(self._on_opt_out)
         return app
 
     def sink_for(self, where: ThreadKey) -> SlackReplySink:
@@ -354,6 +356,15 @@ class SlackAdapter:
                 result = await self.engine.regenerate(vote.answer_id, vote.user, sink, clicked)
                 if result.status == "not_this_answer":
                     await self._acknowledge(vote.channel, vote.user, result.notice, vote.thread_ts)
+
+    async def _on_opt_out(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        if (clicked := clicked_by(body)) is not None:
+            user, channel, thread_ts = clicked
+            with self._inflight.track():
+                async with boundary("the Opt out button"):
+                    words = await self.engine.consent("slack", user, opt_out=True)
+                    await self._acknowledge(channel, user, words, thread_ts)
 
     async def _acknowledge(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
         """A quiet note only the voter sees."""

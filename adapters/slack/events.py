@@ -116,6 +116,16 @@ def reaction_vote(event: dict[str, Any], bot_user_id: str | None) -> FeedbackEve
     )
 
 
+def clicked_by(body: dict[str, Any]) -> tuple[str, str, str | None] | None:
+    """(user, channel, thread) of a click on a button that names no answer; None if malformed."""
+    container = body.get("container") or {}
+    user = (body.get("user") or {}).get("id")
+    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+    if not (user and channel):
+        return None
+    return str(user), str(channel), container.get("thread_ts") or container.get("message_ts")
+
+
 def button_vote(body: dict[str, Any], action: dict[str, Any]) -> ButtonVote | None:
     """The answer, voter and thread of a click on a feedback button; None if malformed."""
     try:

@@ -14,7 +14,9 @@ from slack_sdk.models.blocks import Block, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 from slack_sdk.web.async_client import AsyncWebClient
 
-from .buttons import feedback_buttons
+from koalabot.engine.notices import offers_opt_out
+
+from .buttons import feedback_buttons, opt_out_button
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,8 @@ def _sections(text: str) -> list[str]:
 def answer_blocks(text: str, answer_id: int) -> list[Block]:
     """An answer's final body and its 👍 / 👎 / 🔄 buttons (the value is the answer id)."""
     body: list[Block] = [SectionBlock(text=MarkdownTextObject(text=s)) for s in _sections(text)]
-    return [*body, feedback_buttons(answer_id)]
+    consent = [opt_out_button()] if offers_opt_out(text, "slack") else []
+    return [*body, feedback_buttons(answer_id), *consent]
 
 
 class SlackReplySink:

@@ -57,7 +57,8 @@ def too_many_votes(exc: RateLimitedError) -> str:
 #: operator's notice (koalabot.config.DEFAULT_NOTICE has it).
 HOW_TO_OPT_OUT = {
     "terminal": "to opt out, type /optout (and /optin to opt back in).",
-    "slack": "to opt out, send me optout in a direct message (optin to opt back in).",
+    "slack": "to opt out, click Opt out below or send me optout in a direct message "
+    "(optin to opt back in).",
     "discord": "to opt out, click Opt out below or use /optout (/optin to opt back in).",
 }
 OPT_OUT_ELSEWHERE = "to opt out, ask the operator to add your user id to the opt-out list."
@@ -69,8 +70,10 @@ OPTED_IN = "Done: you are opted back in. Your conversations and votes may become
 
 
 def offers_opt_out(text: str, platform: str) -> bool:
-    """Whether ``text`` tells the reader to click an Opt out button under it."""
-    return "click Opt out below" in text and HOW_TO_OPT_OUT.get(platform, "") in text
+    """Whether ``text`` carries the consent notice of ``platform`` (an Opt out button goes under
+    it)."""
+    how = HOW_TO_OPT_OUT.get(platform)
+    return how is not None and how in text
 
 
 def consent_notice(notice: str, platform: str) -> str:
