@@ -19,12 +19,18 @@ import sys
 
 from setuptools import Extension, setup
 
-#: The export's hot path: rows built per thread, text redaction, the worker processes, and the
-#: time every row carries.
+#: The export's hot path: the options read per answer, each thread's view and selection, rows
+#: built per format with their pseudonyms and redaction, the counts, the run and its worker
+#: processes, and the time every row carries.
 COMPILED = [
+    "koalabot/export/options.py",
+    "koalabot/export/view.py",
+    "koalabot/export/rows.py",
+    "koalabot/export/pseudonyms.py",
+    "koalabot/export/redact.py",
+    "koalabot/export/summary.py",
     "koalabot/export/run.py",
     "koalabot/export/parallel.py",
-    "koalabot/export/redact.py",
     "koalabot/store/times.py",
 ]
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -49,6 +50,18 @@ class Settings(BaseSettings):
     # --- backend -----------------------------------------------------------------------
     tgi_url: str | None = None
     tgi_urls: CommaList = Field(default_factory=list)
+    #: The model server(s), any kind (one URL or a comma list); wins over KOALABOT_TGI_URL(S).
+    model_url: CommaList = Field(default_factory=list)
+    #: Which protocol the server speaks: found by probing (auto), TGI's, or OpenAI-compatible.
+    model_api: Literal["auto", "tgi", "openai"] = "auto"
+    #: Sent as `Authorization: Bearer …` to every model server call (never logged).
+    model_api_key: SecretStr | None = None
+    #: The model id to ask an OpenAI-compatible server for (default: the first it lists).
+    model: str | None = None
+    #: The context window when the server does not state it (llama-cpp-python, Ollama).
+    context_tokens: int | None = Field(None, gt=0)
+    #: A local tokenizer.json that counts tokens instead of the server.
+    tokenizer: str | None = None
     template: str = "koala"
     max_new_tokens: int = Field(512, gt=0)
     temperature: float | None = Field(0.7, gt=0)
@@ -65,6 +78,9 @@ class Settings(BaseSettings):
 
     # --- storage -----------------------------------------------------------------------
     database_url: str = "sqlite:///koalabot.db"
+    #: Seconds a SQLite write waits for another process's write lock before it fails (read by
+    #: koalabot/store/database.py from KOALABOT_SQLITE_BUSY_TIMEOUT, or passed to open_database).
+    sqlite_busy_timeout: float = Field(5.0, ge=0)
 
     # --- access policy -----------------------------------------------------------------
     allowed_workspaces: CommaList = Field(default_factory=list)
@@ -106,6 +122,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "tgi_urls",
+        "model_url",
         "allowed_workspaces",
         "allowed_channels",
         "allowed_users",
@@ -117,7 +134,7 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
 
-    @field_validator("tgi_url", "tgi_urls")
+    @field_validator("tgi_url", "tgi_urls", "model_url")
     @classmethod
     def _http_urls(cls, value: Any) -> Any:
         urls = value if isinstance(value, list) else [value] if value else []
@@ -125,6 +142,14 @@ class Settings(BaseSettings):
             if not str(url).startswith(("http://", "https://")):
                 raise ValueError(f"{url!r} is not an http:// or https:// URL")
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _bare_path_is_sqlite(cls, value: str) -> str:
+        """`koalabot.db` or `/data/kb.db` (no scheme) names a SQLite file; other words without a
+        scheme stay as given, so a typo gets the URL's error instead of a new file."""
+        looks_like_file = "/" in value or Path(value).suffix in (".db", ".sqlite", ".sqlite3")
+        return f"sqlite:///{value}" if "://" not in value and looks_like_file else value
 
     @field_validator("template")
     @classmethod
@@ -137,8 +162,10 @@ class Settings(BaseSettings):
 
     @property
     def endpoints(self) -> list[str]:
-        """The TGI base URLs to use, from KOALABOT_TGI_URLS, else KOALABOT_TGI_URL, else local."""
-        urls = list(self.tgi_urls) or ([self.tgi_url] if self.tgi_url else [])
+        """The model server base URLs: KOALABOT_MODEL_URL, else KOALABOT_TGI_URLS, else
+        KOALABOT_TGI_URL, else local."""
+        urls = list(self.model_url) or list(self.tgi_urls)
+        urls = urls or ([self.tgi_url] if self.tgi_url else [])
         return [u.rstrip("/") for u in urls] or ["http://127.0.0.1:8080"]
 
     @classmethod
@@ -162,13 +189,17 @@ class Settings(BaseSettings):
 _CONFIG_FILE: dict[str, Path | None] = {"path": None}
 
 
-def _setting_name(loc: tuple[int | str, ...]) -> str:
+def _setting_name(loc: tuple[int | str, ...], flags: dict[str, Any]) -> str:
+    """The setting's variable, and the flag first when the bad value came from the command line."""
     field = str(loc[0]) if loc else "settings"
     info = Settings.model_fields.get(field)
     alias = info.validation_alias if info else None
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[1])
-    return f"KOALABOT_{field.upper()}"
+    variable = (
+        str(alias.choices[1]) if isinstance(alias, AliasChoices) else f"KOALABOT_{field.upper()}"
+    )
+    if field in flags:
+        return f"--{field.replace('_', '-')} ({variable})"
+    return f"setting {variable}"
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
@@ -181,11 +212,13 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     _CONFIG_FILE["path"] = Path(config_file) if config_file is not None else None
     try:
         return Settings(**given)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {config_file}: not valid TOML ({exc})") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             raise ConfigError(f"unknown setting {err['loc'][0]!r} in the config file") from None
-        raise ConfigError(f"invalid setting {_setting_name(err['loc'])}: {msg}") from None
+        raise ConfigError(f"invalid {_setting_name(err['loc'], given)}: {msg}") from None
     finally:
         _CONFIG_FILE["path"] = None

@@ -68,6 +68,8 @@ class BackendError(KoalabotError):
 
     partial: str = ""
     retryable: bool = False
+    #: Seconds the server asked to wait (its Retry-After header), when it said.
+    retry_after: float | None = None
 
     def __init__(self, message: str | None = None, *, partial: str = "") -> None:
         super().__init__(message)

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from koalabot.engine.engine import Engine
+from koalabot.logsafe import mask_urls
 
 ENGINE_KEY = web.AppKey("engine", Engine)
 
@@ -27,7 +28,8 @@ async def healthz(request: web.Request) -> web.Response:
         "status": "unhealthy" if problems else "ok",
         **({"problems": problems} if problems else {}),
     }
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+    text = mask_urls(json.dumps(body))  # endpoint URLs may carry user:password@
+    return web.Response(status=status, text=text, content_type="application/json")
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -203,6 +203,8 @@ class SlackAdapter:
         async def events(request: web.Request) -> web.Response:
             if self._stopping:  # Slack retries later, when another replica (or we) can answer
                 return web.Response(status=503, text="shutting down")
+            if not _verifiable(request.headers, await request.read()):
+                return web.Response(status=401, text="invalid request")
             return await to_aiohttp_response(
                 await app.async_dispatch(await to_bolt_request(request))
             )
@@ -375,6 +377,17 @@ class SlackAdapter:
             )
         except SlackApiError as exc:
             log.info("could not acknowledge a vote: %s", exc.response.get("error"))
+
+
+def _verifiable(headers: Any, raw: bytes) -> bool:
+    """What bolt's signature check can take without raising (a 500): a UTF-8 body and an
+    ASCII-digit timestamp. Anything else is not from Slack: 401, like a bad signature."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    stamp = str(headers.get("X-Slack-Request-Timestamp", ""))
+    return stamp.isascii() and stamp.isdigit()
 
 
 __all__ = ["EVENTS_PATH", "SlackAdapter", "create_adapter"]

@@ -26,6 +26,14 @@ from koalabot.errors import (
 # The two 422 texts of validate_input (reference §1.6): total too large, then input too large.
 _TOO_LONG_MARKERS = ("must have less than", "must be <=")
 _GATEWAY_STATUSES = {502, 504}
+# Context-length messages of vLLM, SGLang and llama-cpp-python (openai_wire.py cites each).
+_OPENAI_TOO_LONG_MARKERS = (
+    "maximum context length",
+    "context length",
+    "context size",
+    "max context",
+    "is too large",
+)
 
 
 def error_from_body(status: int, body: bytes, *, partial: str = "") -> BackendError:
@@ -34,13 +42,19 @@ def error_from_body(status: int, body: bytes, *, partial: str = "") -> BackendEr
         payload: Any = json.loads(body)
     except ValueError:
         payload = None
-    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+    if isinstance(payload, dict) and (
+        isinstance(payload.get("error"), str) or _openai_error(payload) is not None
+    ):
         return error_from_payload(status, payload, partial=partial)
     return _error_from_status(status, _snippet(body), partial=partial)
 
 
 def error_from_payload(status: int, payload: dict[str, Any], *, partial: str = "") -> BackendError:
-    """The exception for TGI's error JSON, from a response body or from a stream event."""
+    """The exception for TGI's or an OpenAI-compatible server's error JSON, from a response
+    body or from a stream event."""
+    info = _openai_error(payload)
+    if info is not None:
+        return _from_openai(status, info, partial)
     error_type = payload.get("error_type")
     message = str(payload.get("error", ""))
     if isinstance(error_type, str) and error_type.startswith("incomplete_generation"):
@@ -62,6 +76,38 @@ def error_from_payload(status: int, payload: dict[str, Any], *, partial: str = "
         return _rejected(message, partial)
     if isinstance(parsed, tgi.ShardTimeoutError):
         return BackendTimeoutError(partial=partial)
+    return _error_from_status(status, message, partial=partial)
+
+
+def _openai_error(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The OpenAI-style error object: ``{"error": {...}}``, or vLLM's older top-level fields
+    with ``"object": "error"`` (see openai_wire.py for each server's shape)."""
+    nested = payload.get("error")
+    if isinstance(nested, dict):
+        return nested
+    if payload.get("object") == "error" and "message" in payload:
+        return payload
+    return None
+
+
+def _from_openai(status: int, info: dict[str, Any], partial: str) -> BackendError:
+    message = str(info.get("message", ""))
+    kind = f"{info.get('type', '')} {info.get('code', '')}".lower()
+    code = info.get("code")
+    if "context_length_exceeded" in kind or "exceed_context_size" in kind:
+        return BackendPromptTooLongError(partial=partial)
+    if any(marker in message.lower() for marker in _OPENAI_TOO_LONG_MARKERS):
+        return BackendPromptTooLongError(partial=partial)
+    if status in (401, 403):
+        return BackendRejectedError(
+            f"The model server refused the credentials (HTTP {status}): "
+            "check KOALABOT_MODEL_API_KEY",
+            partial=partial,
+        )
+    if status == 200:  # an error event on the stream names its status in "code" (vLLM)
+        if code in (429, 503):
+            return BackendOverloadedError(partial=partial)
+        return GenerationFailedError(partial=partial)
     return _error_from_status(status, message, partial=partial)
 
 

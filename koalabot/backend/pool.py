@@ -1,6 +1,6 @@
-"""Several TGI endpoints: pick the healthy one with the fewest requests in flight, retry what
-may pass (before any token was received), and bring a failed endpoint back once ``/health``
-passes again."""
+"""Several model server endpoints: pick the healthy one with the fewest requests in flight,
+retry what may pass (before any token was received), and bring a failed endpoint back once
+its health check passes again."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from koalabot.backend.endpoint import Endpoint
+from koalabot.backend.wire import Wire
 from koalabot.errors import BackendError, BackendTimeoutError
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,18 @@ class EndpointPool:
         retry_base_delay: float,
         health_check_interval: float,
         ssl: ssl_module.SSLContext | bool | None,
+        api_key: str | None = None,
     ) -> None:
         if not urls:
-            raise ValueError("at least one TGI URL is needed")
+            raise ValueError("at least one model server URL is needed")
         self.endpoints = [
-            Endpoint(url, connect_timeout=connect_timeout, ssl=ssl, on_down=self.mark_down)
+            Endpoint(
+                url,
+                connect_timeout=connect_timeout,
+                ssl=ssl,
+                on_down=self.mark_down,
+                api_key=api_key,
+            )
             for url in urls
         ]
         self.retries = retries
@@ -75,14 +83,14 @@ class EndpointPool:
         return chosen
 
     async def run(
-        self, op: Callable[[Endpoint], Awaitable[T]], *, deadline: float
+        self, op: Callable[[Endpoint], Awaitable[T]], *, deadline: float, retries: int | None = None
     ) -> tuple[Endpoint, T]:
         """Run ``op`` on a picked endpoint, retrying retryable BackendErrors with exponential
         backoff and jitter, on another endpoint where there is one. The returned endpoint still
         counts the request in flight: the caller calls ``done(endpoint)`` when finished.
         Past ``deadline`` (loop time) BackendTimeoutError is raised."""
         if self.closed:
-            raise RuntimeError("the TGI backend is closed")
+            raise RuntimeError("the model backend is closed")
         loop = asyncio.get_running_loop()
         avoid: set[Endpoint] = set()
         for attempt in itertools.count():
@@ -96,8 +104,10 @@ class EndpointPool:
                 raise BackendTimeoutError() from None
             except BackendError as exc:
                 self.done(endpoint)
-                delay = self._backoff(attempt)
-                if not exc.retryable or attempt >= self.retries or loop.time() + delay > deadline:
+                # A server's Retry-After wins over a shorter backoff (the deadline still rules).
+                delay = max(self._backoff(attempt), exc.retry_after or 0.0)
+                most = self.retries if retries is None else retries
+                if not exc.retryable or attempt >= most or loop.time() + delay > deadline:
                     raise
                 log.warning(
                     "%s failed (%s); retry %d of %d in %.2fs",
@@ -117,11 +127,18 @@ class EndpointPool:
             return endpoint, result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def call(self, op: Callable[[Endpoint], Awaitable[T]], *, deadline: float) -> T:
+    async def call(
+        self, op: Callable[[Endpoint], Awaitable[T]], *, deadline: float, retries: int | None = None
+    ) -> T:
         """``run`` for a request that is over when ``op`` returns."""
-        endpoint, result = await self.run(op, deadline=deadline)
+        endpoint, result = await self.run(op, deadline=deadline, retries=retries)
         self.done(endpoint)
         return result
+
+    def set_wire(self, wire: Wire) -> None:
+        """Every endpoint speaks ``wire`` from now on."""
+        for endpoint in self.endpoints:
+            endpoint.wire = wire
 
     def done(self, endpoint: Endpoint) -> None:
         """A request to ``endpoint`` is over."""

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import aiohttp
-import pydantic
-from text_generation.types import StreamResponse
 
 from koalabot.backend.endpoint import Endpoint
-from koalabot.backend.error_map import error_from_payload
 from koalabot.backend.pool import EndpointPool
 from koalabot.backend.sse import SSEError, SSEReader
+from koalabot.backend.wire import Piece, Wire
 from koalabot.errors import (
     BackendError,
     BackendTimeoutError,
@@ -33,14 +30,14 @@ class Completion:
 
     #: The answer as streamed, without a stop sequence that ended it.
     text: str
-    #: TGI's "length", "eos_token" or "stop_sequence".
+    #: TGI's "length", "eos_token" or "stop_sequence"; OpenAI-compatible "stop" or "length".
     finish_reason: str | None
     generated_tokens: int | None
     endpoint: str
     model_id: str | None
     time_to_first_token: float | None
     total_time: float
-    #: Input tokens as TGI counted them (TGI ≥ 2 says so in the last event), else None.
+    #: Input tokens as the server counted them (TGI ≥ 2's last event, an OpenAI usage chunk).
     prompt_tokens: int | None = None
 
 
@@ -65,16 +62,20 @@ class GenerationStream:
     def __init__(
         self,
         pool: EndpointPool,
-        body: dict[str, Any],
+        body: Callable[[Wire], dict[str, Any]],
         stop: tuple[str, ...],
         timeouts: StreamTimeouts,
+        wire: Callable[[], Awaitable[Wire]],
     ) -> None:
         self.endpoint = ""
         self.completion: Completion | None = None
         #: The text handed out so far.
         self.text = ""
         self._pool = pool
-        self._body = body
+        self._make_body = body
+        self._body: dict[str, Any] = {}
+        self._resolve_wire = wire
+        self._usage: Piece | None = None
         self._stop = stop
         self._stop_tail = _stop_prefixes(stop)
         self._longest_stop = max(map(len, stop), default=0)
@@ -103,7 +104,9 @@ class GenerationStream:
     async def _run(self) -> AsyncGenerator[str, None]:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        endpoint, (response, reader, event, data) = await self._pool.run(
+        wire = await self._resolve_wire()
+        self._body = self._make_body(wire)
+        endpoint, (response, reader, event) = await self._pool.run(
             self._first_event, deadline=started + self._timeouts.first_token
         )
         self.endpoint = endpoint.url
@@ -114,26 +117,26 @@ class GenerationStream:
                 if piece:
                     self.text += piece
                     yield piece
-                if event.generated_text is not None:
+                if event.final:
                     break
-                event, data = await self._next_token(reader)
+                event = await self._next_token(reader, endpoint.wire)
             finished_at = loop.time()
-            rest = self._finish(event)[len(self.text) :]
+            rest = self._finish(event, endpoint.wire)[len(self.text) :]
             if rest:
                 self.text += rest
                 yield rest
-            await self._drain(reader)
+            await self._drain(reader, endpoint.wire)
             model_id = await self._model_id(endpoint)
-            details = event.details
+            usage = self._usage or event
             self.completion = Completion(
                 text=self.text,
-                finish_reason=details.finish_reason.value if details else None,
-                generated_tokens=details.generated_tokens if details else None,
+                finish_reason=event.finish_reason,
+                generated_tokens=usage.generated_tokens or event.generated_tokens,
                 endpoint=endpoint.url,
                 model_id=model_id,
                 time_to_first_token=first_token_at - started,
                 total_time=finished_at - started,
-                prompt_tokens=_input_length(data),
+                prompt_tokens=usage.prompt_tokens or event.prompt_tokens,
             )
         finally:
             if response.content.at_eof():
@@ -144,18 +147,18 @@ class GenerationStream:
 
     async def _first_event(
         self, endpoint: Endpoint
-    ) -> tuple[aiohttp.ClientResponse, SSEReader, StreamResponse, str]:
+    ) -> tuple[aiohttp.ClientResponse, SSEReader, Piece]:
         response = await endpoint.open_stream(self._body)
         try:
             reader = SSEReader(response.content.iter_any())
             data = await self._wait_for_event(reader, first=True)
-            event = self._parse(data)
+            event = endpoint.wire.decode(data, self.text)
         except BaseException:
             response.close()
             raise
-        return response, reader, event, data
+        return response, reader, event
 
-    async def _next_token(self, reader: SSEReader) -> tuple[StreamResponse, str]:
+    async def _next_token(self, reader: SSEReader, wire: Wire) -> Piece:
         data = reader.buffered_event()
         if data is None:  # only waiting for the network needs a timer
             try:
@@ -163,7 +166,7 @@ class GenerationStream:
                     data = await self._wait_for_event(reader, first=False)
             except TimeoutError:
                 raise BackendTimeoutError(partial=self.text) from None
-        return self._parse(data), data
+        return wire.decode(data, self.text)
 
     async def _wait_for_event(self, reader: SSEReader, *, first: bool) -> str:
         try:
@@ -180,26 +183,9 @@ class GenerationStream:
             raise GenerationFailedError(partial=self.text)
         return data
 
-    def _parse(self, data: str) -> StreamResponse:
-        try:
-            return StreamResponse.model_validate_json(data)
-        except pydantic.ValidationError:
-            raise self._error_event(data) from None
-
-    def _error_event(self, data: str) -> BackendError:
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict) and isinstance(payload.get("error"), str):
-            # Errors on a stream come as an event on a 200 response (reference §1.4).
-            return error_from_payload(200, payload, partial=self.text)
-        return GenerationFailedError(partial=self.text)
-
-    def _take(self, event: StreamResponse) -> str:
+    def _take(self, event: Piece) -> str:
         """The text of ``event`` that can be handed out now."""
-        if not event.token.special:
-            self._received += event.token.text
+        self._received += event.text
         safe = len(self._received)
         if self._stop_tail is not None:
             # The leftmost match from here is the longest held-back piece.
@@ -208,10 +194,9 @@ class GenerationStream:
                 safe = held.start()
         return self._received[len(self.text) : safe]
 
-    def _finish(self, event: StreamResponse) -> str:
+    def _finish(self, event: Piece, wire: Wire) -> str:
         """The whole answer, without the stop sequence that ended it."""
-        details = event.details
-        if details is not None and details.finish_reason.value == "stop_sequence":
+        if event.finish_reason in wire.stop_reasons:
             for stop in self._stop:
                 if stop and self._received.endswith(stop):
                     return self._received[: -len(stop)]
@@ -225,14 +210,23 @@ class GenerationStream:
         except TimeoutError:
             return None
 
-    async def _drain(self, reader: SSEReader) -> None:
-        """Read to the end of the response, so its connection goes back to the pool."""
+    async def _drain(self, reader: SSEReader, wire: Wire) -> None:
+        """Read to the end of the response, so its connection goes back to the pool; keep a
+        usage chunk that comes after the last text (OpenAI-compatible servers)."""
         try:
             async with asyncio.timeout(self._timeouts.idle):
-                while await reader.next_event() is not None:
-                    pass
+                while (data := await reader.next_event()) is not None:
+                    self._keep_usage(data, wire)
         except (TimeoutError, aiohttp.ClientError, SSEError):
             pass
+
+    def _keep_usage(self, data: str, wire: Wire) -> None:
+        try:
+            piece = wire.decode(data, self.text)
+        except BackendError:
+            return
+        if piece.prompt_tokens is not None or piece.generated_tokens is not None:
+            self._usage = piece
 
 
 @functools.lru_cache(maxsize=64)
@@ -244,11 +238,3 @@ def _stop_prefixes(stops: tuple[str, ...]) -> re.Pattern[str] | None:
         return None
     alternatives = sorted(prefixes, key=len, reverse=True)
     return re.compile("(?:" + "|".join(map(re.escape, alternatives)) + r")\Z")
-
-
-def _input_length(data: str) -> int | None:
-    try:
-        value = json.loads(data)["details"]["input_length"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return value if isinstance(value, int) else None

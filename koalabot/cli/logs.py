@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 
+from koalabot.logsafe import install
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message."""
@@ -18,8 +20,16 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+class _NoVoiceWarning(logging.Filter):
+    """discord.py warns at start that PyNaCl and davey (voice) are missing; a chat bot never
+    speaks, so the warning only alarms the person reading the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "voice will NOT be supported" not in record.getMessage()
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -29,8 +39,10 @@ def setup_logging(level: str, fmt: str) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    install(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("discord.client").addFilter(_NoVoiceWarning())
     for noisy in ("aiohttp.access", "alembic", "discord.gateway", "slack_bolt", "slack_sdk"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

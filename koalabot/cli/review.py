@@ -6,15 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import secrets
 import signal
 import sys
 from typing import Any
 
 from aiohttp import web
 
-from koalabot.cli.options import add_common, settings_from
+from koalabot.cli.options import add_common, existing_store_settings
 from koalabot.errors import ConfigError
+from koalabot.review.access import own_loopback, review_token
 from koalabot.store.database import open_database
 
 DEFAULT_PORT = 8765
@@ -24,7 +24,8 @@ Open a local web page listing rated answers, newest first, with their threads, v
 they were generated. Include an answer, exclude it with a reason, or correct it (write the
 answer it should have given: it is exported as a liked answer). `koalabot export` leaves
 excluded answers out, and with --reviewed-only exports only included and corrected ones.
-The page is bound to 127.0.0.1 and needs the token printed at start (or KOALABOT_REVIEW_TOKEN)."""
+The page is bound to a loopback address of its own (127.x.y.z) and needs the token printed at
+start, or KOALABOT_REVIEW_TOKEN (at least 128 bits: 22 random characters)."""
 
 
 def port_number(text: str) -> int:
@@ -49,8 +50,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--host",
         dest="review_host",
-        default="127.0.0.1",
-        help="address to bind (default 127.0.0.1: only this machine can open the page)",
+        default=None,
+        help="address to bind (default: a random 127.x.y.z, so only this machine can open the "
+        "page and no other local server shares its cookies)",
     )
     parser.add_argument(
         "--reviewer", help="name stored with each decision (default: your login name)"
@@ -68,19 +70,19 @@ def _login_name() -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C or SIGTERM."""
-    settings = settings_from(args)
-    token = settings.review_token or secrets.token_urlsafe(24)
+    settings = existing_store_settings(args)
+    token, made_here = review_token(settings.review_token)
     reviewer = (args.reviewer or _login_name()).strip()
     if not reviewer:
         raise ConfigError("--reviewer must not be empty")
     asyncio.run(
         serve(
             settings.database_url,
-            args.review_host,
+            args.review_host or own_loopback(),
             args.review_port,
             token=token,
             reviewer=reviewer,
-            show_token=settings.review_token is None,
+            show_token=made_here,
         )
     )
     return 0

@@ -113,9 +113,10 @@ class Engine:
     @classmethod
     async def open(cls, settings: Settings) -> Engine:
         """Open the store (SQLite upgrades itself) and the backend; recover crashed answers."""
-        db = await open_database(settings.database_url)
+        db = await open_database(settings.database_url, busy_timeout=settings.sqlite_busy_timeout)
         engine = cls(settings, db, Backend.from_settings(settings))
         try:
+            await engine.backend.check()  # a missing model setting stops the start (one line)
             orphans = await engine.repo.recover_interrupted()
         except BaseException:
             await engine.close()
@@ -256,12 +257,16 @@ class Engine:
         """Keep answering the user, but never export anything of theirs."""
         await self.repo.opt_out(f"{platform}:{user}")
 
+    async def opt_in(self, platform: str, user: str) -> None:
+        """Undo `opt_out` (a KOALABOT_OPTOUT_USERS entry stays: the operator's list wins)."""
+        await self.repo.opt_in(f"{platform}:{user}")
+
     async def consent(self, platform: str, user: str, *, opt_out: bool) -> str:
         """Opt the user out (or back in) at once; the words that confirm it. Raises StoreError."""
         if opt_out:
             await self.opt_out(platform, user)
             return OPTED_OUT
-        await self.repo.opt_in(f"{platform}:{user}")
+        await self.opt_in(platform, user)
         return OPTED_IN
 
     # --- the platform connects, the process stops --------------------------------------------

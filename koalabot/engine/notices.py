@@ -63,10 +63,10 @@ HOW_TO_OPT_OUT = {
 }
 OPT_OUT_ELSEWHERE = "to opt out, ask the operator to add your user id to the opt-out list."
 OPTED_OUT = (
-    "Done: you are opted out. I will keep answering you, but nothing you say or vote is exported "
-    "as training data. Opt back in any time the same way (optin)."
+    "Opted out: I will keep answering you, but nothing you say or vote is exported as training "
+    "data. Opt back in any time with optin."
 )
-OPTED_IN = "Done: you are opted back in. Your conversations and votes may become training data."
+OPTED_IN = "Opted in again: your conversations and votes may become training data."
 
 
 def offers_opt_out(text: str, platform: str) -> bool:

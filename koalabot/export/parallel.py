@@ -23,13 +23,13 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import apsw
-
-from koalabot.export.run import ExportOptions, Progress, RowBuilder, Summary, encode_row
-from koalabot.store.training import SqliteThreads
+from koalabot.export.options import ExportOptions
+from koalabot.export.rows import RowBuilder, encode_row
+from koalabot.export.summary import Progress, Summary
+from koalabot.store.threads import SqliteThreads, ThreadReader
 
 #: Conversation ids per range: a range's rows wait in memory until their turn to be written.
 RANGE = 1024
@@ -72,32 +72,31 @@ class Block:
 
 class RangeExporter:
     """Exports one range after another with one row builder (its pseudonym cache carries over)
-    and one SQLite connection, used only on the thread that opened it."""
+    and one reader of the store, used only on the thread that opened it."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.builder = RowBuilder(job.options, Summary(str(job.options.format)), job.optouts)
-        self._conn: apsw.Connection | None = None
+        self._reader: ThreadReader | None = None
 
     def export(self, first: int, last: int) -> Block:
         """The block of conversations ``first`` to ``last``."""
-        threads = self.job.threads
-        if self._conn is None:
-            self._conn = threads.connect()
+        if self._reader is None:
+            self._reader = self.job.threads.open()
         summary = self.builder.summary = Summary(str(self.job.options.format))
         lines: list[bytes] = []
         streamed = 0
-        for thread in threads.read(self._conn, first, last):
+        for thread in self._reader.read(first, last):
             streamed += 1
             lines += map(encode_row, self.builder.rows(thread))
         summary.rows = len(lines)
         return Block(b"".join(lines), streamed, summary)
 
     def close(self) -> None:
-        """Close the connection (on the thread that opened it)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close the reader (on the thread that opened it)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 # The exporter of a worker process and its spool directory, set once when the process starts.
@@ -145,67 +144,108 @@ def _fork_workers(job: Job, processes: int, spool: str) -> ProcessPoolExecutor:
     return pool
 
 
+class _Lanes:
+    """Where ranges run: lane 0 is a thread of this process, lane 1 (with workers) the pool of
+    forked ones. Each range goes to the lane holding least for its capacity, and ranges are
+    handed out at most ``window`` ahead of the one being written."""
+
+    def __init__(
+        self,
+        job: Job,
+        workers: int,
+        run_here: Executor,
+        pool: Executor | None,
+        local: RangeExporter,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.last = job.threads.last
+        self.firsts = range(job.threads.first, self.last + 1, RANGE)
+        self.executors: list[tuple[Executor, Callable[[int, int], Block]]] = [
+            (run_here, local.export)
+        ]
+        if pool is not None:
+            self.executors.append((pool, _export_range))
+        #: Ranges each lane may hold at once, and holds now.
+        self.capacity = [QUEUED] if pool is None else [QUEUED, QUEUED * (workers - 1)]
+        self.holding = [0] * len(self.capacity)
+        self.blocks: dict[int, asyncio.Future[Block]] = {}
+        self.window = workers * (1 + AHEAD)
+        self.handed = self.written = 0
+        self.closing = False
+
+    def hand_out(self) -> None:
+        """Start ranges until the window is full or every lane holds all it may."""
+        capacity, holding = self.capacity, self.holding
+        while self.handed < len(self.firsts) and self.handed - self.written < self.window:
+            if self.closing:
+                return
+            lane = min(range(len(capacity)), key=lambda i: holding[i] / capacity[i])
+            if holding[lane] >= capacity[lane]:
+                return
+            first = self.firsts[self.handed]
+            executor, export = self.executors[lane]
+            block = self.loop.run_in_executor(
+                executor, export, first, min(first + RANGE - 1, self.last)
+            )
+            holding[lane] += 1
+            block.add_done_callback(functools.partial(self._finished, lane))
+            self.blocks[self.handed] = block
+            self.handed += 1
+
+    def _finished(self, lane: int, _: asyncio.Future[Block]) -> None:
+        self.holding[lane] -= 1
+        self.hand_out()
+
+    def pending(self) -> bool:
+        """Whether a range is still to be written."""
+        return self.written < len(self.firsts)
+
+    async def next_block(self) -> Block:
+        """The next range's block in order (and more ranges handed out in its place)."""
+        block = await self.blocks.pop(self.written)
+        self.written += 1
+        self.hand_out()
+        return block
+
+    def close(self) -> None:
+        """Hand out nothing more and cancel the ranges not yet started."""
+        self.closing = True
+        for future in self.blocks.values():
+            future.cancel()
+
+
+def _worker_count(job: Job, workers: int) -> int:
+    """Processes to use: one with --dedupe or without fork, never more than there are ranges."""
+    if job.options.dedupe or not can_fork():
+        return 1
+    ranges = len(range(job.threads.first, job.threads.last + 1, RANGE))
+    return max(1, min(workers, ranges))
+
+
 async def export_ranges(
     job: Job, workers: int, write: Callable[[bytes], object], summary: Summary, bar: Progress
 ) -> None:
     """Export every range of ``job``'s conversations on a thread of this process and
     ``workers - 1`` forked ones, each range to the least busy; write the blocks in order,
     adding them up in ``summary``."""
-    threads = job.threads
-    firsts = range(threads.first, threads.last + 1, RANGE)
-    if job.options.dedupe or not can_fork():
-        workers = 1
-    workers = max(1, min(workers, len(firsts)))
-    loop = asyncio.get_running_loop()
+    workers = _worker_count(job, workers)
     spool = tempfile.mkdtemp(prefix="koalabot-export-") if workers > 1 else ""
     pool = _fork_workers(job, workers - 1, spool) if workers > 1 else None
     here = ThreadPoolExecutor(1, thread_name_prefix="koalabot-export")
     local = RangeExporter(job)
-    # Lanes: this process's thread, then the pool of forked workers; ranges each one holds.
-    capacity = [QUEUED] if pool is None else [QUEUED, QUEUED * (workers - 1)]
-    holding = [0] * len(capacity)
-    blocks: dict[int, asyncio.Future[Block]] = {}
-    window = workers * (1 + AHEAD)
-    handed = written = 0
-    closing = False
-
-    def hand_out() -> None:
-        nonlocal handed
-        while handed < len(firsts) and handed - written < window and not closing:
-            lane = min(range(len(capacity)), key=lambda i: holding[i] / capacity[i])
-            if holding[lane] >= capacity[lane]:
-                return
-            first = firsts[handed]
-            last = min(first + RANGE - 1, threads.last)
-            if lane == 0:
-                block = loop.run_in_executor(here, local.export, first, last)
-            else:
-                block = loop.run_in_executor(pool, _export_range, first, last)
-            holding[lane] += 1
-            block.add_done_callback(functools.partial(finished, lane))
-            blocks[handed] = block
-            handed += 1
-
-    def finished(lane: int, _: asyncio.Future[Block]) -> None:
-        holding[lane] -= 1
-        hand_out()
-
+    lanes = _Lanes(job, workers, here, pool, local)
     try:
-        hand_out()
+        lanes.hand_out()
         streamed = 0
-        while written < len(firsts):
-            block = await blocks.pop(written)
-            written += 1
-            hand_out()
+        while lanes.pending():
+            block = await lanes.next_block()
             write(block.take())
             summary.add(block.summary)
             streamed += block.streamed
             bar.update(streamed, summary.rows)
     finally:
-        closing = True
-        for future in blocks.values():
-            future.cancel()
-        await asyncio.shield(loop.run_in_executor(here, local.close))
+        lanes.close()
+        await asyncio.shield(asyncio.get_running_loop().run_in_executor(here, local.close))
         here.shutdown()
         if pool is not None:
             pool.shutdown(cancel_futures=True)

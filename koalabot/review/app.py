@@ -2,19 +2,19 @@
 
 Everything it serves comes from this package (Jinja2 templates, one stylesheet, one script);
 nothing is fetched from elsewhere. Every page and action needs the review token: given once as
-``?token=`` it becomes an HttpOnly, SameSite=Strict cookie and the address is cleaned. Actions
+``?token=`` it buys a session cookie that dies with the process (see `access`), and the
+address is cleaned. Actions
 are POSTed forms, so the page works without its script; the script adds keyboard shortcuts and
 swaps the one card an action changed.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -24,6 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from koalabot.export.redact import PLACEHOLDERS, Kind, find
+from koalabot.review.access import COOKIE, GATE_KEY, Gate, day, guard, row_id, safe_next
 from koalabot.store.database import Database
 from koalabot.store.review import (
     REASONS,
@@ -31,7 +32,7 @@ from koalabot.store.review import (
     Decision,
     Facets,
     Filters,
-    Item,
+    RatedAnswer,
     Rating,
     ReviewError,
     State,
@@ -42,7 +43,6 @@ from koalabot.store.review import (
     undo,
 )
 
-COOKIE = "koalabot_review"
 STATIC = Path(__file__).parent / "static"
 
 
@@ -123,55 +123,7 @@ def templates() -> Environment:
     return env
 
 
-# --- access --------------------------------------------------------------------------------
-
-
-def _token_ok(given: str | None, token: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
-
-
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value if scheme.lower() == "bearer" else None
-
-
-@web.middleware
-async def require_token(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """401 without the token; with ``?token=`` set the cookie and drop it from the address."""
-    if request.path.startswith("/static/"):
-        return await handler(request)
-    token = request.app[CONFIG_KEY].token
-    in_query = request.query.get("token")
-    if request.method == "GET" and _token_ok(in_query, token):
-        query = {k: v for k, v in request.query.items() if k != "token"}
-        clean = request.path + (f"?{urlencode(query)}" if query else "")
-        response = web.Response(status=303, headers={"Location": clean})
-        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
-        return response
-    if not (_token_ok(request.cookies.get(COOKIE), token) or _token_ok(_bearer(request), token)):
-        page = request.app[TEMPLATES_KEY].get_template("unauthorized.html").render()
-        return web.Response(status=401, text=page, content_type="text/html")
-    if request.method == "POST" and not _same_origin(request):
-        return web.Response(status=403, text="cross-site request refused")
-    return await handler(request)
-
-
-def _same_origin(request: web.Request) -> bool:
-    origin = request.headers.get("Origin")
-    return origin is None or origin == f"{request.scheme}://{request.host}"
-
-
 # --- filters from the address ----------------------------------------------------------------
-
-
-def _day(text: str) -> datetime | None:
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        return None
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _enum(kind: type[Rating] | type[State], text: str) -> Any:
@@ -183,20 +135,16 @@ def _enum(kind: type[Rating] | type[State], text: str) -> Any:
 
 def filters_from(query: Any) -> Filters:
     """Filters from the list's query string; unknown values are ignored rather than refused."""
-    until = _day(query.get("until", ""))
+    until = day(query.get("until", ""))
     return Filters(
         platform=query.get("platform") or None,
         channel=query.get("channel") or None,
         model=query.get("model") or None,
         rating=_enum(Rating, query.get("rating", "")),
-        since=_day(query.get("since", "")),
+        since=day(query.get("since", "")),
         until=until + timedelta(days=1) if until else None,
         state=_enum(State, query.get("state", "")),
     )
-
-
-def _cursor(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() else None
 
 
 # --- handlers --------------------------------------------------------------------------------
@@ -209,8 +157,8 @@ async def index(request: web.Request) -> web.Response:
     page = await list_answers(
         config.db,
         filters_from(query),
-        before=_cursor(query.get("before")),
-        after=_cursor(query.get("after")),
+        before=row_id(query.get("before")),
+        after=row_id(query.get("after")),
     )
     kept = {k: v for k, v in query.items() if k not in ("before", "after") and v}
 
@@ -235,7 +183,7 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=html, content_type="text/html")
 
 
-def _card(request: web.Request, item: Item) -> web.Response:
+def _card(request: web.Request, item: RatedAnswer) -> web.Response:
     html = request.app[TEMPLATES_KEY].get_template("card.html").render(item=item, here="/")
     return web.Response(text=html, content_type="text/html")
 
@@ -246,16 +194,14 @@ async def answer(request: web.Request) -> web.Response:
 
 
 def _answer_id(request: web.Request) -> int:
-    text = request.match_info["answer_id"]
-    if not text.isdigit():
+    answer_id = row_id(request.match_info["answer_id"])
+    if answer_id is None:
         raise web.HTTPNotFound()
-    return int(text)
+    return answer_id
 
 
 def _back(request: web.Request, form: Any) -> str:
-    target = str(form.get("next") or "/")
-    # Only ever back to a page of this site.
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    return safe_next(str(form.get("next") or "/"))  # only ever back to a page of this site
 
 
 async def review(request: web.Request) -> web.StreamResponse:
@@ -326,9 +272,10 @@ def review_app(db: Database, token: str, reviewer: str) -> web.Application:
     """The review application on an open database; anyone holding ``token`` may review."""
     if not token:
         raise ValueError("the review token must not be empty")
-    app = web.Application(middlewares=[no_store, require_token, errors])
+    app = web.Application(middlewares=[no_store, guard, errors])
     app[CONFIG_KEY] = ReviewConfig(db=db, token=token, reviewer=reviewer)
     app[TEMPLATES_KEY] = templates()
+    app[GATE_KEY] = Gate(token, app[TEMPLATES_KEY].get_template("unauthorized.html").render)
     app[FACETS_KEY] = FacetCache(db)
     app.router.add_get("/", index)
     app.router.add_get("/answers/{answer_id}", answer)

@@ -23,6 +23,7 @@ from typing import Any, TypedDict
 
 from koalabot.errors import KoalabotError
 from koalabot.events import ChatMessage, FeedbackEvent, ThreadKey
+from koalabot.files import private_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spooled (
@@ -104,11 +105,12 @@ class Spool:
             if not create and not self.path.exists():
                 return None
             try:
+                private_file(self.path)  # 0600, and so its journal
                 conn = sqlite3.connect(self.path, isolation_level=None)
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.executescript(_SCHEMA)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
             self._conn = conn
         return self._conn

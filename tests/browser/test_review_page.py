@@ -117,7 +117,7 @@ async def review(sqlite_url: str) -> AsyncIterator[tuple[str, dict[str, int]]]:
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-        link = re.search(r"http://127\.0\.0\.1:\d+/\?token=\S+", line)
+        link = re.search(r"http://127(?:\.\d+){3}:\d+/\?token=\S+", line)
         assert link, line
         yield link.group(), ids
     finally:

@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from koalabot.export import parallel as export_parallel
-from koalabot.export.run import ExportOptions, Format, Summary, export
+from koalabot.export.options import ExportOptions, Format
+from koalabot.export.run import export
+from koalabot.export.summary import Summary
 from koalabot.prompt.templates import TEMPLATES, Turn, render
-from koalabot.store import training
+from koalabot.store import threads as store_threads
 from koalabot.store.database import Database, open_database
 from tests.helpers_data import MODEL, START, Seed
 
@@ -421,7 +423,7 @@ async def test_conversations_read_in_many_batches_stay_whole(
     whole, _ = await rows_of(db, "kto")
 
     # Two rows per read: every conversation is split across batches.
-    monkeypatch.setattr(training, "BATCH", 2)
+    monkeypatch.setattr(store_threads, "BATCH", 2)
     batched, summary = await rows_of(db, "kto")
 
     assert batched == whole
@@ -686,13 +688,6 @@ async def test_summary_counts_rows_and_skips_by_reason(db: Database) -> None:
         "          1  net-zero votes",
         "          1  answer interrupted (see --include-failed)",
     ]
-
-
-def test_string_prompt_only_applies_to_kto_and_dpo() -> None:
-    from koalabot.export.run import ExportError
-
-    with pytest.raises(ExportError, match="--string-prompt applies to kto and dpo"):
-        ExportOptions(Format.SFT, string_prompt=True)
 
 
 async def test_answers_are_written_in_utc(db: Database) -> None:

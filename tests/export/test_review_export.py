@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 
 from koalabot.cli import main
-from koalabot.export.run import ExportOptions, Format, Pseudonymizer, Summary, export
+from koalabot.export.options import ExportOptions, Format
+from koalabot.export.pseudonyms import Pseudonymizer
+from koalabot.export.run import export
+from koalabot.export.summary import Summary
 from koalabot.store.database import Database
 from koalabot.store.review import Decision, decide
 from tests.helpers_data import Seed

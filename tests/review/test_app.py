@@ -18,13 +18,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from koalabot.review.app import review_app
-from koalabot.store.database import Database, open_database
+from koalabot.store.database import Database, open_database, upgrade
 from koalabot.store.models import Review
 from tests.helpers_data import Seed, table_rows
 
 pytestmark = pytest.mark.compiled_build
 
 TOKEN = "test-review-token"
+ENV_TOKEN = "from-env-token-3q8ZcR1vLx7PmW2sYt"  # 128 bits or more, as `review` requires
 
 
 @dataclass
@@ -254,7 +255,9 @@ async def test_koalabot_review_prints_a_working_link_and_stops_on_sigterm(
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-        link = re.fullmatch(r"koalabot review: open (http://127\.0\.0\.1:\d+/\?token=\S+)\n", line)
+        link = re.fullmatch(
+            r"koalabot review: open (http://127(?:\.\d+){3}:\d+/\?token=\S+)\n", line
+        )
         assert link, line
         async with client() as session, session.get(link.group(1)) as response:
             assert response.status == 200
@@ -267,7 +270,8 @@ async def test_koalabot_review_prints_a_working_link_and_stops_on_sigterm(
 
 
 async def test_koalabot_review_uses_the_token_from_the_environment(sqlite_url: str) -> None:
-    env = {**os.environ, "KOALABOT_REVIEW_TOKEN": "from-env-token"}
+    await upgrade(sqlite_url)  # review reads an existing store; it never creates one
+    env = {**os.environ, "KOALABOT_REVIEW_TOKEN": ENV_TOKEN}
     process = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "koalabot", "review", "--port", "0"],
         "--database-url",
@@ -279,13 +283,13 @@ async def test_koalabot_review_uses_the_token_from_the_environment(sqlite_url: s
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-        assert "from-env-token" not in line
-        base = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert ENV_TOKEN not in line
+        base = re.search(r"http://127(?:\.\d+){3}:\d+/", line)
         assert base, line
         async with client() as session:
             async with session.get(base.group()) as response:
                 assert response.status == 401
-            async with session.get(base.group() + "?token=from-env-token") as response:
+            async with session.get(base.group() + f"?token={ENV_TOKEN}") as response:
                 assert response.status == 200
     finally:
         process.send_signal(signal.SIGTERM)

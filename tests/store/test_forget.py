@@ -10,8 +10,8 @@ import pytest
 
 from koalabot.cli import main
 from koalabot.store.database import Database
+from koalabot.store.forget import forget_user
 from koalabot.store.models import Base, Feedback, Generation, Message
-from koalabot.store.training import forget_user
 from tests.helpers_data import Seed, table_rows
 
 

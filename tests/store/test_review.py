@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import update
 
 from koalabot.store.database import Database
+from koalabot.store.forget import forget_user
 from koalabot.store.models import Generation, Review
 from koalabot.store.review import (
     AnswerNotFoundError,
@@ -24,7 +25,6 @@ from koalabot.store.review import (
     list_answers,
     undo,
 )
-from koalabot.store.training import forget_user
 from tests.helpers_data import START, Seed, table_rows
 
 

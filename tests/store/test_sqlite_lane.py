@@ -23,8 +23,8 @@ from koalabot.engine.engine import Engine
 from koalabot.events import ChatMessage, Clicked, ThreadKey
 from koalabot.store import inline, repository
 from koalabot.store.database import open_database
+from koalabot.store.forget import forget_user
 from koalabot.store.repository import GenerationRecord, Repository
-from koalabot.store.training import forget_user
 from tests.engine.test_engine import ThreadView, make_settings
 from tests.fakes.tgi import FakeTGI, Fault
 

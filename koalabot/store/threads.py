@@ -1,6 +1,11 @@
-"""The SQL behind `koalabot export`, `stats` and `forget`: streamed reads, one-transaction deletes.
+"""The export's reads: conversations that have votes, whole and in id order, as plain records
+(`Thread` of `ThreadMessage`), with opted-out users' votes moved aside.
 
-Everything leaves this module as plain dataclasses, so nothing else needs SQLAlchemy.
+Two ways in. `stream_threads` streams from any database through SQLAlchemy, one conversation in
+memory at a time. `sqlite_threads` describes the same query on a SQLite file as plain data that
+worker processes can copy; each opens a `ThreadReader` and reads ranges of conversation ids
+through APSW. The reader is opaque to the export, which sees only threads: no SQL leaves
+this module.
 """
 
 from __future__ import annotations
@@ -8,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncGenerator, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from enum import Enum
 from itertools import groupby
 from operator import itemgetter
@@ -18,13 +23,10 @@ from typing import Any, NamedTuple
 import apsw
 from sqlalchemy import (
     ColumnElement,
-    Date,
     Select,
     String,
     bindparam,
     case,
-    cast,
-    delete,
     exists,
     func,
     literal,
@@ -32,24 +34,15 @@ from sqlalchemy import (
     or_,
     select,
     type_coerce,
-    update,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from koalabot.errors import StoreError
-from koalabot.store.database import Database
-from koalabot.store.models import (
-    Conversation,
-    Feedback,
-    Generation,
-    Message,
-    MessageRef,
-    OptOut,
-    ProcessedEvent,
-    Review,
-)
+from koalabot.store.database import Database, sqlite_busy_timeout
+from koalabot.store.errors import store_error
+from koalabot.store.models import Conversation, Feedback, Generation, Message, OptOut, Review
 
 #: Rows fetched per round trip while streaming (a server-side cursor on PostgreSQL).
 BATCH = 5000
@@ -117,57 +110,6 @@ class Thread:
     messages: list[ThreadMessage] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class StatsCell:
-    """Answer counts for one (platform, channel, model, day)."""
-
-    platform: str
-    channel: str
-    model: str | None
-    day: date
-    answers: int
-    votes: int
-    voted: int
-    liked: int
-    disliked: int
-
-
-@dataclass(frozen=True)
-class UserMessageCell:
-    """User message counts for one (platform, channel, day)."""
-
-    platform: str
-    channel: str
-    day: date
-    user_messages: int
-    conversations: int
-
-
-@dataclass
-class ForgetCounts:
-    """What `koalabot forget` removed (or would remove, in a dry run)."""
-
-    user_messages: int = 0
-    answers: int = 0
-    votes: int = 0
-    generations: int = 0
-    prompts_redacted: int = 0
-    conversations: int = 0
-    message_refs: int = 0
-    processed_events: int = 0
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def _as_date(value: Any) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value))
-
-
 def _conversation_filters(c: Any, scope: ThreadScope) -> list[ColumnElement[bool]]:
     filters: list[ColumnElement[bool]] = []
     if scope.platform is not None:
@@ -214,23 +156,36 @@ def _in_range(column: Any, ranged: bool) -> list[ColumnElement[bool]]:
     return [column.between(bindparam(_Bound.FIRST.value), bindparam(_Bound.LAST.value))]
 
 
+class _Votes(NamedTuple):
+    """Each message's up-votes and down-votes, whether it has any, and the table of vote totals
+    to join (None where they are looked up per message)."""
+
+    up: Any
+    down: Any
+    voted: Any
+    table: Any
+
+
+def _message_votes(scope: ThreadScope, dialect: str) -> _Votes:
+    m = Message
+    if dialect != "sqlite":
+        votes = _vote_totals(scope)
+        up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
+        return _Votes(up, down, votes.c.message_id.is_not(None), votes)
+    # Each answer's votes looked up through feedback's (message_id, user) index: on SQLite that
+    # costs less than grouping every vote into a table first, and nothing is built up before the
+    # first row streams.
+    f = aliased(Feedback)
+    up_: Any = select(func.count()).where(f.message_id == m.id, f.rating > 0)
+    down_: Any = select(func.count()).where(f.message_id == m.id, f.rating < 0)
+    voted = exists().where(f.message_id == m.id)
+    return _Votes(up_.scalar_subquery(), down_.scalar_subquery(), voted, None)
+
+
 def _thread_query(scope: ThreadScope, dialect: str, ranged: bool = False) -> Select[Any]:
     m, c, g, r = Message, Conversation, Generation, Review
     answer = m.role == "assistant"
-    if dialect == "sqlite":
-        # Each answer's votes looked up through feedback's (message_id, user) index: on SQLite
-        # that costs less than grouping every vote into a table first, and nothing is built up
-        # before the first row streams.
-        f = aliased(Feedback)
-        up: Any = select(func.count()).where(f.message_id == m.id, f.rating > 0)
-        down: Any = select(func.count()).where(f.message_id == m.id, f.rating < 0)
-        up, down = up.scalar_subquery(), down.scalar_subquery()
-        voted: Any = exists().where(f.message_id == m.id)
-        votes = None
-    else:
-        votes = _vote_totals(scope)
-        up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
-        voted = votes.c.message_id.is_not(None)
+    up, down, voted, votes = _message_votes(scope, dialect)
     # SQLite stores times as text; parsing one per row would cost more than the rest of the row,
     # so they come raw and only rated answers' are parsed.
     created = type_coerce(m.created_at, String) if dialect == "sqlite" else m.created_at
@@ -311,12 +266,7 @@ async def _optout_votes(
     return ignored
 
 
-def _store_error(exc: BaseException) -> StoreError:
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return StoreError(f"database error: {reason[0] if reason else type(exc).__name__}")
-
-
-# --- export ------------------------------------------------------------------------------------
+# --- reads ------------------------------------------------------------------------------------
 
 
 async def optout_keys(db: Database) -> set[str]:
@@ -325,7 +275,7 @@ async def optout_keys(db: Database) -> set[str]:
         async with db.engine.connect() as conn:
             return set((await conn.scalars(select(OptOut.user_key))).all())
     except SQLAlchemyError as exc:
-        raise _store_error(exc) from exc
+        raise store_error(exc) from exc
 
 
 async def count_threads(db: Database, scope: ThreadScope) -> int:
@@ -335,7 +285,7 @@ async def count_threads(db: Database, scope: ThreadScope) -> int:
         async with db.engine.connect() as conn:
             return int(await conn.scalar(select(func.count()).select_from(sub)) or 0)
     except SQLAlchemyError as exc:
-        raise _store_error(exc) from exc
+        raise store_error(exc) from exc
 
 
 async def stream_threads(
@@ -359,7 +309,7 @@ async def stream_threads(
             for thread in threads.rest():
                 yield thread
     except SQLAlchemyError as exc:
-        raise _store_error(exc) from exc
+        raise store_error(exc) from exc
 
 
 class _Threads:
@@ -425,25 +375,38 @@ class SqliteThreads:
     first: int
     last: int
 
-    def connect(self) -> apsw.Connection:
-        """A connection for `read`, to use on the thread that made it, that writes nothing.
+    def open(self) -> ThreadReader:
+        """A reader of ranges, to use on the thread that opened it, that writes nothing.
 
         Open no stdlib sqlite3 connection to the same file in this process while it is open:
         two SQLite libraries do not see each other's file locks.
         """
-        return _sqlite_connect(self.path)
+        return ThreadReader(self, _sqlite_connect(self.path))
 
-    def read(self, conn: apsw.Connection, first: int, last: int) -> Iterator[Thread]:
+
+class ThreadReader:
+    """One connection to a `SqliteThreads` file, reading a range of conversations at a time
+    (kept to the thread that opened it: the connection skips SQLite's mutex)."""
+
+    def __init__(self, threads: SqliteThreads, conn: apsw.Connection) -> None:
+        self._threads = threads
+        self._conn = conn
+
+    def read(self, first: int, last: int) -> Iterator[Thread]:
         """Conversations with votes and ids from ``first`` to ``last``, whole, in id order."""
         bounds = {_Bound.FIRST: first, _Bound.LAST: last}
-        params = [bounds[p] if isinstance(p, _Bound) else p for p in self.params]
-        threads = _Threads(self.ignored)
+        params = [bounds[p] if isinstance(p, _Bound) else p for p in self._threads.params]
+        threads = _Threads(self._threads.ignored)
         try:
             # The cursor as one batch: `add` yields each thread as the next one starts.
-            yield from threads.add(conn.execute(self.sql, params))
+            yield from threads.add(self._conn.execute(self._threads.sql, params))
         except apsw.Error as exc:
             raise StoreError(f"database error: {exc}") from exc
         yield from threads.rest()
+
+    def close(self) -> None:
+        """Close the connection (on the thread that opened it)."""
+        self._conn.close()
 
 
 async def sqlite_threads(
@@ -451,7 +414,9 @@ async def sqlite_threads(
 ) -> SqliteThreads | None:
     """What `SqliteThreads` needs, for a SQLite file (None for PostgreSQL or in-memory SQLite).
 
-    ``optout_users`` as for `stream_threads`.
+    ``optout_users`` as for `stream_threads`. For a file, ``db`` is left with no open
+    connection: its readers go through APSW's SQLite, which does not see the locks of the
+    engine's, and worker processes start as copies of this one.
     """
     path = _sqlite_file(db)
     if path is None:
@@ -462,10 +427,11 @@ async def sqlite_threads(
             ignored = await _optout_votes(conn, scope, optout_users) if optout_users else {}
             first, last = (await conn.execute(select(func.min(c.id), func.max(c.id)))).one()
     except SQLAlchemyError as exc:
-        raise _store_error(exc) from exc
+        raise store_error(exc) from exc
     sql, params = _sqlite_statement(db, _thread_query(scope, db.dialect, ranged=True))
     if first is None:
         first, last = 0, -1
+    await db.engine.dispose()
     return SqliteThreads(path, sql, tuple(params), ignored, first, last)
 
 
@@ -503,7 +469,7 @@ def _sqlite_connect(path: str) -> apsw.Connection:
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOMUTEX
     try:
         conn = apsw.Connection(str(Path(path).absolute()), flags=flags)
-        conn.set_busy_timeout(5000)
+        conn.set_busy_timeout(round(sqlite_busy_timeout() * 1000))
         conn.pragma("query_only", True)
     except apsw.Error as exc:
         raise StoreError(f"database error: cannot open {path}: {exc}") from exc
@@ -515,238 +481,16 @@ def _take_off(message: ThreadMessage, votes: tuple[int, int]) -> ThreadMessage:
     return message._replace(up=message.up - up, down=message.down - down, ignored=up + down)
 
 
-# --- stats -------------------------------------------------------------------------------------
-
-
-def _day(db: Database, column: Any) -> Any:
-    if db.dialect == "postgresql":
-        return cast(func.timezone("UTC", column), Date)
-    return func.date(column)
-
-
-def _time_filters(
-    column: Any, since: datetime | None, until: datetime | None
-) -> list[ColumnElement[bool]]:
-    filters: list[ColumnElement[bool]] = []
-    if since is not None:
-        filters.append(column >= since)
-    if until is not None:
-        filters.append(column < until)
-    return filters
-
-
-async def answer_stats(
-    db: Database, since: datetime | None = None, until: datetime | None = None
-) -> list[StatsCell]:
-    """Answers and their votes grouped by platform, channel, model and day (all votes count)."""
-    m, c, g, f = Message, Conversation, Generation, Feedback
-    votes = (
-        select(
-            f.message_id.label("message_id"),
-            func.count().label("n"),
-            func.sum(f.rating).label("net"),
-        )
-        .group_by(f.message_id)
-        .subquery("votes")
-    )
-    day = _day(db, m.created_at).label("day")
-    query = (
-        select(
-            c.platform,
-            c.channel,
-            g.model_id,
-            day,
-            func.count(m.id),
-            func.coalesce(func.sum(votes.c.n), 0),
-            func.count(votes.c.message_id),
-            func.sum(case((votes.c.net > 0, 1), else_=0)),
-            func.sum(case((votes.c.net < 0, 1), else_=0)),
-        )
-        .join(c, c.id == m.conversation_id)
-        .outerjoin(g, g.message_id == m.id)
-        .outerjoin(votes, votes.c.message_id == m.id)
-        .where(m.role == "assistant", *_time_filters(m.created_at, since, until))
-        .group_by(c.platform, c.channel, g.model_id, day)
-    )
-    try:
-        async with db.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-    except SQLAlchemyError as exc:
-        raise _store_error(exc) from exc
-    return [
-        StatsCell(r[0], r[1], r[2], _as_date(r[3]), r[4], int(r[5]), r[6], int(r[7]), int(r[8]))
-        for r in rows
-    ]
-
-
-async def user_message_stats(
-    db: Database, since: datetime | None = None, until: datetime | None = None
-) -> list[UserMessageCell]:
-    """User messages (and conversations they were in) by platform, channel and day."""
-    m, c = Message, Conversation
-    day = _day(db, m.created_at).label("day")
-    query = (
-        select(
-            c.platform,
-            c.channel,
-            day,
-            func.count(m.id),
-            func.count(func.distinct(m.conversation_id)),
-        )
-        .join(c, c.id == m.conversation_id)
-        .where(m.role == "user", *_time_filters(m.created_at, since, until))
-        .group_by(c.platform, c.channel, day)
-    )
-    try:
-        async with db.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-    except SQLAlchemyError as exc:
-        raise _store_error(exc) from exc
-    return [UserMessageCell(r[0], r[1], _as_date(r[2]), r[3], r[4]) for r in rows]
-
-
-# --- forget ------------------------------------------------------------------------------------
-
-
-async def _delete_messages(conn: AsyncConnection, doomed: Any, counts: ForgetCounts) -> None:
-    """Delete the messages selected by ``doomed`` (answers before the questions they answer)
-    with everything that points at them, counting as it goes."""
-    m = Message
-
-    async def run(stmt: Any) -> int:
-        return int((await conn.execute(stmt)).rowcount or 0)
-
-    counts.votes += await run(delete(Feedback).where(Feedback.message_id.in_(doomed)))
-    counts.generations += await run(delete(Generation).where(Generation.message_id.in_(doomed)))
-    counts.message_refs += await run(delete(MessageRef).where(MessageRef.message_id.in_(doomed)))
-    counts.processed_events += await run(
-        delete(ProcessedEvent).where(ProcessedEvent.message_id.in_(doomed))
-    )
-    counts.answers += await run(delete(m).where(m.role == "assistant", m.id.in_(doomed)))
-    counts.user_messages += await run(delete(m).where(m.role == "user", m.id.in_(doomed)))
-
-
-async def _delete_empty_conversations(
-    conn: AsyncConnection, ids: Sequence[int], counts: ForgetCounts
-) -> None:
-    c = Conversation
-    empty = ~exists(select(Message.id).where(Message.conversation_id == c.id))
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        result = await conn.execute(delete(c).where(c.id.in_(chunk), empty))
-        counts.conversations += int(result.rowcount or 0)
-
-
-def _their_messages(platform: str, user_id: str) -> Select[Any]:
-    u, uc = aliased(Message), aliased(Conversation)
-    return (
-        select(u.id)
-        .join(uc, uc.id == u.conversation_id)
-        .where(uc.platform == platform, u.role == "user", u.author == user_id)
-    )
-
-
-async def forget_user(
-    db: Database, platform: str, user_id: str, *, dry_run: bool = False
-) -> ForgetCounts:
-    """Delete a user's messages, every answer to them and every vote they cast, in one
-    transaction.
-
-    Later answers in the same threads keep their text, but their stored prompt strings (which
-    quote the user) are emptied. Empty conversations go too. The opt-out record, if any, stays:
-    it is what keeps the user's future messages out of training data.
-    """
-    # Every subquery reads its own alias, so none is silently correlated with a statement's
-    # target table.
-    theirs = _their_messages(platform, user_id)
-    d = aliased(Message)
-    doomed = select(d.id).where(or_(d.id.in_(theirs), d.parent_id.in_(theirs)))
-    a, q = aliased(Message), aliased(Message)
-    quoting_them = select(a.id).where(
-        a.role == "assistant",
-        a.id.not_in(doomed),
-        exists(
-            select(q.id).where(
-                q.conversation_id == a.conversation_id, q.id < a.id, q.id.in_(theirs)
-            )
-        ),
-    )
-    pm, pc = aliased(Message), aliased(Conversation)
-    on_platform = select(pm.id).join(pc, pc.id == pm.conversation_id).where(pc.platform == platform)
-    t = aliased(Message)
-    conversations = select(t.conversation_id).where(t.id.in_(theirs)).distinct()
-    counts = ForgetCounts()
-    try:
-        async with db.engine.connect() as conn, conn.begin() as tx:
-            conversation_ids = list((await conn.scalars(conversations)).all())
-            redacted = await conn.execute(
-                update(Generation)
-                .where(Generation.message_id.in_(quoting_them), Generation.prompt != "")
-                .values(prompt="")
-            )
-            counts.prompts_redacted = int(redacted.rowcount or 0)
-            votes = await conn.execute(
-                delete(Feedback).where(
-                    Feedback.user == user_id, Feedback.message_id.in_(on_platform)
-                )
-            )
-            counts.votes = int(votes.rowcount or 0)
-            await _delete_messages(conn, doomed, counts)
-            await _delete_empty_conversations(conn, conversation_ids, counts)
-            if dry_run:
-                await tx.rollback()
-    except SQLAlchemyError as exc:
-        raise _store_error(exc) from exc
-    return counts
-
-
-async def purge_idle(db: Database, cutoff: datetime, *, dry_run: bool = False) -> ForgetCounts:
-    """Delete, in one transaction, every conversation with no message since ``cutoff`` — whole,
-    with its messages, answers, generations and votes — and delivery ids older than it.
-
-    Whole conversations, not single messages: a thread that is still in use keeps its start, so
-    answers stay with their questions and stored prompts stay true.
-    """
-    ic, im = aliased(Conversation), aliased(Message)
-    recent = exists(select(im.id).where(im.conversation_id == ic.id, im.created_at >= cutoff))
-    idle = select(ic.id).where(ic.created_at < cutoff, ~recent)
-    d = aliased(Message)
-    doomed = select(d.id).where(d.conversation_id.in_(idle))
-    counts = ForgetCounts()
-    try:
-        async with db.engine.connect() as conn, conn.begin() as tx:
-            conversation_ids = list((await conn.scalars(idle)).all())
-            await _delete_messages(conn, doomed, counts)
-            await _delete_empty_conversations(conn, conversation_ids, counts)
-            stale = await conn.execute(
-                delete(ProcessedEvent).where(
-                    ProcessedEvent.message_id.is_(None), ProcessedEvent.created_at < cutoff
-                )
-            )
-            counts.processed_events += int(stale.rowcount or 0)
-            if dry_run:
-                await tx.rollback()
-    except SQLAlchemyError as exc:
-        raise _store_error(exc) from exc
-    return counts
-
-
 __all__ = [
     "BATCH",
-    "ForgetCounts",
     "SqliteThreads",
-    "StatsCell",
     "Thread",
     "ThreadMessage",
+    "ThreadReader",
     "ThreadScope",
-    "UserMessageCell",
-    "answer_stats",
     "count_threads",
-    "forget_user",
     "is_opted_out",
     "optout_keys",
-    "purge_idle",
     "sqlite_threads",
     "stream_threads",
-    "user_message_stats",
 ]

@@ -1,0 +1,338 @@
+"""Rows: each voted answer that `view.Selection` keeps, in the layout of one format
+(reference/tgi-and-koala.md §4–5), with its text redacted and its ids pseudonymised.
+
+* ``koala`` — EasyLM rows as Koala's data pipeline built them (``marker_*``, ``human_N``,
+  ``gpt_N`` or ``gpt_bad_N``, ``fields``): a liked answer under ``GPT:``, a disliked one under
+  ``An Unhelpful Answer:``. Earlier turns come first as masked ``[...]`` fields, each tokenized on
+  its own like a ShareGPT row, so the only loss is on the rated answer and its EOS.
+* ``kto`` — TRL unpaired preference: ``prompt``, ``completion``, ``label``; conversational, or
+  with ``string_prompt`` the exact prompt string the answer came from and the completion text.
+* ``dpo`` — TRL preference with explicit prompt: ``prompt``, ``chosen``, ``rejected``, from
+  answers to the same user message (regenerations) with opposite net votes; every pair.
+* ``sft`` — TRL language modelling: ``{"messages": [...]}`` per liked answer.
+* ``openai`` — OpenAI chat fine-tuning JSONL per liked answer; every earlier answer in the
+  history has ``"weight": 0`` (a disliked one stays as it happened; a liked one is trained in its
+  own row), the rated answer ``"weight": 1``.
+
+A correction is exported as a liked answer: in sft and openai in place of the original, in kto
+and koala beside it, in dpo as the chosen side against it. Rows of one thread share their earlier
+turns, so each message's exported form is built once per thread and reused (the per-thread
+caches below); that sharing is why rows are dicts built here and not dataclasses.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Collection, Iterator
+from operator import attrgetter
+from typing import Any
+
+import orjson
+
+from koalabot.export.options import ExportOptions, Format
+from koalabot.export.pseudonyms import Pseudonymizer
+from koalabot.export.redact import find, replace
+from koalabot.export.summary import Summary
+from koalabot.export.view import CORRECTION, Candidate, Selection, ThreadView, is_liked
+from koalabot.prompt.templates import TEMPLATES, clean
+from koalabot.store.threads import Thread, ThreadMessage
+from koalabot.store.times import iso_utc
+
+Row = dict[str, Any]
+Messages = list[dict[str, Any]]
+
+MARKER_USER = "USER:"
+MARKER_GPT = "GPT:"
+MARKER_GPT_BAD = "An Unhelpful Answer:"
+
+_ROLE = attrgetter("role")
+
+
+def encode_row(row: Row) -> bytes:
+    """One JSON line: UTF-8 text as is (no ``\\u`` escapes), keys in the order built, compact."""
+    return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+
+
+class RowBuilder:
+    """Turns threads into rows of one format, counting every voted answer left out and why."""
+
+    def __init__(
+        self,
+        options: ExportOptions,
+        summary: Summary,
+        optout_users: Collection[str] = (),
+    ) -> None:
+        self.options = options
+        self.selection = Selection(options, summary)
+        self.pseudo = Pseudonymizer(options.pseudonym_secret)
+        self.optout_users = frozenset(optout_users)
+        self.meta = options.with_meta
+        self._rows: Callable[[ThreadView, Iterator[Candidate]], Iterator[Row]] = {
+            Format.KOALA: self._labelled,
+            Format.KTO: self._labelled,
+            Format.SFT: self._liked,
+            Format.OPENAI: self._liked,
+            Format.DPO: self._pairs,
+        }[options.format]
+        # Shared by every row of the current thread.
+        self._platform = ""
+        self._conversation: str | None = None
+        self._chat: dict[int, dict[str, Any]] = {}
+        self._clean: dict[int, str] = {}
+        self._authors: dict[int, list[str]] = {}
+        self._mention: Callable[[str], str] | None = None
+        self._mentions: dict[str, Callable[[str], str]] = {}
+
+    @property
+    def summary(self) -> Summary:
+        """Where rows left out (and text redacted) are counted; a new one may be set at any
+        time between threads."""
+        return self.selection.summary
+
+    @summary.setter
+    def summary(self, summary: Summary) -> None:
+        self.selection.summary = summary
+
+    def rows(self, thread: Thread) -> Iterator[Row]:
+        """Every row this thread gives (votes, filters, reviews and opt-outs applied)."""
+        self._platform = thread.platform
+        self._conversation = None
+        self._chat.clear()
+        self._clean.clear()
+        self._authors.clear()
+        self.selection.new_thread()
+        if self.options.pseudonym_secret is not None:
+            mention = self._mentions.get(thread.platform)
+            if mention is None:
+                mention = self._mentions[thread.platform] = functools.partial(
+                    self.pseudo.user, thread.platform
+                )
+            self._mention = mention
+        view = ThreadView(thread, self.optout_users)
+        return self._rows(view, self.selection.candidates(view))
+
+    # --- per format ------------------------------------------------------------------------
+
+    def _labelled(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
+        build = self._koala if self.options.format is Format.KOALA else self._kto
+        meta = self._meta if self.meta else None
+        for answer, context in candidates:
+            row = build(answer, context)
+            if meta is not None:
+                row["meta"] = meta(view, answer, context)
+            yield row
+
+    def _liked(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
+        openai = self.options.format is Format.OPENAI
+        for answer, context in candidates:
+            if not is_liked(answer):
+                self.summary.skip(f"disliked ({self.options.format} takes liked answers only)")
+                continue
+            if openai:
+                # Only the rated answer is trained on; earlier answers are context.
+                messages = [
+                    {**self._chat_message(m), "weight": 0}
+                    if m.role == "assistant"
+                    else self._chat_message(m)
+                    for m in context
+                ]
+                messages.append({**self._chat_message(answer), "weight": 1})
+            else:
+                messages = self._chat_messages(context)
+                messages.append(self._chat_message(answer))
+            row: Row = {"messages": messages}
+            if self.meta:
+                row["meta"] = self._meta(view, answer, context)
+            yield row
+
+    def _pairs(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
+        by_question: dict[int, list[ThreadMessage]] = {}
+        corrections: list[ThreadMessage] = []
+        for answer, _ in candidates:
+            assert answer.parent_id is not None
+            if answer.review == CORRECTION:
+                corrections.append(answer)
+            else:
+                by_question.setdefault(answer.parent_id, []).append(answer)
+        for siblings in by_question.values():
+            liked = [a for a in siblings if a.net > 0]
+            disliked = [a for a in siblings if a.net < 0]
+            if not liked or not disliked:
+                for _ in siblings:
+                    self.summary.skip("no sibling answer with the opposite vote")
+                continue
+            for chosen in liked:
+                for rejected in disliked:
+                    row = self._pair(view, chosen, rejected)
+                    if row is not None:
+                        yield row
+        for correction in corrections:
+            row = self._pair(view, correction, self.selection.corrected[correction.id])
+            if row is not None:
+                yield row
+
+    def _pair(self, view: ThreadView, chosen: ThreadMessage, rejected: ThreadMessage) -> Row | None:
+        assert chosen.parent_id is not None
+        context = view.context(chosen.parent_id, min(abs(chosen.id), rejected.id))
+        if view.shows_withheld(context):
+            self.summary.skip("thread shows an answer excluded as unsafe or private")
+            return None
+        row: Row
+        if self.options.string_prompt:
+            if chosen.prompt != rejected.prompt:
+                self.summary.skip("pair's prompt strings differ (--string-prompt)")
+                return None
+            row = {
+                "prompt": self._text(chosen.prompt or ""),
+                "chosen": self._completion_text(chosen),
+                "rejected": self._completion_text(rejected),
+            }
+        else:
+            row = {
+                "prompt": self._chat_messages(context),
+                "chosen": [self._chat_message(chosen)],
+                "rejected": [self._chat_message(rejected)],
+            }
+        if self.meta:
+            meta = self._meta(view, chosen, context)
+            for key in ("answer_id", "votes", "model", "created_at"):
+                del meta[key]
+            meta.pop("review", None)
+            meta["chosen"] = _side(chosen)
+            meta["rejected"] = _side(rejected)
+            row["meta"] = meta
+        return row
+
+    def _koala(self, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
+        bad = not is_liked(answer)
+        keys, key, fields = _koala_layout(tuple(map(_ROLE, context)), bad)
+        row: Row = {
+            "marker_user": MARKER_USER,
+            "marker_gpt": MARKER_GPT,
+            "marker_gpt_bad": MARKER_GPT_BAD,
+        }
+        clean_text = self._clean_text
+        for name, message in zip(keys, context, strict=True):
+            row[name] = clean_text(message)
+        row[key] = clean_text(answer)
+        row["fields"] = fields
+        return row
+
+    def _kto(self, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
+        if self.options.string_prompt:
+            return {
+                "prompt": self._text(answer.prompt or ""),
+                "completion": self._completion_text(answer),
+                "label": is_liked(answer),
+            }
+        return {
+            "prompt": self._chat_messages(context),
+            "completion": [self._chat_message(answer)],
+            "label": is_liked(answer),
+        }
+
+    # --- pieces (cached per thread: rows of one thread share their earlier turns) ---------------
+
+    def _chat_message(self, message: ThreadMessage) -> dict[str, Any]:
+        found = self._chat.get(message.id)
+        return found if found is not None else self._new_chat_message(message)
+
+    def _new_chat_message(self, message: ThreadMessage) -> dict[str, Any]:
+        found = self._chat[message.id] = {"role": message.role, "content": self._text(message.text)}
+        return found
+
+    def _chat_messages(self, context: list[ThreadMessage]) -> Messages:
+        chat, new = self._chat, self._new_chat_message
+        return [chat.get(m.id) or new(m) for m in context]
+
+    def _clean_text(self, message: ThreadMessage) -> str:
+        """The text as Koala's prompt holds it: stripped, markers neutralised."""
+        found = self._clean.get(message.id)
+        if found is None:
+            found = self._clean[message.id] = clean(self._text(message.text))
+        return found
+
+    def _completion_text(self, answer: ThreadMessage) -> str:
+        """The answer as the model continued its prompt string (after the template's gap)."""
+        template = TEMPLATES.get(answer.template or "")
+        gap = template.assistant_answer_sep if template is not None else ""
+        return gap + self._text(answer.text)
+
+    def _text(self, text: str) -> str:
+        """Message text as exported: redacted (unless --no-redact), mentions pseudonymised."""
+        if not self.options.redact:
+            return self.pseudo.text(self._platform, text)
+        spans = find(text)
+        return replace(text, spans, self._mention, counts=self.summary.redacted) if spans else text
+
+    def _meta(self, view: ThreadView, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
+        """Ids (pseudonymised), votes and provenance for researchers; trainers ignore it."""
+        if self._conversation is None:
+            self._conversation = self.pseudo.conversation(view.thread)
+        assert answer.parent_id is not None
+        authors = self._authors.get(answer.parent_id)
+        if authors is None:
+            user, platform = self.pseudo.user, self._platform
+            authors = self._authors[answer.parent_id] = []
+            for m in context:
+                if m.author and (pseudonym := user(platform, m.author)) not in authors:
+                    authors.append(pseudonym)
+        meta: Row = {
+            "answer_id": abs(answer.id),
+            "conversation": self._conversation,
+            "authors": authors,
+            "votes": {"up": answer.up, "down": answer.down},
+            "model": answer.model,
+            "platform": self._platform,
+            "created_at": iso_utc(answer.created_at),
+        }
+        if answer.review is not None:
+            meta["review"] = answer.review
+        return meta
+
+
+@functools.lru_cache(maxsize=1024)
+def _koala_layout(roles: tuple[str, ...], bad: bool) -> tuple[tuple[str, ...], str, str]:
+    """For a thread whose messages have these roles: each message's key, the rated answer's key
+    and the ``fields`` string. Threads come in few shapes, so each is worked out once."""
+    keys: list[str] = []
+    fields: list[str] = []
+    last = len(roles) - 1
+    for i, role in enumerate(roles):
+        if role == "assistant":
+            keys.append(f"gpt_{i}")
+            fields += [f"[gpt_{i}]", "[<|eos|>]"]
+            continue
+        keys.append(f"human_{i}")
+        if i < last and roles[i + 1] == "user":
+            fields.append(f"[marker_user+human_{i}]")
+        else:
+            marker = "marker_gpt_bad" if bad and i == last else "marker_gpt"
+            fields.append(f"[marker_user+human_{i}+{marker}]")
+    key = f"gpt_bad_{last + 1}" if bad else f"gpt_{last + 1}"
+    fields += [key, "<|eos|>"]
+    return tuple(keys), key, ",".join(fields)
+
+
+def _side(answer: ThreadMessage) -> Row:
+    """One answer of a dpo pair, for ``meta``: a correction names the answer it corrects."""
+    side: Row = {
+        "answer_id": abs(answer.id),
+        "votes": {"up": answer.up, "down": answer.down},
+        "model": answer.model,
+        "created_at": iso_utc(answer.created_at),
+    }
+    if answer.review is not None:
+        side["review"] = answer.review
+    return side
+
+
+__all__ = [
+    "MARKER_GPT",
+    "MARKER_GPT_BAD",
+    "MARKER_USER",
+    "Messages",
+    "Row",
+    "RowBuilder",
+    "encode_row",
+]
