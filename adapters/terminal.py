@@ -159,12 +159,9 @@ class TerminalChat:
             self._print("[new thread started]")
         elif name == "/history":
             await self._history()
-        elif name == "/optout":
-            await self.engine.opt_out(PLATFORM, self.user)
-            self._print("[opted out: you will still get answers, but nothing of yours is exported]")
-        elif name == "/optin":
-            await self.engine.opt_in(PLATFORM, self.user)
-            self._print("[opted in again: your conversations and votes may become training data]")
+        elif name in ("/optout", "/optin"):
+            opt_out = name == "/optout"
+            self._print(f"[{await self.engine.consent(PLATFORM, self.user, opt_out=opt_out)}]")
         else:
             self._print(f"[{HELP}]")
         return True

@@ -20,8 +20,7 @@ from koalabot.errors import ConfigError
 DEFAULT_NOTICE = (
     "Heads up: I am Koala, a research model. I can be wrong or biased, so check what matters. "
     "This conversation and your 👍/👎 votes are stored and may become training data; "
-    "to opt out, ask the operator to add your user id to the opt-out list "
-    "(or type /optout in the terminal chat)."
+    "{how_to_opt_out}"
 )
 
 CommaList = Annotated[list[str], NoDecode]

@@ -34,8 +34,21 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class Clicked:
+    """The platform message a button was clicked on (Slack channel + ts, Discord channel +
+    message id): a button counts only if that message shows the answer the button names."""
+
+    channel: str
+    message_id: str
+
+
+@dataclass(frozen=True)
 class FeedbackEvent:
-    """A thumbs vote, from a button (answer_id known) or a reaction (platform message id)."""
+    """A thumbs vote, from a button (answer_id known) or a reaction (platform message id).
+
+    A button's vote carries the message it was clicked on in ``channel`` and
+    ``platform_message_id`` too: without them it counts only on the terminal.
+    """
 
     platform: str
     user: str
@@ -60,6 +73,8 @@ class FeedbackResult:
     #: The store was unreachable: the vote is kept (koalabot.store.spool) and recorded once it
     #: is back.
     kept: bool = False
+    #: Why the vote was refused, in words only the voter should see ("" when it was not).
+    notice: str = ""
 
 
 @dataclass(frozen=True)

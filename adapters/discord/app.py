@@ -28,7 +28,7 @@ from koalabot.config import Settings
 from koalabot.engine.inflight import InFlight
 from koalabot.engine.notices import REGEN_UNKNOWN, discord_vote_reply
 from koalabot.errors import ConfigError
-from koalabot.events import FeedbackEvent, ThreadKey
+from koalabot.events import Clicked, FeedbackEvent, ThreadKey
 
 from ..boundary import Tell, boundary
 from .buttons import RATINGS
@@ -248,6 +248,14 @@ class DiscordAdapter:
                 key = thread_key(None, interaction.channel_id, str(interaction.id))
                 await self.engine.begin_thread(key)  # survives a restart before the next message
 
+    async def consent(self, interaction: discord.Interaction[Any], *, opt_out: bool) -> None:
+        """/optout, /optin or the Opt out button: at once, confirmed to that person only."""
+        with self._inflight.track():
+            async with boundary("opting out or in", _privately(interaction)):
+                user = str(interaction.user.id)
+                words = await self.engine.consent(PLATFORM, user, opt_out=opt_out)
+                await interaction.response.send_message(words, ephemeral=True)
+
     async def on_button(
         self, interaction: discord.Interaction[Any], action: str, answer_id: int
     ) -> None:
@@ -263,11 +271,14 @@ class DiscordAdapter:
         self, interaction: discord.Interaction[Any], rating: int, answer_id: int
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        clicked = _clicked(interaction)
         vote = FeedbackEvent(
             PLATFORM,
             str(interaction.user.id),
             rating,
             answer_id=answer_id,
+            channel=clicked.channel,
+            platform_message_id=clicked.message_id,
             is_bot=interaction.user.bot,
         )
         result = await self.engine.handle_feedback(vote)
@@ -278,9 +289,10 @@ class DiscordAdapter:
         if interaction.channel_id is None:
             return
         sink = self._sink(interaction.channel_id, interaction.guild_id)
-        result = await self.engine.regenerate(answer_id, str(interaction.user.id), sink)
-        if result.status == "unknown":
-            await interaction.followup.send(REGEN_UNKNOWN, ephemeral=True)
+        user = str(interaction.user.id)
+        result = await self.engine.regenerate(answer_id, user, sink, _clicked(interaction))
+        if result.status in ("unknown", "not_this_answer"):
+            await interaction.followup.send(result.notice or REGEN_UNKNOWN, ephemeral=True)
 
     async def on_reaction(self, payload: discord.RawReactionActionEvent, *, removed: bool) -> None:
         """👍/👎 on one of the bot's messages by a person: add or remove that vote."""
@@ -294,6 +306,12 @@ class DiscordAdapter:
         with self._inflight.track():
             async with boundary("a Discord reaction"):  # no one to tell: a reaction has no reply
                 await self.engine.handle_feedback(vote)
+
+
+def _clicked(interaction: discord.Interaction[Any]) -> Clicked:
+    """The message a button was clicked on ("" when Discord did not say)."""
+    message = interaction.message
+    return Clicked(str(interaction.channel_id or ""), str(message.id) if message else "")
 
 
 def _privately(interaction: discord.Interaction[Any]) -> Tell:

@@ -1,4 +1,5 @@
-"""Votes from Discord: persistent 👍 👎 🔄 buttons that carry the answer id, and thumbs reactions.
+"""Votes from Discord: persistent 👍 👎 🔄 buttons that carry the answer id, and thumbs reactions;
+and the Opt out button under the consent notice of a thread's first answer.
 
 The buttons are `DynamicItem`s: discord.py routes a click by matching the custom_id against the
 template, so a button under an answer posted before a restart still works and the client keeps
@@ -15,6 +16,7 @@ import discord
 #: action → emoji shown on the button
 ACTIONS = {"up": "👍", "down": "👎", "regen": "🔄"}
 TEMPLATE = r"kb:(?P<action>up|down|regen):(?P<answer>[0-9]+)"
+CONSENT_TEMPLATE = r"kb:(?P<choice>optout|optin)"
 RATINGS = {"up": 1, "down": -1}
 
 _THUMBS = {"👍": 1, "👎": -1}
@@ -60,11 +62,53 @@ class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
             await client.on_feedback_button(interaction, self.action, self.answer_id)
 
 
-def feedback_view(answer_id: int) -> discord.ui.View:
-    """The row of buttons attached to the last message of a finished answer."""
+@runtime_checkable
+class ConsentTarget(Protocol):
+    """What a client offers the Opt out button: one coroutine that handles a click."""
+
+    async def on_consent_button(
+        self, interaction: discord.Interaction[Any], *, opt_out: bool
+    ) -> None: ...
+
+
+class ConsentButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=CONSENT_TEMPLATE
+):
+    """Opt out (or back in) of training data; its custom_id is `kb:optout` or `kb:optin`."""
+
+    def __init__(self, choice: str) -> None:
+        label = "Opt out" if choice == "optout" else "Opt in"
+        super().__init__(
+            discord.ui.Button(
+                style=discord.ButtonStyle.secondary, label=label, custom_id=f"kb:{choice}"
+            )
+        )
+        self.choice = choice
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> ConsentButton:
+        return cls(match["choice"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        client = interaction.client
+        if isinstance(client, ConsentTarget):
+            await client.on_consent_button(interaction, opt_out=self.choice == "optout")
+
+
+def feedback_view(answer_id: int, *, opt_out: bool = False) -> discord.ui.View:
+    """The row of buttons attached to the last message of a finished answer (with Opt out when
+    its text offers it)."""
     view = discord.ui.View(timeout=None)
     for action in ACTIONS:
         view.add_item(FeedbackButton(action, answer_id))
+    if opt_out:
+        view.add_item(ConsentButton("optout"))
     return view
 
 

@@ -21,7 +21,7 @@ from koalabot.config import Settings
 from koalabot.errors import KoalabotError
 
 from ..boundary import describe
-from .buttons import FeedbackButton
+from .buttons import ConsentButton, FeedbackButton
 
 if TYPE_CHECKING:
     from .app import DiscordAdapter
@@ -81,14 +81,16 @@ class KoalaClient(discord.Client):
         self.ready_event = asyncio.Event()
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(_new_command())
+        for opt_out in (True, False):
+            self.tree.add_command(_consent_command(opt_out=opt_out))
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(FeedbackButton)
+        self.add_dynamic_items(FeedbackButton, ConsentButton)
         if self.shard_id in (None, 0):  # one process registers the commands
             try:
                 await self.tree.sync()
             except discord.HTTPException as exc:
-                log.warning("could not register the /new command: %s", exc)
+                log.warning("could not register the /new, /optout and /optin commands: %s", exc)
 
     async def on_ready(self) -> None:
         log.info("connected to Discord as %s (shard %s)", self.user, self.shard_id)
@@ -107,6 +109,11 @@ class KoalaClient(discord.Client):
         self, interaction: discord.Interaction[Any], action: str, answer_id: int
     ) -> None:
         await self.adapter.on_button(interaction, action, answer_id)
+
+    async def on_consent_button(
+        self, interaction: discord.Interaction[Any], *, opt_out: bool
+    ) -> None:
+        await self.adapter.consent(interaction, opt_out=opt_out)
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         """discord.py's last resort (the adapter's boundary catches first): one line, no text."""
@@ -166,3 +173,21 @@ def connect_error(
 def log_exit(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("the Discord connection ended", exc_info=task.exception())
+
+
+def _consent_command(*, opt_out: bool) -> app_commands.Command[Any, ..., None]:
+    """/optout or /optin: keep (or stop keeping) what the person says out of training data."""
+    name = "optout" if opt_out else "optin"
+    about = (
+        "Keep what I say and vote out of training data (you still get answers)"
+        if opt_out
+        else "Let my conversations and votes be used as training data again"
+    )
+
+    @app_commands.command(name=name, description=about)
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    async def command(interaction: discord.Interaction[Any]) -> None:
+        if isinstance(interaction.client, KoalaClient):
+            await interaction.client.adapter.consent(interaction, opt_out=opt_out)
+
+    return command

@@ -7,6 +7,8 @@ import logging
 import discord
 from discord.abc import Messageable
 
+from koalabot.engine.notices import offers_opt_out
+
 from .buttons import feedback_view, retry_view
 
 #: Discord rejects message content longer than this (Create/Edit Message).
@@ -58,7 +60,7 @@ class DiscordReplySink:
 
     async def finish(self, message_id: str, text: str, answer_id: int) -> None:
         """The final text with the 👍 👎 🔄 buttons for ``answer_id`` under it."""
-        view = feedback_view(answer_id)
+        view = feedback_view(answer_id, opt_out=offers_opt_out(text, "discord"))
         await self._message(message_id).edit(content=_nonempty(text), view=view)
 
     async def offer_retry(self, message_id: str, text: str, answer_id: int) -> None:

@@ -35,13 +35,15 @@ from koalabot.config import Settings
 from koalabot.engine.inflight import InFlight
 from koalabot.engine.notices import slack_vote_words
 from koalabot.errors import ConfigError
-from koalabot.events import FeedbackEvent, ThreadKey
+from koalabot.events import Clicked, FeedbackEvent, ThreadKey
 
 from ..boundary import boundary
-from .buttons import ACTION_DOWN, ACTION_REGENERATE, ACTION_UP
+from .buttons import ACTION_DOWN, ACTION_OPT_OUT, ACTION_REGENERATE, ACTION_UP
 from .events import (
     button_vote,
     chat_message,
+    clicked_by,
+    consent_command,
     is_human_post,
     reaction_vote,
     thread_key,
@@ -253,6 +255,7 @@ class SlackAdapter:
         app.action(ACTION_DOWN)(self._on_vote)
         app.action(ACTION_FEEDBACK)(self._on_vote)  # Slack's feedback_buttons under a stream
         app.action(ACTION_REGENERATE)(self._on_regenerate)
+        app.action(ACTION_OPT_OUT)(self._on_opt_out)
         return app
 
     def sink_for(self, where: ThreadKey) -> SlackStreamingSink:
@@ -294,6 +297,9 @@ class SlackAdapter:
         )
         with self._inflight.track():  # the error boundary: what escapes becomes a notice
             async with boundary("a Slack message", sink.notice):
+                if (opt_out := consent_command(event)) is not None:  # `optout` in a DM
+                    await sink.notice(await self.engine.consent("slack", msg.user, opt_out=opt_out))
+                    return
                 await self.engine.handle_message(msg, sink)
 
     # --- listeners -----------------------------------------------------------------------
@@ -377,7 +383,19 @@ class SlackAdapter:
         )
         with self._inflight.track():
             async with boundary("a Slack regenerate button", sink.notice):
-                await self.engine.regenerate(vote.answer_id, vote.user, sink)
+                clicked = Clicked(vote.channel, vote.message_ts)
+                result = await self.engine.regenerate(vote.answer_id, vote.user, sink, clicked)
+                if result.status == "not_this_answer":
+                    await self._acknowledge(vote.channel, vote.user, result.notice, vote.thread_ts)
+
+    async def _on_opt_out(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        if (clicked := clicked_by(body)) is not None:
+            user, channel, thread_ts = clicked
+            with self._inflight.track():
+                async with boundary("the Opt out button"):
+                    words = await self.engine.consent("slack", user, opt_out=True)
+                    await self._acknowledge(channel, user, words, thread_ts)
 
     async def _acknowledge(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
         """A quiet note only the voter sees."""

@@ -1,5 +1,5 @@
 """Votes from Slack: the 👍 👎 🔄 buttons under an answer (Block Kit actions whose value is the
-answer id) and the private note a voter gets back."""
+answer id) and the private note a voter gets back; the Opt out button under the consent notice."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from slack_sdk.models.blocks import ActionsBlock, ButtonElement
 ACTION_UP = "koalabot_vote_up"
 ACTION_DOWN = "koalabot_vote_down"
 ACTION_REGENERATE = "koalabot_regenerate"
+ACTION_OPT_OUT = "koalabot_optout"
 
 
 def retry_button(answer_id: int) -> ActionsBlock:
@@ -26,4 +27,12 @@ def feedback_buttons(answer_id: int) -> ActionsBlock:
             ButtonElement(text="👎", action_id=ACTION_DOWN, value=value),
             ButtonElement(text="🔄 Regenerate", action_id=ACTION_REGENERATE, value=value),
         ],
+    )
+
+
+def opt_out_button() -> ActionsBlock:
+    """Under the consent notice of a thread's first answer: opt out of training data."""
+    return ActionsBlock(
+        block_id="koalabot_consent",
+        elements=[ButtonElement(text="Opt out", action_id=ACTION_OPT_OUT, value="optout")],
     )

@@ -19,6 +19,9 @@ PLATFORM = "slack"
 #: message_deleted, channel_join...) is not something to answer.
 HUMAN_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 
+#: What a person sends the bot in a DM to opt out of training data (True) or back in (False).
+CONSENT_WORDS = {"optout": True, "opt out": True, "optin": False, "opt in": False}
+
 #: Reaction names (skin tones stripped) that count as votes.
 VOTE_REACTIONS = {"+1": 1, "thumbsup": 1, "-1": -1, "thumbsdown": -1}
 
@@ -85,6 +88,14 @@ def chat_message(
     )
 
 
+def consent_command(event: dict[str, Any]) -> bool | None:
+    """True for ``optout`` sent in a DM, False for ``optin``; None for anything else."""
+    if event.get("channel_type") != "im":
+        return None
+    words = " ".join(str(event.get("text") or "").lower().strip(" /.!").split())
+    return CONSENT_WORDS.get(words)
+
+
 def reaction_vote(event: dict[str, Any], bot_user_id: str | None) -> FeedbackEvent | None:
     """A thumbs reaction on one of the bot's messages as a vote; None for anything else."""
     name = str(event.get("reaction") or "").split("::", 1)[0]
@@ -103,6 +114,16 @@ def reaction_vote(event: dict[str, Any], bot_user_id: str | None) -> FeedbackEve
         removed=event.get("type") == "reaction_removed",
         is_bot=event.get("user") == bot_user_id,
     )
+
+
+def clicked_by(body: dict[str, Any]) -> tuple[str, str, str | None] | None:
+    """(user, channel, thread) of a click on a button that names no answer; None if malformed."""
+    container = body.get("container") or {}
+    user = (body.get("user") or {}).get("id")
+    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+    if not (user and channel):
+        return None
+    return str(user), str(channel), container.get("thread_ts") or container.get("message_ts")
 
 
 def button_vote(body: dict[str, Any], action: dict[str, Any]) -> ButtonVote | None:

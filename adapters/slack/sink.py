@@ -15,7 +15,9 @@ from slack_sdk.models.blocks import Block, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 from slack_sdk.web.async_client import AsyncWebClient
 
-from .buttons import feedback_buttons, retry_button
+from koalabot.engine.notices import offers_opt_out
+
+from .buttons import feedback_buttons, opt_out_button, retry_button
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,8 @@ def answer_blocks(text: str, answer_id: int, buttons: Buttons = feedback_buttons
     """An answer's final body and its 👍 / 👎 / 🔄 buttons (the value is the answer id); a
     failed one's notice gets ``retry_button`` instead."""
     body: list[Block] = [SectionBlock(text=MarkdownTextObject(text=s)) for s in _sections(text)]
-    return [*body, buttons(answer_id)]
+    consent = [opt_out_button()] if offers_opt_out(text, "slack") else []
+    return [*body, buttons(answer_id), *consent]
 
 
 class SlackReplySink:

@@ -1,4 +1,8 @@
-"""Who may use the bot, and how fast: checked before any model call."""
+"""Who may use the bot, and how fast: checked before any model call, and before any vote.
+
+Votes have a bucket of their own (the same number a minute as messages), so a person who votes a
+lot is never kept from asking; a 🔄 asks the model, so it counts as a message.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from collections.abc import Callable
 
 from koalabot.config import Settings
 from koalabot.errors import AccessDeniedError, RateLimitedError
-from koalabot.events import ChatMessage
+from koalabot.events import ChatMessage, ThreadKey
 
 
 class AccessPolicy:
@@ -29,22 +33,27 @@ class AccessPolicy:
 
     def check_allowed(self, msg: ChatMessage) -> None:
         """Raise AccessDeniedError if policy keeps this user, channel or workspace out."""
-        user_ids = {msg.user, f"{msg.where.platform}:{msg.user}"}
+        self.check_place(msg.where, msg.user)
+
+    def check_place(self, where: ThreadKey, user: str) -> None:
+        """Raise AccessDeniedError if policy keeps ``user`` out of the thread ``where``."""
+        user_ids = {user, f"{where.platform}:{user}"}
         if user_ids & self.blocked:
             raise AccessDeniedError()
         if self.users and not user_ids & self.users:
             raise AccessDeniedError()
-        if self.channels and msg.where.channel not in self.channels:
+        if self.channels and where.channel not in self.channels:
             raise AccessDeniedError()
-        if self.workspaces and msg.where.workspace and msg.where.workspace not in self.workspaces:
+        if self.workspaces and where.workspace and where.workspace not in self.workspaces:
             raise AccessDeniedError()
 
-    def check_rate(self, platform: str, user: str) -> None:
-        """Count one message for the user; raise RateLimitedError beyond the limit a minute."""
+    def check_rate(self, platform: str, user: str, bucket: str = "") -> None:
+        """Count one message (or one of ``bucket``: "votes") for the user; raise
+        RateLimitedError beyond the limit a minute."""
         if self.per_minute <= 0:
             return
         now = self._clock()
-        recent = self._recent.setdefault(f"{platform}:{user}", deque())
+        recent = self._recent.setdefault(f"{platform}:{user}:{bucket}", deque())
         while recent and now - recent[0] >= 60.0:
             recent.popleft()
         if len(recent) >= self.per_minute:

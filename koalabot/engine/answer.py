@@ -22,6 +22,7 @@ from koalabot.engine.notices import (
     INTERRUPTED,
     SHUTTING_DOWN,
     UNEXPECTED,
+    consent_notice,
     notify,
     refuse,
     retry_notice,
@@ -167,7 +168,7 @@ class Answerer:
         shown_so_far = list(a.streamer.message_ids)
         record = self._record(a, completion)
         await self.repo.finish_answer(answer_id, answer, "ok", record, a.where, shown_so_far)
-        notice = self.first_notice if a.first else ""
+        notice = consent_notice(self.first_notice, a.where.platform) if a.first else ""
         await a.streamer.finish(shown_answer(answer, a.dropped, notice), answer_id)
         more = a.streamer.message_ids[len(shown_so_far) :]
         await self.repo.add_refs(answer_id, a.where, more)

@@ -30,7 +30,10 @@ from koalabot.engine.intake import Intake
 from koalabot.engine.notices import (
     EMPTY_MESSAGE,
     INTERRUPTED,
+    NOT_THIS_ANSWER,
     ONLY_ATTACHMENTS,
+    OPTED_IN,
+    OPTED_OUT,
     SHUTTING_DOWN,
     SPOOLED,
     UNEXPECTED,
@@ -38,11 +41,12 @@ from koalabot.engine.notices import (
 )
 from koalabot.engine.orphans import Orphans
 from koalabot.engine.turns import ORDER_WAIT, Turns
-from koalabot.engine.votes import Votes
+from koalabot.engine.votes import Votes, shows_answer
 from koalabot.errors import AccessDeniedError, RateLimitedError, StoreError
 from koalabot.events import (
     AnswerResult,
     ChatMessage,
+    Clicked,
     FeedbackEvent,
     FeedbackResult,
     ReplySink,
@@ -85,7 +89,7 @@ class Engine:
         self.backlog = self._backlog(self.spool)
         self.answerer = self._answerer()
         self.intake = Intake(self.repo, self.policy, self.answerer, self.orphans, self.backlog)
-        self.votes = Votes(self.repo, self.metrics, self.backlog)
+        self.votes = Votes(self.repo, self.metrics, self.backlog, self.policy)
 
     def _backlog(self, spool: Spool | None) -> Backlog | None:
         if spool is None:
@@ -170,15 +174,25 @@ class Engine:
         self._count(msg.where.platform, result)
         return result
 
-    async def regenerate(self, answer_id: int, user: str, sink: ReplySink) -> AnswerResult:
-        """Another answer to the same user message, as a sibling both can be voted on."""
+    async def regenerate(
+        self, answer_id: int, user: str, sink: ReplySink, clicked: Clicked | None = None
+    ) -> AnswerResult:
+        """Another answer to the same user message, as a sibling both can be voted on.
+
+        ``clicked`` is the message the 🔄 was on: unless it shows that answer (the terminal has
+        none), nothing happens and the result's notice is for the clicker's eyes only.
+        """
         try:
             info = await self.repo.answer(answer_id)
+            shown = info is not None and await shows_answer(self.repo, info, clicked)
         except StoreError as exc:
             return await refuse(sink, "failed", exc.user_message)
         if info is None or info.role != "assistant" or info.parent_id is None:
             log.info("regenerate of unknown answer %s ignored", answer_id)
             return AnswerResult("unknown")
+        if not shown:
+            log.info("regenerate of answer %d from another message refused", info.id)
+            return AnswerResult("not_this_answer", notice=NOT_THIS_ANSWER)
         probe = ChatMessage(info.where, user, "", "")
         try:
             self.policy.check_allowed(probe)
@@ -263,6 +277,14 @@ class Engine:
     async def opt_in(self, platform: str, user: str) -> None:
         """Undo `opt_out` (a KOALABOT_OPTOUT_USERS entry stays: the operator's list wins)."""
         await self.repo.opt_in(f"{platform}:{user}")
+
+    async def consent(self, platform: str, user: str, *, opt_out: bool) -> str:
+        """Opt the user out (or back in) at once; the words that confirm it. Raises StoreError."""
+        if opt_out:
+            await self.opt_out(platform, user)
+            return OPTED_OUT
+        await self.opt_in(platform, user)
+        return OPTED_IN
 
     # --- the platform connects, the process stops --------------------------------------------
 

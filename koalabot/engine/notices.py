@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from koalabot.errors import RateLimitedError
 from koalabot.events import AnswerResult, FeedbackResult, ReplySink
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,50 @@ VOTE_THANKS = {1: "Thanks, I noted your 👍.", -1: "Thanks, I noted your 👎."
 VOTE_UNKNOWN = "I could not find that answer any more, so the vote was not recorded."
 VOTE_FAILED = "I could not save your vote just now. Please try again in a moment."
 REGEN_UNKNOWN = "I could not find that answer any more, so I cannot try again."
+#: A button that names an answer other than the one of the message it is on (an old button
+#: whose answer was deleted, or a forged click): nothing is changed.
+NOT_THIS_ANSWER = "That button no longer belongs to an answer here, so I changed nothing."
 VOTE_KEPT = {
     1: "Thanks! My database is away for a moment: I'll record your 👍 as soon as it is back.",
     -1: "Thanks! My database is away for a moment: I'll record your 👎 as soon as it is back.",
     0: "My database is away for a moment: I'll remove your vote as soon as it is back.",
 }
+
+
+def too_many_votes(exc: RateLimitedError) -> str:
+    """Why a vote (or taking one back) in a burst was not recorded."""
+    return (
+        f"You are voting faster than I can keep up with (limit: {exc.limit} a minute), so this "
+        f"one was not recorded. Please wait about {max(1, round(exc.retry_after))} s."
+    )
+
+
+#: How a person opts out (and back in) on each platform: fills ``{how_to_opt_out}`` in the
+#: operator's notice (koalabot.config.DEFAULT_NOTICE has it).
+HOW_TO_OPT_OUT = {
+    "terminal": "to opt out, type /optout (and /optin to opt back in).",
+    "slack": "to opt out, click Opt out below or send me optout in a direct message "
+    "(optin to opt back in).",
+    "discord": "to opt out, click Opt out below or use /optout (/optin to opt back in).",
+}
+OPT_OUT_ELSEWHERE = "to opt out, ask the operator to add your user id to the opt-out list."
+OPTED_OUT = (
+    "Opted out: I will keep answering you, but nothing you say or vote is exported as training "
+    "data. Opt back in any time with optin."
+)
+OPTED_IN = "Opted in again: your conversations and votes may become training data."
+
+
+def offers_opt_out(text: str, platform: str) -> bool:
+    """Whether ``text`` carries the consent notice of ``platform`` (an Opt out button goes under
+    it)."""
+    how = HOW_TO_OPT_OUT.get(platform)
+    return how is not None and how in text
+
+
+def consent_notice(notice: str, platform: str) -> str:
+    """The operator's first-answer notice, naming the platform's own way to opt out."""
+    return notice.replace("{how_to_opt_out}", HOW_TO_OPT_OUT.get(platform, OPT_OUT_ELSEWHERE))
 
 
 def cut_notice(dropped: int) -> str:
@@ -73,6 +113,8 @@ def shown_answer(answer: str, dropped: int, first_notice: str) -> str:
 
 def slack_vote_words(result: FeedbackResult) -> str:
     """Slack's ephemeral note to the person who voted."""
+    if result.notice:
+        return result.notice
     if result.kept:
         mark = {1: "your 👍", -1: "your 👎"}.get(result.rating)
         action = f"record {mark}" if mark else "remove your vote"
@@ -88,6 +130,8 @@ def slack_vote_words(result: FeedbackResult) -> str:
 
 def discord_vote_reply(result: FeedbackResult) -> str:
     """Discord's private follow-up to a vote button."""
+    if result.notice:
+        return result.notice
     if result.recorded:
         return VOTE_THANKS[result.rating]
     if result.kept:
@@ -114,19 +158,25 @@ async def refuse(
 __all__ = [
     "EMPTY_MESSAGE",
     "INTERRUPTED",
+    "NOT_THIS_ANSWER",
     "NO_ANSWER",
     "ONLY_ATTACHMENTS",
+    "OPTED_IN",
+    "OPTED_OUT",
     "REGEN_UNKNOWN",
     "RETRY_BUTTON_HINT",
     "RETRY_HINTS",
     "SHUTTING_DOWN",
     "SPOOLED",
     "UNEXPECTED",
+    "consent_notice",
     "cut_notice",
     "discord_vote_reply",
     "notify",
+    "offers_opt_out",
     "refuse",
     "retry_notice",
     "shown_answer",
     "slack_vote_words",
+    "too_many_votes",
 ]

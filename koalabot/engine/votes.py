@@ -2,8 +2,13 @@
 
 A vote names its answer by id (a button) or by the platform message it was put on (a reaction);
 either way it counts only on an assistant message of the same platform, and bots' votes never
-count. When the store cannot take a vote it is kept in the spool (if there is one) and recorded,
-in the order votes were cast, once the store is back: a person's latest vote wins.
+count. A button counts only when the platform message it was clicked on shows the answer it names
+(`shows_answer`: an old button whose answer id now belongs to another person's answer changes
+nothing), and the access policy applies to votes as to messages: a person kept out is not
+recorded, and votes a minute are limited like messages (in a bucket of their own).
+
+When the store cannot take a vote it is kept in the spool (if there is one) and recorded, in the
+order votes were cast, once the store is back: a person's latest vote wins.
 """
 
 from __future__ import annotations
@@ -11,28 +16,53 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from koalabot.engine.access import AccessPolicy
 from koalabot.engine.backlog import Backlog
-from koalabot.errors import StoreError, StoreRefusedError
-from koalabot.events import FeedbackEvent, FeedbackResult
+from koalabot.engine.notices import NOT_THIS_ANSWER, too_many_votes
+from koalabot.errors import AccessDeniedError, RateLimitedError, StoreError, StoreRefusedError
+from koalabot.events import Clicked, FeedbackEvent, FeedbackResult
 from koalabot.metrics import Metrics
 from koalabot.store.repository import AnswerInfo, Repository
 from koalabot.store.spool import SpoolError
 
 log = logging.getLogger(__name__)
 
+#: Platforms with no message to click: one person at one keyboard names the answer by id.
+LOCAL_PLATFORMS = frozenset({"terminal"})
+
+
+async def shows_answer(repo: Repository, info: AnswerInfo, clicked: Clicked | None) -> bool:
+    """Whether the clicked platform message is one the answer ``info`` was shown as."""
+    if info.where.platform in LOCAL_PLATFORMS:
+        return True
+    if clicked is None or not (clicked.channel and clicked.message_id):
+        return False
+    return await repo.shown_as(info.id, info.where.platform, clicked.channel, clicked.message_id)
+
 
 class Votes:
     """Votes into the store (or into the spool while the store is away)."""
 
-    def __init__(self, repo: Repository, metrics: Metrics, backlog: Backlog | None) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        metrics: Metrics,
+        backlog: Backlog | None,
+        policy: AccessPolicy,
+    ) -> None:
         self.repo = repo
         self.metrics = metrics
         self.backlog = backlog
+        self.policy = policy
 
     async def handle(self, ev: FeedbackEvent) -> FeedbackResult:
         """Record, replace or remove one person's vote on one answer."""
         if ev.is_bot:
             return FeedbackResult(False, reason="votes by bots do not count")
+        try:
+            self.policy.check_rate(ev.platform, ev.user, "votes")
+        except RateLimitedError as exc:
+            return FeedbackResult(False, reason="rate limited", notice=too_many_votes(exc))
         arrived = datetime.now(UTC)
         try:
             if self.backlog is not None:
@@ -53,6 +83,8 @@ class Votes:
         if info is None or info.role != "assistant" or info.where.platform != ev.platform:
             log.info("vote on a message that is not an answer ignored (%s)", ev)
             return FeedbackResult(False, reason="not an answer")
+        if refused := await self._refusal(ev, info):
+            return refused
         rating = 1 if ev.rating > 0 else -1
         if ev.removed:
             removed = await self.repo.unvote(info.id, ev.user, rating)
@@ -62,6 +94,18 @@ class Votes:
         self.metrics.votes.labels("+1" if rating > 0 else "-1").inc()
         log.info("vote %+d on answer %d", rating, info.id)
         return FeedbackResult(True, info.id, rating, where=info.where)
+
+    async def _refusal(self, ev: FeedbackEvent, info: AnswerInfo) -> FeedbackResult | None:
+        """Why this person's vote on this answer does not count, or None when it does."""
+        try:
+            self.policy.check_place(info.where, ev.user)
+        except AccessDeniedError as exc:
+            return FeedbackResult(False, reason="denied", notice=exc.user_message)
+        clicked = Clicked(ev.channel or "", ev.platform_message_id or "")
+        if ev.answer_id is not None and not await shows_answer(self.repo, info, clicked):
+            log.info("vote on answer %d from a message that does not show it refused", info.id)
+            return FeedbackResult(False, reason="not this answer", notice=NOT_THIS_ANSWER)
+        return None
 
     async def _answer_voted_on(self, ev: FeedbackEvent) -> AnswerInfo | None:
         answer_id = ev.answer_id
@@ -88,4 +132,4 @@ class Votes:
         )
 
 
-__all__ = ["Votes"]
+__all__ = ["LOCAL_PLATFORMS", "Votes", "shows_answer"]

@@ -371,6 +371,14 @@ class Repository:
         found = await self._run(lambda conn: conn.execute(query).scalar())
         return int(found) if found is not None else None
 
+    async def shown_as(
+        self, answer_id: int, platform: str, channel: str, platform_message_id: str
+    ) -> bool:
+        """Whether the answer shows as that platform message: one of its parts, or the
+        placeholder it was posted as (a failed answer keeps only that)."""
+        query = sql.shown_as(answer_id, platform, channel, platform_message_id)
+        return bool(await self._run(lambda conn: conn.execute(query).scalar()))
+
     async def recover_interrupted(self) -> list[Orphan]:
         """Answers a crashed process left `streaming` become `interrupted`; returns them.
 

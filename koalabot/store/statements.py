@@ -108,6 +108,29 @@ def cast_vote(dialect: str, answer_id: int, user: str, rating: int, at: datetime
     return stmt.on_conflict_do_update(index_elements=["message_id", "user"], set_=latest)
 
 
+def shown_as(answer_id: int, platform: str, channel: str, platform_message_id: str) -> Select[Any]:
+    """Whether an answer shows as a platform message: one of its parts (message_refs), or the
+    placeholder it was posted as (a failed answer keeps only that)."""
+    r, m, c = MessageRef, Message, Conversation
+    part = select(r.id).where(
+        r.message_id == answer_id,
+        r.platform == platform,
+        r.channel == channel,
+        r.platform_message_id == platform_message_id,
+    )
+    placeholder = (
+        select(m.id)
+        .join(c, c.id == m.conversation_id)
+        .where(
+            m.id == answer_id,
+            m.platform_message_id == platform_message_id,
+            c.platform == platform,
+            c.channel == channel,
+        )
+    )
+    return select(exists(part) | exists(placeholder))
+
+
 def opt_out(dialect: str, user_key: str, at: datetime) -> Any:
     """Remember a user's opt-out (once)."""
     row = {"user_key": user_key, "created_at": at}

@@ -138,7 +138,7 @@ def test_history_marks_a_retry_and_optin_undoes_optout(terminal: Terminal, tmp_p
     assert b"\nkoala: (echo stand-in" in history
     assert b"\nkoala (retry): (echo stand-in" in history
     assert opted_out == [("terminal:ada",)]
-    assert b"[opted in again" in terminal.screen
+    assert b"[opted in again" in terminal.screen.lower()
     assert _stored(tmp_path, "SELECT user_key FROM optouts") == []
     os.write(terminal.fd, b"/quit\n")
     assert terminal.exit_status() == 0

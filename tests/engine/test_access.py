@@ -15,7 +15,7 @@ from koalabot.config import load_settings
 from koalabot.engine.access import AccessPolicy
 from koalabot.engine.engine import Engine
 from koalabot.errors import AccessDeniedError, RateLimitedError
-from koalabot.events import ChatMessage, ThreadKey
+from koalabot.events import ChatMessage, Clicked, ThreadKey
 from tests.fakes.tgi import FakeTGI
 from tests.reliability.sinks import Recorder
 
@@ -85,7 +85,8 @@ async def test_a_blocked_person_cannot_regenerate_an_answer(
         answered = await engine.handle_message(said("hello", "1.1"), Recorder())
         assert answered.answer_id is not None
         sink = Recorder()
-        again = await engine.regenerate(answered.answer_id, "UBAD", sink)
+        clicked = Clicked("C1", answered.message_ids[-1])
+        again = await engine.regenerate(answered.answer_id, "UBAD", sink, clicked)
     finally:
         await engine.close()
     assert again.status == "denied" and sink.notices == [DENIED]

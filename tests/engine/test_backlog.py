@@ -16,7 +16,7 @@ import pytest
 
 from koalabot.config import load_settings
 from koalabot.engine.engine import SPOOLED, Engine
-from koalabot.events import ChatMessage, FeedbackEvent, ThreadKey
+from koalabot.events import AnswerResult, ChatMessage, FeedbackEvent, ThreadKey
 from koalabot.store.spool import Spool, SpoolError
 from tests.fakes.tgi import FakeTGI
 from tests.fixtures.db import eventually, write_locked
@@ -27,6 +27,14 @@ THREAD = ThreadKey("slack", "T1", "C1", "1.0")
 
 def message(text: str, ts: str, *keys: str) -> ChatMessage:
     return ChatMessage(THREAD, "U1", text, ts, keys)
+
+
+def button_vote(user: str, rating: int, asked: AnswerResult) -> FeedbackEvent:
+    """A click on a vote button under the answer ``asked``."""
+    shown = asked.message_ids[-1]
+    return FeedbackEvent(
+        "slack", user, rating, answer_id=asked.answer_id, channel="C1", platform_message_id=shown
+    )
 
 
 def test_the_spool_keeps_messages_in_order_across_processes_and_drops_redeliveries(
@@ -214,7 +222,7 @@ async def test_a_vote_the_locked_database_cannot_take_is_recorded_once_it_can(
         assert answer_id is not None
         with write_locked(db_path):
             cast = datetime.now(UTC)
-            up = FeedbackEvent("slack", "U2", 1, answer_id=asked.answer_id)
+            up = button_vote("U2", 1, asked)
             kept = await engine.handle_feedback(up)
             assert await engine.repo.votes(asked.answer_id) == {}
         await eventually(lambda: engine.repo.votes(answer_id), {"U2": 1}, within=30)
@@ -237,13 +245,9 @@ async def test_a_kept_vote_never_overrides_a_later_one(tmp_path: Path, fake_tgi:
         asked = await engine.handle_message(message("First question?", "1.1", "ev1"), Recorder())
         assert asked.answer_id is not None
         with write_locked(db_path):
-            kept = await engine.handle_feedback(
-                FeedbackEvent("slack", "U2", 1, answer_id=asked.answer_id)
-            )
+            kept = await engine.handle_feedback(button_vote("U2", 1, asked))
         # The database is back; the person changes their mind before the spool tries again.
-        later = await engine.handle_feedback(
-            FeedbackEvent("slack", "U2", -1, answer_id=asked.answer_id)
-        )
+        later = await engine.handle_feedback(button_vote("U2", -1, asked))
         votes = await engine.repo.votes(asked.answer_id)
         assert engine.spool is not None and engine.spool.votes_waiting() == 0
     finally:

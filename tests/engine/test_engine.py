@@ -11,7 +11,7 @@ import pytest
 
 from koalabot.config import load_settings
 from koalabot.engine.engine import Engine
-from koalabot.events import ChatMessage, FeedbackEvent, ThreadKey
+from koalabot.events import ChatMessage, Clicked, FeedbackEvent, ThreadKey
 from tests.fakes.tgi import FakeTGI, Fault
 
 THREAD = ThreadKey("slack", "T1", "C1", "1700000000.000100")
@@ -227,7 +227,10 @@ async def test_votes_latest_wins_removal_deletes_and_unknown_is_ignored(
     result = await engine.handle_message(said("Rate me"), view)
     answer = result.answer_id
     assert answer is not None
-    up = await engine.handle_feedback(FeedbackEvent("slack", "U2", 1, answer_id=answer))
+    shown = result.message_ids[-1]  # the button is on the answer's last message
+    up = await engine.handle_feedback(
+        FeedbackEvent("slack", "U2", 1, answer_id=answer, channel="C1", platform_message_id=shown)
+    )
     assert up.recorded and up.rating == 1
     # a reaction on the posted message finds the same answer; the latest vote wins
     down = await engine.handle_feedback(
@@ -263,7 +266,8 @@ async def test_votes_latest_wins_removal_deletes_and_unknown_is_ignored(
 async def test_regenerate_makes_a_sibling_answer(engine: Engine, fake_tgi: FakeTGI) -> None:
     fake_tgi.replies.extend([" First try.", " Second try."])
     first = await engine.handle_message(said("Give me a title"), ThreadView())
-    again = await engine.regenerate(first.answer_id or 0, "U1", ThreadView())
+    clicked = Clicked("C1", first.message_ids[-1])
+    again = await engine.regenerate(first.answer_id or 0, "U1", ThreadView(), clicked)
     assert again.status == "ok" and again.text == "Second try."
     assert again.user_message_id == first.user_message_id
     assert again.answer_id != first.answer_id

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from koalabot.engine.engine import Engine
-from koalabot.events import ChatMessage, ThreadKey
+from koalabot.events import ChatMessage, Clicked, ThreadKey
 from koalabot.store import inline, repository
 from koalabot.store.database import open_database
 from koalabot.store.forget import forget_user
@@ -147,7 +147,8 @@ async def test_prompts_from_kept_tails_are_the_prompts_read_afresh(
             message = _said(f"question {n} " + "x " * n, "U1", n)
             result = await engine.handle_message(message, view)
             if n % 5 == 0 and result.answer_id:
-                await engine.regenerate(result.answer_id, "U1", view)
+                clicked = Clicked("C1", result.message_ids[-1])
+                await engine.regenerate(result.answer_id, "U1", view, clicked)
             kept = fake_tgi.prompts[-1]
             fresh = await Engine.open(settings)  # nothing kept yet
             try:

@@ -83,7 +83,7 @@ async def test_a_dm_is_one_conversation_until_slash_new(discord_bot: DiscordBot)
     fake, tgi = discord_bot.discord, discord_bot.tgi
     bob = fake.add_user("bob")
     dm = fake.dm_channel(bob)
-    assert [c["name"] for c in fake.commands] == ["new"]  # registered at start-up
+    assert [c["name"] for c in fake.commands] == ["new", "optout", "optin"]  # at start-up
 
     await fake.dm(bob, "Remember the number 42.")
     await answers(fake, dm.id, 1)

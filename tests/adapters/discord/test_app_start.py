@@ -62,7 +62,7 @@ async def test_identify_asks_for_the_intents_and_the_shard(
     )
     assert identify["intents"] == wanted
     assert identify["shard"] == [0, 2]
-    assert [c["name"] for c in fake_discord.commands] == ["new"]  # shard 0 registers /new
+    assert [c["name"] for c in fake_discord.commands] == ["new", "optout", "optin"]  # shard 0 only
 
 
 async def test_heartbeats_carry_the_sequence_and_are_acknowledged(
