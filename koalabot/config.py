@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     slack_app_token: str | None = Field(None, validation_alias=_env("SLACK_APP_TOKEN"))
     slack_signing_secret: str | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
     slack_api_url: str = "https://slack.com/api/"
+    #: Slack answers through chat.startStream/appendStream/stopStream where Slack lets them
+    #: ("auto"), always try it first ("on"), or edit with chat.update ("off").
+    slack_streaming: Literal["auto", "on", "off"] = "auto"
     discord_token: str | None = Field(None, validation_alias=_env("DISCORD_TOKEN"))
     discord_api_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg/"
