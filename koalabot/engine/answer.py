@@ -109,6 +109,8 @@ class Answerer:
             return await refuse(sink, "failed", exc.user_message, parent_id)
         except asyncio.CancelledError:
             if not generating:  # stopped while waiting for its turn; the message is stored
+                with contextlib.suppress(Exception):  # told to send it again: not answered later
+                    await asyncio.shield(self.repo.decline(parent_id))
                 with contextlib.suppress(Exception):
                     await asyncio.shield(notify(sink, SHUTTING_DOWN))
             raise

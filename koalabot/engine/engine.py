@@ -40,6 +40,7 @@ from koalabot.engine.notices import (
     refuse,
 )
 from koalabot.engine.orphans import Orphans
+from koalabot.engine.recovery import SETTLED, Unanswered
 from koalabot.engine.turns import ORDER_WAIT, Turns
 from koalabot.engine.votes import Votes, shows_answer
 from koalabot.errors import AccessDeniedError, RateLimitedError, StoreError
@@ -60,6 +61,7 @@ from koalabot.prompt.templates import TEMPLATES
 from koalabot.store.database import Database, open_database
 from koalabot.store.repository import Repository
 from koalabot.store.spool import Spool
+from koalabot.store.waiting import find_unanswered
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class Engine:
         self.metrics = Metrics()
         self._inflight = InFlight()
         self.orphans = Orphans()
+        self.unanswered = Unanswered()
         #: Messages and votes that came while the store was unreachable (none kept without a
         #: spool path).
         self.spool = (
@@ -119,12 +122,15 @@ class Engine:
         try:
             await engine.backend.check()  # a missing model setting stops the start (one line)
             orphans = await engine.repo.recover_interrupted()
+            engine.unanswered = Unanswered(await find_unanswered(db, SETTLED))
         except BaseException:
             await engine.close()
             raise
         engine.orphans.add(orphans)
         if orphans:
             log.warning("marked %d answers left streaming by a crash as interrupted", len(orphans))
+        if engine.unanswered:
+            log.warning("%d stored messages a crash left unanswered", len(engine.unanswered))
         engine._warn_about_the_spool()
         return engine
 
@@ -300,9 +306,13 @@ class Engine:
 
     def platform_connected(self, platform: str, sink_for: Callable[[ThreadKey], ReplySink]) -> None:
         """A platform can now be answered in any thread (``sink_for`` gives a sink for one):
-        messages of it kept in the spool, by this process or an earlier one, get stored and
-        answered once the store is reachable."""
-        if self.backlog is not None and self.accepting:
+        messages a crash left unanswered get answered, oldest first, and those kept in the
+        spool, by this process or an earlier one, get stored and answered once the store is
+        reachable."""
+        if not self.accepting:
+            return
+        self.unanswered.resume(platform, sink_for, self, self.repo)
+        if self.backlog is not None:
             self.backlog.connected(platform, sink_for)
             self.backlog.start()
 

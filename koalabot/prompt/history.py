@@ -4,6 +4,12 @@ Pages back from the newest message and stops once the budget is surely spent, so
 is never loaded whole; remembers each stored message's token count by id, so the history of a
 thread is counted once, not again for every answer.
 
+What is remembered by message id is trusted only while it is surely the same message: it is
+forgotten whenever the store has seen another process commit (``koalabot forget``, say), and each
+entry is used only for a message of the same role and the very same text (equal strings: usually
+the same object, read from the store's kept tail, so the check costs nothing). A deleted row's id
+is not given out again (AUTOINCREMENT), but the cache does not rely on it.
+
 The prompt stage imports nothing of the store: it says here, as small Protocols, what it reads
 (`ThreadReader`, `ThreadPage`, `StoredTurn`), and the store's `Repository`, `Page` and
 `StoredMessage` fit them as they are. The trade-off is that a field renamed in the store shows up
@@ -21,7 +27,7 @@ from typing import NamedTuple, Protocol
 
 from koalabot.events import has_words
 from koalabot.prompt.budget import CachedCounter, Limits, fit
-from koalabot.prompt.templates import Template, Turn, render_turn
+from koalabot.prompt.templates import Role, Template, Turn, render_turn
 
 #: Messages read at first from a thread not seen before, newest first.
 HISTORY_PAGE = 128
@@ -60,6 +66,9 @@ class ThreadPage(Protocol):
 class ThreadReader(Protocol):
     """Where the thread is read from, a page at a time (the store's ``Repository``)."""
 
+    @property
+    def commits_elsewhere(self) -> int: ...  # changes once another process has written
+
     async def history_page(
         self, conversation_id: int, *, before_id: int | None = None, limit: int = ...
     ) -> ThreadPage: ...
@@ -89,6 +98,7 @@ class HistoryPrompter:
         self.template = template
         # message id -> what it is as a turn; exact token counts only
         self._known: dict[int, _Seen] = {}
+        self._commits_elsewhere = repo.commits_elsewhere
         # conversation id -> messages its last prompt read up to the end of the budget
         self._spans: OrderedDict[int, int] = OrderedDict()
 
@@ -147,20 +157,29 @@ class HistoryPrompter:
     async def _see(self, messages: Sequence[StoredTurn], seen: dict[int, _Seen]) -> None:
         """Put each message's turn, rendered turn and its tokens in ``seen``."""
         missing: list[tuple[StoredTurn, Turn, str]] = []
-        known = self._known
+        known = self._known_now()
         for m in messages:
             entry = known.get(m.id)
-            if entry is not None and entry.length == len(m.text):
+            role: Role = "user" if m.role == "user" else "assistant"
+            if entry is not None and entry.turn.content == m.text and entry.turn.role == role:
                 seen[m.id] = entry
             else:
-                turn = Turn("user" if m.role == "user" else "assistant", m.text)
+                turn = Turn(role, m.text)
                 missing.append((m, turn, render_turn(turn, self.template)))
         if missing:
             counts = await asyncio.gather(*(self.counter.count(piece) for *_, piece in missing))
             for (m, turn, piece), count in zip(missing, counts, strict=True):
-                seen[m.id] = entry = _Seen(len(m.text), count, turn, piece)
+                seen[m.id] = entry = _Seen(count, turn, piece)
                 if self.counter.peek(piece) is not None:  # exact, not an estimate
                     self._remember(m.id, entry)
+
+    def _known_now(self) -> dict[int, _Seen]:
+        """The remembered turns, emptied first if another process has written since."""
+        commits = self.repo.commits_elsewhere
+        if commits != self._commits_elsewhere:
+            self._commits_elsewhere = commits
+            self._known.clear()
+        return self._known
 
     def _remember(self, message_id: int, entry: _Seen) -> None:
         self._known[message_id] = entry
@@ -177,9 +196,8 @@ class HistoryPrompter:
 class _Seen(NamedTuple):
     """A stored message as a turn of the prompt (a tuple: hundreds are looked at per answer)."""
 
-    length: int  # of its text: a changed text is counted again
     tokens: int
-    turn: Turn
+    turn: Turn  # its role and text: another text under the same id is counted again
     piece: str  # the turn rendered
 
 

@@ -32,6 +32,9 @@ NAMING = {
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
 Id = BigInteger().with_variant(Integer(), "sqlite")
+# ...and, unless told AUTOINCREMENT, gives a deleted row's id to the next row: a button or cache
+# naming it would then reach another person's row. PostgreSQL's sequences never go back.
+NEVER_REUSED: dict[str, Any] = {"sqlite_autoincrement": True}
 
 
 def utcnow() -> datetime:
@@ -48,6 +51,7 @@ class Conversation(Base):
     __tablename__ = "conversations"
     __table_args__ = (
         UniqueConstraint("platform", "workspace", "channel", "thread", name="uq_conversations_key"),
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
@@ -66,6 +70,7 @@ class Message(Base):
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
         Index("ix_messages_parent_id", "parent_id"),
         Index("ix_messages_author", "author"),
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
@@ -89,6 +94,7 @@ class MessageRef(Base):
     __table_args__ = (
         UniqueConstraint("platform", "channel", "platform_message_id", name="uq_message_refs_key"),
         Index("ix_message_refs_message_id", "message_id"),
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
@@ -102,6 +108,7 @@ class Generation(Base):
     """How an answer was produced: enough to reproduce it and to export its exact prompt."""
 
     __tablename__ = "generations"
+    __table_args__ = (NEVER_REUSED,)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     message_id: Mapped[int] = mapped_column(
@@ -130,6 +137,7 @@ class Feedback(Base):
         UniqueConstraint("message_id", "user", name="uq_feedback_message_user"),
         # An answer's votes counted from the index alone (export, stats).
         Index("ix_feedback_message_id_rating", "message_id", "rating"),
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
@@ -181,6 +189,7 @@ class Review(Base):
     """
 
     __tablename__ = "reviews"
+    __table_args__ = (NEVER_REUSED,)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     message_id: Mapped[int] = mapped_column(

@@ -301,6 +301,13 @@ class Repository:
         """One page of the thread, newest first, and how many messages are older than it."""
         return await self._run(lambda conn: self._page(conn, conversation_id, before_id, limit))
 
+    @property
+    def commits_elsewhere(self) -> int:
+        """A number that changes when a read has found that another process committed since
+        the read before (SQLite's ``data_version``); always 0 where that cannot be seen
+        (PostgreSQL), so caches keyed by row id must check their rows too."""
+        return self._threads.drops if self._threads is not None else 0
+
     def _recent(self, conn: Connection) -> RecentThreads | None:
         """What is kept of recent threads, when ``conn`` is the SQLite lane's and so can tell
         whether it is still true."""

@@ -46,6 +46,8 @@ class RecentThreads:
     def __init__(self, threads: int = KEPT_THREADS, ids: int = KEPT_IDS) -> None:
         self._max_tails, self._max_ids = threads, ids
         self._version: int | None = None
+        #: How many times everything kept was dropped for another connection's commit.
+        self.drops = 0
         self._tails: OrderedDict[int, Tail] = OrderedDict()
         self._ids: OrderedDict[ThreadKey, int] = OrderedDict()
 
@@ -53,6 +55,7 @@ class RecentThreads:
         """Forget everything when another connection has written since the last call."""
         if version != self._version:
             self._version = version
+            self.drops += 1
             self._tails.clear()
             self._ids.clear()
 

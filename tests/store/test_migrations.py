@@ -31,6 +31,7 @@ from koalabot.store.models import Base
 
 T = TypeVar("T")
 
+HEAD = "0005_ids_never_reused"
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 COLUMNS = {
@@ -124,6 +125,17 @@ FOREIGN_KEYS = {
     ("reviews", "fk_reviews_message_id_messages", ("message_id",), "messages", ("id",)),
 }
 
+#: Tables whose integer ids SQLite gives out once only (AUTOINCREMENT).
+ID_TABLES = ("conversations", "feedback", "generations", "message_refs", "messages", "reviews")
+
+
+def _primary_keys(url: str) -> dict[str, tuple[str | None, tuple[str, ...]]]:
+    """SQLite writes AUTOINCREMENT only on an unnamed column key: those keys have no name."""
+    if not url.startswith("sqlite"):
+        return PRIMARY_KEYS
+    return {t: (None, pk[1]) if t in ID_TABLES else pk for t, pk in PRIMARY_KEYS.items()}
+
+
 INDEXES = {  # (table, name, columns, unique)
     ("message_refs", "ix_message_refs_message_id", ("message_id",), False),
     ("feedback", "ix_feedback_message_id_rating", ("message_id", "rating"), False),
@@ -208,11 +220,11 @@ async def test_upgrade_from_empty_builds_exactly_the_schema(database_url: str) -
 
     assert schema["tables"] == sorted(COLUMNS)
     assert schema["columns"] == COLUMNS
-    assert schema["primary_keys"] == PRIMARY_KEYS
+    assert schema["primary_keys"] == _primary_keys(database_url)
     assert schema["uniques"] == UNIQUES
     assert schema["foreign_keys"] == FOREIGN_KEYS
     assert schema["indexes"] == INDEXES
-    assert await current_revision(database_url) == head_revision() == "0004"
+    assert await current_revision(database_url) == head_revision() == HEAD
 
 
 async def test_migrated_schema_matches_the_models(database_url: str) -> None:
@@ -266,6 +278,7 @@ def test_alembic_command_line_uses_the_same_env(sqlite_url: str, tmp_path: Path)
     assert "Running upgrade 0001 -> 0002, review decisions" in done.stderr
     assert "Running upgrade 0002 -> 0003, feedback indexed by answer and rating" in done.stderr
     assert "Running upgrade 0003 -> 0004, settings kept with the database" in done.stderr
+    assert f"Running upgrade 0004 -> {HEAD}, row ids never reused on SQLite" in done.stderr
     assert asyncio.run(current_revision(sqlite_url)) == head_revision()
 
 
@@ -280,7 +293,7 @@ def test_koalabot_db_upgrade_and_current(
         Path(database_url.removeprefix("sqlite:///")).touch()  # an empty file: an empty database
 
     assert main(["db", "current", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == "(none) (head is 0004: run `koalabot db upgrade`)\n"
+    assert capsys.readouterr().out == f"(none) (head is {HEAD}: run `koalabot db upgrade`)\n"
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
@@ -288,21 +301,23 @@ def test_koalabot_db_upgrade_and_current(
     assert "applied migration 0002 (review decisions)" in out
     assert "applied migration 0003 (feedback indexed by answer and rating)" in out
     assert "applied migration 0004 (settings kept with the database)" in out
-    assert out.endswith(f"{shown} upgraded from (none) to 0004 (head).\n")
+    assert f"applied migration {HEAD} (row ids never reused on SQLite)" in out
+    assert out.endswith(f"{shown} upgraded from (none) to {HEAD} (head).\n")
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == f"{shown} is already at 0004 (head); nothing to do.\n"
+    assert capsys.readouterr().out == f"{shown} is already at {HEAD} (head); nothing to do.\n"
 
     assert main(["db", "current", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == "0004 (head)\n"
+    assert capsys.readouterr().out == f"{HEAD} (head)\n"
 
     assert main(["db", "downgrade", "base", "--yes", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
+    assert f"reverted migration {HEAD} (row ids never reused on SQLite)" in out
     assert "reverted migration 0004 (settings kept with the database)" in out
     assert "reverted migration 0003 (feedback indexed by answer and rating)" in out
     assert "reverted migration 0002 (review decisions)" in out
     assert "reverted migration 0001 (initial schema)" in out
-    assert out.endswith(f"{shown} downgraded from 0004 (head) to (none).\n")
+    assert out.endswith(f"{shown} downgraded from {HEAD} (head) to (none).\n")
 
 
 class _Terminal(io.StringIO):
@@ -334,7 +349,7 @@ def test_koalabot_db_downgrade_deletes_nothing_unless_confirmed(
 
     monkeypatch.setattr("sys.stdin", _Terminal("yes\n"))
     assert main(downgrade_base) == 0
-    assert capsys.readouterr().out.endswith("downgraded from 0004 (head) to (none).\n")
+    assert capsys.readouterr().out.endswith(f"downgraded from {HEAD} (head) to (none).\n")
     assert asyncio.run(current_revision(database_url)) is None
 
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # nothing left to delete: nothing to ask
@@ -360,7 +375,8 @@ def test_koalabot_db_reads_the_url_from_the_environment(
 
     assert main(["db", "upgrade"]) == 0
 
-    assert capsys.readouterr().out.endswith(f"{sqlite_url} upgraded from (none) to 0004 (head).\n")
+    out = capsys.readouterr().out
+    assert out.endswith(f"{sqlite_url} upgraded from (none) to {HEAD} (head).\n")
 
 
 @pytest.mark.parametrize(
@@ -406,4 +422,91 @@ def test_console_script_runs_db_current(sqlite_url: str) -> None:
     )
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "(none) (head is 0004: run `koalabot db upgrade`)\n"
+    assert done.stdout == f"(none) (head is {HEAD}: run `koalabot db upgrade`)\n"
+
+
+# --- row ids are never given out twice --------------------------------------------------------
+
+
+def _fill(conn: Connection) -> None:
+    """Two threads with a vote, in a fresh store: ids 1 to 3."""
+    conn.exec_driver_sql(
+        "INSERT INTO conversations (platform, workspace, channel, thread, created_at)"
+        " VALUES ('slack', 'T', 'C1', '1.0', '2026-01-01'), ('slack', 'T', 'C2', '2.0',"
+        " '2026-01-01')"
+    )
+    conn.exec_driver_sql(
+        "INSERT INTO messages (conversation_id, role, author, text, status, parent_id,"
+        " created_at) VALUES (1, 'user', 'UALICE', 'alice secret', 'ok', NULL, '2026-01-01'),"
+        " (1, 'assistant', NULL, 'an answer', 'ok', 1, '2026-01-01'),"
+        " (2, 'user', 'UBOB', 'bob asks', 'ok', NULL, '2026-01-01')"
+    )
+    conn.exec_driver_sql(
+        'INSERT INTO feedback (message_id, "user", rating, created_at, updated_at)'
+        " VALUES (2, 'UBOB', 1, '2026-01-01', '2026-01-01')"
+    )
+    conn.commit()
+
+
+def _forget_newest_then_add(conn: Connection) -> int:
+    """Delete the newest message and store another: the id the new one gets."""
+    conn.exec_driver_sql("DELETE FROM messages WHERE id = 3")
+    conn.exec_driver_sql(
+        "INSERT INTO messages (conversation_id, role, author, text, status, created_at)"
+        " VALUES (1, 'user', 'UCAROL', 'carol asks', 'ok', '2026-01-02')"
+    )
+    new_id = int(conn.exec_driver_sql("SELECT max(id) FROM messages").scalar_one())
+    conn.commit()
+    return new_id
+
+
+def _rows(conn: Connection) -> dict[str, list[Any]]:
+    return {
+        t: [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {t} ORDER BY 1").all()]
+        for t in ("conversations", "messages", "feedback")
+    }
+
+
+async def test_upgrade_keeps_every_row_and_a_deleted_id_never_comes_back(
+    database_url: str,
+) -> None:
+    await upgrade(database_url, "0004")
+    await _on(database_url, _fill)
+    before = await _on(database_url, _rows)
+
+    await upgrade(database_url)
+
+    assert await _on(database_url, _rows) == before
+    assert await _on(database_url, _schema) == await _fresh_schema(database_url)
+    assert await _on(database_url, _forget_newest_then_add) == 4
+
+
+async def _fresh_schema(database_url: str) -> dict[str, Any]:
+    """The schema an empty store upgraded straight to the head has (same server, new file)."""
+    if not database_url.startswith("sqlite"):
+        return await _on(database_url, _schema)  # PostgreSQL: the migration changes nothing
+    fresh = database_url.replace(".db", "-fresh.db")
+    await upgrade(fresh)
+    return await _on(fresh, _schema)
+
+
+def test_every_id_table_is_autoincrement_on_sqlite(sqlite_url: str) -> None:
+    asyncio.run(upgrade(sqlite_url))
+
+    def tables(conn: Connection) -> dict[str, bool]:
+        found = conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+        with_ids = [(name, sql) for name, sql in found if "id" in COLUMNS.get(name, ())]
+        return {name: "AUTOINCREMENT" in sql for name, sql in with_ids}
+
+    assert asyncio.run(_on(sqlite_url, tables)) == dict.fromkeys(ID_TABLES, True)
+
+
+async def test_downgrade_to_0004_gives_back_the_0004_schema_and_rows(database_url: str) -> None:
+    await upgrade(database_url, "0004")
+    await _on(database_url, _fill)
+    before = await _on(database_url, _schema), await _on(database_url, _rows)
+    await upgrade(database_url)
+
+    await downgrade(database_url, "0004")
+
+    assert (await _on(database_url, _schema), await _on(database_url, _rows)) == before
