@@ -369,6 +369,7 @@ def _koala_layout(roles: tuple[str, ...], bad: bool) -> tuple[tuple[str, ...], s
     and the ``fields`` string. Threads come in few shapes, so each is worked out once."""
     keys: list[str] = []
     fields: list[str] = []
+    pending: list[str] = []
     last = len(roles) - 1
     for i, role in enumerate(roles):
         if role == "assistant":
@@ -376,11 +377,13 @@ def _koala_layout(roles: tuple[str, ...], bad: bool) -> tuple[tuple[str, ...], s
             fields += [f"[gpt_{i}]", "[<|eos|>]"]
             continue
         keys.append(f"human_{i}")
+        pending += ["marker_user", f"human_{i}"]
         if i < last and roles[i + 1] == "user":
-            fields.append(f"[marker_user+human_{i}]")
-        else:
-            marker = "marker_gpt_bad" if bad and i == last else "marker_gpt"
-            fields.append(f"[marker_user+human_{i}+{marker}]")
+            # One field for consecutive user messages: "+" puts the prompt's space between them.
+            continue
+        marker = "marker_gpt_bad" if bad and i == last else "marker_gpt"
+        fields.append("[" + "+".join([*pending, marker]) + "]")
+        pending.clear()
     key = f"gpt_bad_{last + 1}" if bad else f"gpt_{last + 1}"
     fields += [key, "<|eos|>"]
     return tuple(keys), key, ",".join(fields)

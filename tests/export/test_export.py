@@ -175,9 +175,7 @@ async def test_unanswered_question_stays_in_the_thread(db: Database) -> None:
     [koala], _ = await rows_of(db, "koala")
     [kto], _ = await rows_of(db, "kto")
 
-    assert koala["fields"] == (
-        "[marker_user+human_0],[marker_user+human_1+marker_gpt],gpt_2,<|eos|>"
-    )
+    assert koala["fields"] == ("[marker_user+human_0+marker_user+human_1+marker_gpt],gpt_2,<|eos|>")
     # Roles alternate: the two user messages are one turn (a strict chat template refuses two).
     assert kto["prompt"] == [{"role": "user", "content": "First question\n\nSecond question"}]
 
