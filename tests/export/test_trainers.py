@@ -33,7 +33,8 @@ def trainer_python() -> str:
         return python
     reason = (
         "no trainers' environment: set KOALABOT_TRAINER_PYTHON to a Python with trl "
-        "(python -m venv .venv-trainers && .venv-trainers/bin/pip install torch trl)"
+        "(python3 -m venv .venv-trainers && "
+        ".venv-trainers/bin/pip install -r tests/trainers/requirements.txt)"
     )
     if os.environ.get("KOALABOT_REQUIRE_TRAINERS") == "1":
         pytest.fail(reason + " (KOALABOT_REQUIRE_TRAINERS=1)")
