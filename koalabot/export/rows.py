@@ -132,26 +132,24 @@ class RowBuilder:
     # --- per format ------------------------------------------------------------------------
 
     def _labelled(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
-        koala = self.options.format is Format.KOALA
         meta = self._meta if self.meta else None
-        for (answer, context), label, reason in self._labels(candidates):
+        if self.options.format is Format.KOALA:
+            for answer, context in candidates:
+                row = self._koala(answer, context)
+                if meta is not None:
+                    row["meta"] = meta(view, answer, context)
+                yield row
+            return
+        key = _stored_prompt if self.options.string_prompt else _context_ids
+        # One label per prompt–completion (`turns.resolve_labels`).
+        for (answer, context), label, reason in resolve_labels(candidates, key):
             if label is None:
                 self.summary.skip(reason)
                 continue
-            row = self._koala(answer, context) if koala else self._kto(answer, context, label)
+            row = self._kto(answer, context, label)
             if meta is not None:
                 row["meta"] = meta(view, answer, context)
             yield row
-
-    def _labels(
-        self, candidates: Iterator[Candidate]
-    ) -> Iterator[tuple[Candidate, bool | None, str]]:
-        """kto: one label per prompt–completion (`turns.resolve_labels`); koala: the votes'."""
-        if self.options.format is not Format.KTO:
-            return ((candidate, is_liked(candidate[0]), "") for candidate in candidates)
-        if self.options.string_prompt:
-            return resolve_labels(candidates, lambda c: c[0].prompt)
-        return resolve_labels(candidates, lambda c: tuple(m.id for m in c[1]))
 
     def _liked_only(self, candidates: Iterator[Candidate]) -> Iterator[Candidate]:
         for candidate in candidates:
@@ -361,6 +359,14 @@ class RowBuilder:
         if answer.review is not None:
             meta["review"] = answer.review
         return meta
+
+
+def _stored_prompt(candidate: Candidate) -> object:
+    return candidate[0].prompt
+
+
+def _context_ids(candidate: Candidate) -> object:
+    return tuple(m.id for m in candidate[1])
 
 
 @functools.lru_cache(maxsize=1024)

@@ -10,7 +10,7 @@ export workers); an identical answer in another conversation is another row.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from koalabot.export.view import Candidate, is_liked
@@ -60,9 +60,13 @@ def _score(answer: ThreadMessage) -> tuple[int, int]:
     return answer.up, answer.down
 
 
+#: A candidate with the label its row carries, or None and why it gives no row.
+Labelled = tuple[Candidate, bool | None, str]
+
+
 def resolve_labels(
-    candidates: Iterable[Candidate], key: Any
-) -> Iterator[tuple[Candidate, bool | None, str]]:
+    candidates: Iterable[Candidate], key: Callable[[Candidate], object]
+) -> list[Labelled]:
     """Each candidate with the label its row carries and, when it gives no row, why.
 
     Answers with the same ``key`` (prompt) and the same text (whitespace normalised) are one
@@ -71,20 +75,16 @@ def resolve_labels(
     rest); a tie gives none.
     """
     found = list(candidates)
-    parents = {answer.parent_id for answer, _ in found}
-    if len(parents) == len(found):  # one rated answer per question: nothing to compare
-        for candidate in found:
-            yield candidate, is_liked(candidate[0]), ""
-        return
-    groups: dict[Any, list[Candidate]] = {}
+    if len(found) < 2 or len({answer.parent_id for answer, _ in found}) == len(found):
+        # One rated answer per question, as in most threads: nothing to compare.
+        return [(candidate, is_liked(candidate[0]), "") for candidate in found]
+    groups: dict[tuple[object, str], list[Candidate]] = {}
     for candidate in found:
         groups.setdefault((key(candidate), squash(candidate[0].text)), []).append(candidate)
     decided: dict[int, tuple[bool | None, str]] = {}
     for group in groups.values():
         decided.update(_decide(group))
-    for candidate in found:
-        label, reason = decided[candidate[0].id]
-        yield candidate, label, reason
+    return [(c, *decided[c[0].id]) for c in found]
 
 
 def _decide(group: list[Candidate]) -> Iterator[tuple[int, tuple[bool | None, str]]]:
@@ -140,6 +140,7 @@ __all__ = [
     "JOIN",
     "RESOLVED",
     "TIED",
+    "Labelled",
     "Messages",
     "alternate",
     "resolve_labels",
