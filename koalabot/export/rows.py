@@ -84,6 +84,7 @@ class RowBuilder:
         self.pseudo = Pseudonymizer(options.pseudonym_secret)
         self.optout_users = frozenset(optout_users)
         self.meta = options.with_meta
+        self._raw = options.raw_text
         self._rows: Callable[[ThreadView, Iterator[Candidate]], Iterator[Row]] = {
             Format.KOALA: self._labelled,
             Format.KTO: self._labelled,
@@ -325,8 +326,7 @@ class RowBuilder:
     def _text(self, text: str) -> str:
         """Message text as exported: redacted, mentions pseudonymised, role markers and special
         tokens neutralised as in the prompt (unless --raw-text)."""
-        text = self._redacted(text)
-        return text if self.options.raw_text else neutralise(text)
+        return self._redacted(text) if self._raw else neutralise(self._redacted(text))
 
     def _redacted(self, text: str) -> str:
         """Text redacted (unless --no-redact), mentions pseudonymised."""

@@ -76,15 +76,24 @@ def resolve_labels(
     """
     found = list(candidates)
     if len(found) < 2 or len({answer.parent_id for answer, _ in found}) == len(found):
-        # One rated answer per question, as in most threads: nothing to compare.
         return [(candidate, is_liked(candidate[0]), "") for candidate in found]
-    groups: dict[tuple[object, str], list[Candidate]] = {}
+    # Only answers to one question can share a prompt, and only where they carry both labels is
+    # there anything to resolve: most threads stop here, before any text is compared.
+    by_question: dict[int | None, list[Candidate]] = {}
     for candidate in found:
-        groups.setdefault((key(candidate), squash(candidate[0].text)), []).append(candidate)
+        by_question.setdefault(candidate[0].parent_id, []).append(candidate)
     decided: dict[int, tuple[bool | None, str]] = {}
-    for group in groups.values():
-        decided.update(_decide(group))
-    return [(c, *decided[c[0].id]) for c in found]
+    for siblings in by_question.values():
+        if len(siblings) > 1 and len({is_liked(answer) for answer, _ in siblings}) > 1:
+            groups: dict[tuple[object, str], list[Candidate]] = {}
+            for candidate in siblings:
+                text = squash(candidate[0].text)
+                groups.setdefault((key(candidate), text), []).append(candidate)
+            for group in groups.values():
+                decided.update(_decide(group))
+    if not decided:
+        return [(candidate, is_liked(candidate[0]), "") for candidate in found]
+    return [(c, *decided.get(c[0].id, (is_liked(c[0]), ""))) for c in found]
 
 
 def _decide(group: list[Candidate]) -> Iterator[tuple[int, tuple[bool | None, str]]]:
