@@ -26,6 +26,7 @@ COMPILED = [
     "koalabot/export/options.py",
     "koalabot/export/view.py",
     "koalabot/export/rows.py",
+    "koalabot/export/turns.py",
     "koalabot/export/pseudonyms.py",
     "koalabot/export/redact.py",
     "koalabot/export/summary.py",

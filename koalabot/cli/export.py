@@ -1,4 +1,5 @@
-"""`koalabot export`: voted answers → a JSONL training file (koala, kto, dpo, sft, openai)."""
+"""`koalabot export`: voted answers → a JSONL training file (koala, kto, dpo, sft, openai,
+sharegpt)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,13 @@ from koalabot.store.settings import pseudonym_secret
 DESCRIPTION = """\
 Write every voted answer as training data, one JSON object per line. koala: EasyLM rows
 (liked under "GPT:", disliked under "An Unhelpful Answer:"); kto: prompt/completion/label;
-dpo: prompt/chosen/rejected from regenerated answers with opposite votes; sft and openai:
-liked answers with their thread. Each row's context is the thread up to the rated answer.
+dpo: prompt/chosen/rejected from regenerated answers with opposite votes; sft (prompt and
+completion), openai and sharegpt: liked answers with their thread. Each row's context is the
+thread up to the rated answer; roles alternate (consecutive messages of one role are joined) and
+role markers and <s>, </s> in text are neutralised (--raw-text keeps them).
 Votes of opted-out users do not count, and threads with their messages are left out.
-Answers excluded on the review page (`koalabot review`) never appear; corrected ones are
+Answers excluded on the review page (`koalabot review`) never appear (with --reviewed-only in
+kto and dpo, those excluded as wrong or low quality are negatives); corrected ones are
 exported as liked answers. E-mail addresses, phone numbers, secret URLs and API keys are
 replaced with placeholders (--no-redact keeps them).
 A summary of rows written and skipped (by reason) goes to stderr."""
@@ -142,6 +146,18 @@ def register(subparsers: Any) -> None:
         "placeholders (default; --no-redact keeps them)",
     )
     parser.add_argument(
+        "--raw-text",
+        action="store_true",
+        help="keep role markers (USER:, GPT:) and <s>, </s> in message text as written "
+        "(default: neutralised as the prompt neutralises them)",
+    )
+    parser.add_argument(
+        "--sft-messages",
+        action="store_true",
+        help='sft: {"messages": [...]} rows, disliked answers left out of the thread (default: '
+        "prompt-completion rows, where only the liked answer is trained)",
+    )
+    parser.add_argument(
         "--workers",
         type=at_least_one,
         default=default_workers(),
@@ -185,6 +201,8 @@ def options_from(args: argparse.Namespace, settings: Settings) -> ExportOptions:
         reviewed_only=args.reviewed_only,
         dedupe=args.dedupe,
         redact=args.redact,
+        raw_text=args.raw_text,
+        sft_messages=args.sft_messages,
     )
 
 

@@ -32,6 +32,7 @@ class Format(StrEnum):
     DPO = "dpo"
     SFT = "sft"
     OPENAI = "openai"
+    SHAREGPT = "sharegpt"
 
 
 #: Formats whose rows can carry the exact prompt string instead of chat messages.
@@ -61,14 +62,28 @@ class ExportOptions:
     dedupe: bool = False
     #: Replace e-mail addresses, phone numbers, secret URLs and API keys with placeholders.
     redact: bool = True
+    #: Keep role markers and ``<s>``/``</s>`` in message text as written (default: neutralised
+    #: as the prompt neutralises them, so no tokenizer sees a literal special token or turn).
+    raw_text: bool = False
+    #: sft rows as ``{"messages": [...]}`` (disliked answers left out of the thread) instead of
+    #: TRL's prompt–completion form, where only the liked answer is trained.
+    sft_messages: bool = False
 
     def __post_init__(self) -> None:
         if self.string_prompt and self.format not in STRING_PROMPT_FORMATS:
             raise ExportError(f"--string-prompt applies to kto and dpo, not {self.format}")
+        if self.sft_messages and self.format is not Format.SFT:
+            raise ExportError(f"--sft-messages applies to sft, not {self.format}")
         if self.min_votes < 1:
             raise ExportError("--min-votes must be at least 1")
         if self.pseudonym_secret == "":
             raise ExportError(SECRET_HELP)
+
+    @property
+    def reviewed_negatives(self) -> bool:
+        """Whether answers a reviewer excluded as wrong or low quality become negative examples
+        (--reviewed-only in kto and dpo, the formats that train on negatives)."""
+        return self.reviewed_only and self.format in (Format.KTO, Format.DPO)
 
     @property
     def with_meta(self) -> bool:

@@ -9,10 +9,19 @@
   with ``string_prompt`` the exact prompt string the answer came from and the completion text.
 * ``dpo`` — TRL preference with explicit prompt: ``prompt``, ``chosen``, ``rejected``, from
   answers to the same user message (regenerations) with opposite net votes; every pair.
-* ``sft`` — TRL language modelling: ``{"messages": [...]}`` per liked answer.
+* ``sft`` — TRL conversational prompt–completion per liked answer: the thread as ``prompt``, the
+  answer as ``completion``, so only that answer is trained; with ``sft_messages`` TRL language
+  modelling, ``{"messages": [...]}``, with disliked answers left out of the thread.
 * ``openai`` — OpenAI chat fine-tuning JSONL per liked answer; every earlier answer in the
   history has ``"weight": 0`` (a disliked one stays as it happened; a liked one is trained in its
   own row), the rated answer ``"weight": 1``.
+* ``sharegpt`` — FastChat's (and Koala's ShareGPT data's) ``{"id", "conversations"}``: every
+  ``gpt`` turn is trained, so each dialogue holds liked answers only (`turns.sharegpt_paths`).
+
+Every chat-shaped row (all but ``koala``, which keeps the served prompt's turns) alternates roles
+(`turns.alternate`), and message text is neutralised as the prompt neutralises it (no literal
+``</s>`` or role marker) unless ``raw_text``; a ``--string-prompt`` prompt is the stored string,
+exactly as sent.
 
 A correction is exported as a liked answer: in sft and openai in place of the original, in kto
 and koala beside it, in dpo as the chosen side against it. Rows of one thread share their earlier
@@ -33,8 +42,16 @@ from koalabot.export.options import ExportOptions, Format
 from koalabot.export.pseudonyms import Pseudonymizer
 from koalabot.export.redact import find, replace
 from koalabot.export.summary import Summary
-from koalabot.export.view import CORRECTION, Candidate, Selection, ThreadView, is_liked
-from koalabot.prompt.templates import TEMPLATES, clean
+from koalabot.export.turns import alternate, resolve_labels, sharegpt_paths, squash
+from koalabot.export.view import (
+    CORRECTION,
+    Candidate,
+    Selection,
+    ThreadView,
+    is_disliked,
+    is_liked,
+)
+from koalabot.prompt.templates import TEMPLATES, neutralise
 from koalabot.store.threads import Thread, ThreadMessage
 from koalabot.store.times import iso_utc
 
@@ -67,12 +84,14 @@ class RowBuilder:
         self.pseudo = Pseudonymizer(options.pseudonym_secret)
         self.optout_users = frozenset(optout_users)
         self.meta = options.with_meta
+        self._raw = options.raw_text
         self._rows: Callable[[ThreadView, Iterator[Candidate]], Iterator[Row]] = {
             Format.KOALA: self._labelled,
             Format.KTO: self._labelled,
             Format.SFT: self._liked,
             Format.OPENAI: self._liked,
             Format.DPO: self._pairs,
+            Format.SHAREGPT: self._sharegpt,
         }[options.format]
         # Shared by every row of the current thread.
         self._platform = ""
@@ -114,20 +133,37 @@ class RowBuilder:
     # --- per format ------------------------------------------------------------------------
 
     def _labelled(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
-        build = self._koala if self.options.format is Format.KOALA else self._kto
         meta = self._meta if self.meta else None
-        for answer, context in candidates:
-            row = build(answer, context)
+        if self.options.format is Format.KOALA:
+            for answer, context in candidates:
+                row = self._koala(answer, context)
+                if meta is not None:
+                    row["meta"] = meta(view, answer, context)
+                yield row
+            return
+        key = _stored_prompt if self.options.string_prompt else _context_ids
+        # One label per prompt–completion (`turns.resolve_labels`).
+        for (answer, context), label, reason in resolve_labels(candidates, key):
+            if label is None:
+                self.summary.skip(reason)
+                continue
+            row = self._kto(answer, context, label)
             if meta is not None:
                 row["meta"] = meta(view, answer, context)
             yield row
 
+    def _liked_only(self, candidates: Iterator[Candidate]) -> Iterator[Candidate]:
+        for candidate in candidates:
+            if is_liked(candidate[0]):
+                yield candidate
+            else:
+                self.summary.skip(f"disliked ({self.options.format} takes liked answers only)")
+
     def _liked(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
         openai = self.options.format is Format.OPENAI
-        for answer, context in candidates:
-            if not is_liked(answer):
-                self.summary.skip(f"disliked ({self.options.format} takes liked answers only)")
-                continue
+        sft_messages = self.options.sft_messages
+        for answer, context in self._liked_only(candidates):
+            row: Row
             if openai:
                 # Only the rated answer is trained on; earlier answers are context.
                 messages = [
@@ -137,10 +173,17 @@ class RowBuilder:
                     for m in context
                 ]
                 messages.append({**self._chat_message(answer), "weight": 1})
+                row = {"messages": alternate(messages)}
+            elif sft_messages:
+                kept = [m for m in context if m.role == "user" or not is_disliked(m)]
+                row = {
+                    "messages": alternate([*self._chat_messages(kept), self._chat_message(answer)])
+                }
             else:
-                messages = self._chat_messages(context)
-                messages.append(self._chat_message(answer))
-            row: Row = {"messages": messages}
+                row = {
+                    "prompt": alternate(self._chat_messages(context)),
+                    "completion": [self._chat_message(answer)],
+                }
             if self.meta:
                 row["meta"] = self._meta(view, answer, context)
             yield row
@@ -155,8 +198,8 @@ class RowBuilder:
             else:
                 by_question.setdefault(answer.parent_id, []).append(answer)
         for siblings in by_question.values():
-            liked = [a for a in siblings if a.net > 0]
-            disliked = [a for a in siblings if a.net < 0]
+            liked = [a for a in siblings if is_liked(a)]
+            disliked = [a for a in siblings if is_disliked(a)]
             if not liked or not disliked:
                 for _ in siblings:
                     self.summary.skip("no sibling answer with the opposite vote")
@@ -171,8 +214,28 @@ class RowBuilder:
             if row is not None:
                 yield row
 
+    def _sharegpt(self, view: ThreadView, candidates: Iterator[Candidate]) -> Iterator[Row]:
+        for path in sharegpt_paths(self._liked_only(candidates)):
+            answer = path[-1]
+            if self._conversation is None:
+                self._conversation = self.pseudo.conversation(view.thread)
+            turns = [
+                {"from": "human" if m.role == "user" else "gpt", "value": self._text(m.text)}
+                for m in path
+            ]
+            row: Row = {
+                "id": f"{self._conversation}_{abs(answer.id)}",
+                "conversations": alternate(turns, "from", "value"),
+            }
+            if self.meta:
+                row["meta"] = self._meta(view, answer, path[:-1])
+            yield row
+
     def _pair(self, view: ThreadView, chosen: ThreadMessage, rejected: ThreadMessage) -> Row | None:
         assert chosen.parent_id is not None
+        if squash(chosen.text) == squash(rejected.text):
+            self.summary.skip("pair's chosen and rejected texts are equal (dpo)")
+            return None
         context = view.context(chosen.parent_id, min(abs(chosen.id), rejected.id))
         if view.shows_withheld(context):
             self.summary.skip("thread shows an answer excluded as unsafe or private")
@@ -183,13 +246,13 @@ class RowBuilder:
                 self.summary.skip("pair's prompt strings differ (--string-prompt)")
                 return None
             row = {
-                "prompt": self._text(chosen.prompt or ""),
+                "prompt": self._redacted(chosen.prompt or ""),
                 "chosen": self._completion_text(chosen),
                 "rejected": self._completion_text(rejected),
             }
         else:
             row = {
-                "prompt": self._chat_messages(context),
+                "prompt": alternate(self._chat_messages(context)),
                 "chosen": [self._chat_message(chosen)],
                 "rejected": [self._chat_message(rejected)],
             }
@@ -205,6 +268,8 @@ class RowBuilder:
 
     def _koala(self, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
         bad = not is_liked(answer)
+        # Consecutive user messages stay apart, as the served prompt holds them (EasyLM reads
+        # fields, not a chat template, so nothing there asks roles to alternate).
         keys, key, fields = _koala_layout(tuple(map(_ROLE, context)), bad)
         row: Row = {
             "marker_user": MARKER_USER,
@@ -218,17 +283,17 @@ class RowBuilder:
         row["fields"] = fields
         return row
 
-    def _kto(self, answer: ThreadMessage, context: list[ThreadMessage]) -> Row:
+    def _kto(self, answer: ThreadMessage, context: list[ThreadMessage], label: bool) -> Row:
         if self.options.string_prompt:
             return {
-                "prompt": self._text(answer.prompt or ""),
+                "prompt": self._redacted(answer.prompt or ""),
                 "completion": self._completion_text(answer),
-                "label": is_liked(answer),
+                "label": label,
             }
         return {
-            "prompt": self._chat_messages(context),
+            "prompt": alternate(self._chat_messages(context)),
             "completion": [self._chat_message(answer)],
-            "label": is_liked(answer),
+            "label": label,
         }
 
     # --- pieces (cached per thread: rows of one thread share their earlier turns) ---------------
@@ -249,7 +314,7 @@ class RowBuilder:
         """The text as Koala's prompt holds it: stripped, markers neutralised."""
         found = self._clean.get(message.id)
         if found is None:
-            found = self._clean[message.id] = clean(self._text(message.text))
+            found = self._clean[message.id] = self._text(message.text).strip()
         return found
 
     def _completion_text(self, answer: ThreadMessage) -> str:
@@ -259,7 +324,12 @@ class RowBuilder:
         return gap + self._text(answer.text)
 
     def _text(self, text: str) -> str:
-        """Message text as exported: redacted (unless --no-redact), mentions pseudonymised."""
+        """Message text as exported: redacted, mentions pseudonymised, role markers and special
+        tokens neutralised as in the prompt (unless --raw-text)."""
+        return self._redacted(text) if self._raw else neutralise(self._redacted(text))
+
+    def _redacted(self, text: str) -> str:
+        """Text redacted (unless --no-redact), mentions pseudonymised."""
         if not self.options.redact:
             return self.pseudo.text(self._platform, text)
         spans = find(text)
@@ -291,12 +361,21 @@ class RowBuilder:
         return meta
 
 
+def _stored_prompt(candidate: Candidate) -> object:
+    return candidate[0].prompt
+
+
+def _context_ids(candidate: Candidate) -> object:
+    return tuple(m.id for m in candidate[1])
+
+
 @functools.lru_cache(maxsize=1024)
 def _koala_layout(roles: tuple[str, ...], bad: bool) -> tuple[tuple[str, ...], str, str]:
     """For a thread whose messages have these roles: each message's key, the rated answer's key
     and the ``fields`` string. Threads come in few shapes, so each is worked out once."""
     keys: list[str] = []
     fields: list[str] = []
+    pending: list[str] = []
     last = len(roles) - 1
     for i, role in enumerate(roles):
         if role == "assistant":
@@ -304,11 +383,13 @@ def _koala_layout(roles: tuple[str, ...], bad: bool) -> tuple[tuple[str, ...], s
             fields += [f"[gpt_{i}]", "[<|eos|>]"]
             continue
         keys.append(f"human_{i}")
+        pending += ["marker_user", f"human_{i}"]
         if i < last and roles[i + 1] == "user":
-            fields.append(f"[marker_user+human_{i}]")
-        else:
-            marker = "marker_gpt_bad" if bad and i == last else "marker_gpt"
-            fields.append(f"[marker_user+human_{i}+{marker}]")
+            # One field for consecutive user messages: "+" puts the prompt's space between them.
+            continue
+        marker = "marker_gpt_bad" if bad and i == last else "marker_gpt"
+        fields.append("[" + "+".join([*pending, marker]) + "]")
+        pending.clear()
     key = f"gpt_bad_{last + 1}" if bad else f"gpt_{last + 1}"
     fields += [key, "<|eos|>"]
     return tuple(keys), key, ",".join(fields)

@@ -24,6 +24,9 @@ from koalabot.store.times import as_utc
 
 # Review decisions as plain strings: compared once or twice per answer, millions of times.
 _INCLUDE, _EXCLUDE, _CORRECT = str(Decision.INCLUDE), str(Decision.EXCLUDE), str(Decision.CORRECT)
+#: Exclusion reasons that make an answer a negative example with --reviewed-only in kto and dpo:
+#: the reviewer judged the answer, not its right to be seen (unlike WITHHELD_REASONS).
+NEGATIVE_REASONS = frozenset({"wrong", "low_quality"})
 
 
 class ThreadView:
@@ -110,8 +113,17 @@ def correction_of(answer: ThreadMessage) -> ThreadMessage:
 
 
 def is_liked(answer: ThreadMessage) -> bool:
-    """Whether an answer is trained on as a good one: more up-votes, or a reviewer wrote it."""
+    """Whether an answer is trained on as a good one: more up-votes (and not excluded on review),
+    or a reviewer wrote it."""
+    if answer.review == _EXCLUDE:
+        return False
     return answer.up > answer.down or answer.review == CORRECTION
+
+
+def is_disliked(answer: ThreadMessage) -> bool:
+    """Whether an answer is a negative example: more down-votes, or excluded on review (which
+    only lets through, with --reviewed-only in kto and dpo, answers judged wrong or poor)."""
+    return answer.down > answer.up or answer.review == _EXCLUDE
 
 
 class Selection:
@@ -128,7 +140,10 @@ class Selection:
         self.deduper = Deduper() if options.dedupe else None
         #: Where a correction takes the place of its answer: formats that train on liked answers
         #: only, and with --reviewed-only (dpo still pairs the two).
-        self.replaced = options.format in (Format.SFT, Format.OPENAI) or options.reviewed_only
+        self.replaced = (
+            options.format in (Format.SFT, Format.OPENAI, Format.SHAREGPT) or options.reviewed_only
+        )
+        self.negatives = options.reviewed_negatives
         #: Each correction's answer, by the correction's (negated) id, in the current thread.
         self.corrected: dict[int, ThreadMessage] = {}
 
@@ -202,6 +217,8 @@ class Selection:
             return "opted-out user in the thread"
         review = answer.review
         if review is not None and review == _EXCLUDE:
+            if self.negatives and answer.review_reason in NEGATIVE_REASONS:
+                return self._reject_text(answer)
             return f"excluded on review: {REASONS.get(answer.review_reason or '', 'no reason')}"
         if options.reviewed_only and review not in (_INCLUDE, _CORRECT):
             return "not included on review (--reviewed-only)"
@@ -212,9 +229,13 @@ class Selection:
             return f"fewer than {options.min_votes} votes (--min-votes)"
         if up == down:
             return "net-zero votes"
+        return self._reject_text(answer)
+
+    def _reject_text(self, answer: ThreadMessage) -> str:
+        """Why this answer's text gives no row ("" when it does)."""
         if not answer.text.strip():
             return "empty answer"
-        if options.string_prompt and not answer.prompt:
+        if self.options.string_prompt and not answer.prompt:
             return "no stored prompt string (--string-prompt)"
         return ""
 
@@ -230,4 +251,13 @@ class Selection:
         return ""
 
 
-__all__ = ["CORRECTION", "Candidate", "Selection", "ThreadView", "correction_of", "is_liked"]
+__all__ = [
+    "CORRECTION",
+    "NEGATIVE_REASONS",
+    "Candidate",
+    "Selection",
+    "ThreadView",
+    "correction_of",
+    "is_disliked",
+    "is_liked",
+]

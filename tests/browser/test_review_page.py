@@ -206,7 +206,7 @@ async def test_review_in_the_browser_then_export(
 
     # The export honours the decisions.
     sft = await export_rows(sqlite_url, "sft", tmp_path)
-    answers = [row["messages"][-1]["content"] for row in sft]
+    answers = [row["completion"][0]["content"] for row in sft]
     assert answers == [
         "Debt, unfair taxes, hunger and new ideas about rights.",
         "Both are Australian marsupials. Koalas live in eucalyptus trees and eat their leaves; "

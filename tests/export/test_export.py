@@ -175,10 +175,9 @@ async def test_unanswered_question_stays_in_the_thread(db: Database) -> None:
     [koala], _ = await rows_of(db, "koala")
     [kto], _ = await rows_of(db, "kto")
 
-    assert koala["fields"] == (
-        "[marker_user+human_0],[marker_user+human_1+marker_gpt],gpt_2,<|eos|>"
-    )
-    assert [m["role"] for m in kto["prompt"]] == ["user", "user"]
+    assert koala["fields"] == ("[marker_user+human_0+marker_user+human_1+marker_gpt],gpt_2,<|eos|>")
+    # Roles alternate: the two user messages are one turn (a strict chat template refuses two).
+    assert kto["prompt"] == [{"role": "user", "content": "First question\n\nSecond question"}]
 
 
 # --- kto ---------------------------------------------------------------------------------------
@@ -341,16 +340,24 @@ async def test_sft_rows_are_liked_answers_with_their_thread(db: Database) -> Non
     rows, summary = await rows_of(db, "sft")
 
     [row] = rows
-    assert set(row) == {"messages", "meta"}
-    # The disliked answer stays in the history as it happened.
-    assert row["messages"] == [
+    assert set(row) == {"prompt", "completion", "meta"}
+    # TRL's prompt-completion form: only the liked answer is trained; the disliked answer stays
+    # in the prompt as it happened.
+    assert row["prompt"] == [
         {"role": "user", "content": "Q1"},
         {"role": "assistant", "content": "A1 (bad)"},
         {"role": "user", "content": "Q2"},
-        {"role": "assistant", "content": "A2 (good)"},
     ]
+    assert row["completion"] == [{"role": "assistant", "content": "A2 (good)"}]
     assert row["meta"]["answer_id"] == liked
     assert summary.skipped == {"disliked (sft takes liked answers only)": 1}
+
+    # --sft-messages: the whole thread is trained, so the disliked answer is left out of it.
+    [row], _ = await rows_of(db, "sft", sft_messages=True)
+    assert row["messages"] == [
+        {"role": "user", "content": "Q1\n\nQ2"},
+        {"role": "assistant", "content": "A2 (good)"},
+    ]
 
 
 async def test_openai_rows_pass_the_fine_tuning_format_checks(db: Database) -> None:
@@ -389,7 +396,12 @@ async def test_thread_holds_the_answer_shown_last_before_the_rated_one(db: Datab
 
     [row], _ = await rows_of(db, "sft")
 
-    assert [m["content"] for m in row["messages"]] == ["Q1", "A1 regenerated", "Q2", "A2"]
+    assert [m["content"] for m in row["prompt"] + row["completion"]] == [
+        "Q1",
+        "A1 regenerated",
+        "Q2",
+        "A2",
+    ]
 
 
 async def test_threads_do_not_mix_between_conversations(db: Database) -> None:
@@ -404,7 +416,7 @@ async def test_threads_do_not_mix_between_conversations(db: Database) -> None:
 
     rows, _ = await rows_of(db, "sft", meta=False)
 
-    assert [[m["content"] for m in r["messages"]] for r in rows] == [
+    assert [[m["content"] for m in r["prompt"] + r["completion"]] for r in rows] == [
         ["first Q1", "first A1"],
         ["second Q1", "second A1"],
     ]

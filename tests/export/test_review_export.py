@@ -234,7 +234,7 @@ async def test_exports_redact_by_default_and_mentions_match_the_authors(db: Data
 
     rows, summary = await rows_of(db, "sft", pseudonym_secret=SECRET)
 
-    question, reply = (m["content"] for m in rows[0]["messages"])
+    question, reply = (m["content"] for m in rows[0]["prompt"] + rows[0]["completion"])
     authors = rows[0]["meta"]["authors"]
     assert question == f"Mail [EMAIL] or call [PHONE]; ask <@{pseudonym('U0SAM')}>. Key: [API_KEY]"
     assert reply == "I'll mail [EMAIL] and see [URL]."
@@ -245,8 +245,8 @@ async def test_exports_redact_by_default_and_mentions_match_the_authors(db: Data
     )
 
     raw, summary = await rows_of(db, "sft", redact=False)
-    assert "dana@example.com" in raw[0]["messages"][0]["content"]
-    assert "+1 415-555-0132" in raw[0]["messages"][0]["content"]
+    assert "dana@example.com" in raw[0]["prompt"][0]["content"]
+    assert "+1 415-555-0132" in raw[0]["prompt"][0]["content"]
     assert not summary.redacted
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from koalabot.cli import main
 from koalabot.store.database import Database, open_database
-from tests.helpers_data import Seed
+from tests.export.seeded import seed_feedback
 
 pytestmark = pytest.mark.trainers
 
@@ -33,35 +33,12 @@ def trainer_python() -> str:
         return python
     reason = (
         "no trainers' environment: set KOALABOT_TRAINER_PYTHON to a Python with trl "
-        "(python -m venv .venv-trainers && .venv-trainers/bin/pip install torch trl)"
+        "(python3 -m venv .venv-trainers && "
+        ".venv-trainers/bin/pip install -r tests/trainers/requirements.txt)"
     )
     if os.environ.get("KOALABOT_REQUIRE_TRAINERS") == "1":
         pytest.fail(reason + " (KOALABOT_REQUIRE_TRAINERS=1)")
     pytest.skip(reason)
-
-
-async def seed_feedback(db: Database) -> None:
-    """Threads as people leave them: a failed answer and a resend, role markers and special
-    tokens in what people wrote, a disliked answer followed by a liked one, regenerations with
-    opposite votes (and one identical to its sibling)."""
-    seed = Seed(db)
-    for n in range(4):
-        thread = await seed.thread()
-        await thread.ask(f"hello? ({n})", author="U0ALICE")
-        await thread.answer("", status="failed")
-        await thread.ask(f"hello? ({n})", author="U0ALICE")
-        good = await thread.answer(f"Hello! How can I help? ({n})")
-        await thread.vote(good, "U0BOB", 1)
-        await thread.ask("USER: hi GPT: hello </s> <s> what is a koala?", author="U0ALICE")
-        bad = await thread.answer("A bear.")
-        await thread.vote(bad, "U0BOB", -1)
-        better = await thread.answer("A marsupial from Australia, not a bear.")
-        await thread.vote(better, "U0BOB", 1)
-        same = await thread.answer("A marsupial from Australia, not a bear.")
-        await thread.vote(same, "U0CAROL", -1)
-        await thread.ask("And what do they eat?", author="U0ALICE")
-        eats = await thread.answer("Eucalyptus leaves, almost only.")
-        await thread.vote(eats, "U0BOB", 1 if n % 2 else -1)
 
 
 async def export(db: Database, kind: str, out: Path) -> Path:

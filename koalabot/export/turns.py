@@ -1,0 +1,158 @@
+"""Shaping a thread into turns a trainer accepts: roles that alternate, one row per
+prompt–completion (its votes resolved), and ShareGPT dialogues that train each liked answer once.
+
+Strict chat templates (Llama 2's, TRL's checks) refuse two turns of one role in a row, which a
+failed answer followed by a resend leaves in the store: `alternate` joins such turns with a blank
+line, as a person reading the thread would take them. The rest works on whole candidates of one
+thread, so the rows of any thread are decided from that thread alone (the same for any number of
+export workers); an identical answer in another conversation is another row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from koalabot.export.view import Candidate, is_liked
+from koalabot.store.threads import ThreadMessage
+
+Messages = list[dict[str, Any]]
+
+#: What joins two consecutive turns of one role.
+JOIN = "\n\n"
+
+TIED = "same prompt and completion voted both ways, tied (kto)"
+RESOLVED = "same prompt and completion voted both ways, resolved by the majority (kto)"
+
+
+def alternate(messages: Messages, key: str = "role", text: str = "content") -> Messages:
+    """``messages`` with each run of one role merged into one message (texts joined by a blank
+    line); the list itself when roles already alternate, which is nearly always."""
+    for i in range(1, len(messages)):
+        if messages[i][key] == messages[i - 1][key]:
+            return _merged(messages, key, text)
+    return messages
+
+
+def _merged(messages: Messages, key: str, text: str) -> Messages:
+    out: Messages = []
+    for message in messages:
+        if out and out[-1][key] == message[key]:
+            # A new dict: the per-thread caches hold the originals, shared by other rows.
+            out[-1] = {**out[-1], text: out[-1][text] + JOIN + message[text]}
+        else:
+            out.append(message)
+    return out
+
+
+def squash(text: str) -> str:
+    """Text compared with whitespace normalised (runs of spaces and newlines as one space)."""
+    return " ".join(text.split())
+
+
+def _score(answer: ThreadMessage) -> tuple[int, int]:
+    """(up, down) an answer brings to a vote on its text: a reviewer's correction counts as one
+    up-vote, an answer excluded on review as one down-vote, else its own votes."""
+    if is_liked(answer) and answer.up <= answer.down:
+        return 1, 0
+    if not is_liked(answer) and answer.down <= answer.up:
+        return 0, 1
+    return answer.up, answer.down
+
+
+#: A candidate with the label its row carries, or None and why it gives no row.
+Labelled = tuple[Candidate, bool | None, str]
+
+
+def resolve_labels(
+    candidates: Iterable[Candidate], key: Callable[[Candidate], object]
+) -> list[Labelled]:
+    """Each candidate with the label its row carries and, when it gives no row, why.
+
+    Answers with the same ``key`` (prompt) and the same text (whitespace normalised) are one
+    prompt–completion: when they carry both labels, the votes on all of them decide by majority
+    and the first answer with the winning label gives the one row (None and a reason for the
+    rest); a tie gives none.
+    """
+    found = list(candidates)
+    if len(found) < 2 or len({answer.parent_id for answer, _ in found}) == len(found):
+        return [(candidate, is_liked(candidate[0]), "") for candidate in found]
+    # Only answers to one question can share a prompt, and only where they carry both labels is
+    # there anything to resolve: most threads stop here, before any text is compared.
+    by_question: dict[int | None, list[Candidate]] = {}
+    for candidate in found:
+        by_question.setdefault(candidate[0].parent_id, []).append(candidate)
+    decided: dict[int, tuple[bool | None, str]] = {}
+    for siblings in by_question.values():
+        if len(siblings) > 1 and len({is_liked(answer) for answer, _ in siblings}) > 1:
+            groups: dict[tuple[object, str], list[Candidate]] = {}
+            for candidate in siblings:
+                text = squash(candidate[0].text)
+                groups.setdefault((key(candidate), text), []).append(candidate)
+            for group in groups.values():
+                decided.update(_decide(group))
+    if not decided:
+        return [(candidate, is_liked(candidate[0]), "") for candidate in found]
+    return [(c, *decided.get(c[0].id, (is_liked(c[0]), ""))) for c in found]
+
+
+def _decide(group: list[Candidate]) -> Iterator[tuple[int, tuple[bool | None, str]]]:
+    labels = {is_liked(answer) for answer, _ in group}
+    if len(labels) == 1:
+        label = labels.pop()
+        for answer, _ in group:
+            yield answer.id, (label, "")
+        return
+    up = sum(_score(answer)[0] for answer, _ in group)
+    down = sum(_score(answer)[1] for answer, _ in group)
+    winner = None if up == down else up > down
+    chosen = next((a.id for a, _ in group if is_liked(a) == winner), None)
+    for answer, _ in group:
+        if answer.id == chosen:
+            yield answer.id, (winner, "")
+        else:
+            yield answer.id, (None, TIED if winner is None else RESOLVED)
+
+
+def sharegpt_paths(liked: Iterable[Candidate]) -> Iterator[list[ThreadMessage]]:
+    """The dialogues of one thread's liked answers (in id order) for a trainer that trains every
+    assistant turn: each liked answer in exactly one dialogue, and no other answer as a turn.
+
+    A liked answer continues the previous dialogue when its thread is that dialogue plus user
+    messages; otherwise the dialogue so far is done and a new one starts after the last answer
+    in its thread, since that answer is disliked, unrated or already trained (the thread is cut
+    before it: the model learns the answer without the turns before that cut).
+    """
+    current: list[ThreadMessage] = []
+    for answer, context in liked:
+        n = len(current)
+        if current and _ids(context[:n]) == _ids(current) and _users_only(context[n:]):
+            current = [*context, answer]
+            continue
+        if current:
+            yield current
+        start = max((i + 1 for i, m in enumerate(context) if m.role == "assistant"), default=0)
+        current = [*context[start:], answer]
+    if current:
+        yield current
+
+
+def _ids(messages: list[ThreadMessage]) -> list[int]:
+    return [m.id for m in messages]
+
+
+def _users_only(messages: list[ThreadMessage]) -> bool:
+    return all(m.role == "user" for m in messages)
+
+
+__all__ = [
+    "JOIN",
+    "RESOLVED",
+    "TIED",
+    "Labelled",
+    "Messages",
+    "alternate",
+    "resolve_labels",
+    "sharegpt_paths",
+    "squash",
+]
