@@ -45,6 +45,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import (
@@ -249,13 +250,15 @@ class SlackStream:
                 self._refused(exc)
                 log.warning("stream append failed: %s", exc.response.get("error"))
 
-    async def finish(self, answer_id: int) -> None:
-        """Send the rest and stop the stream with the feedback block under the answer."""
+    async def finish(self, answer_id: int, extra: Sequence[Block] = ()) -> None:
+        """Send the rest and stop the stream with the feedback block (and ``extra`` blocks,
+        such as the consent notice's Opt out button) under the answer."""
         async with self._lock:
             await self._roll()
             if self._ts is None and not self._pending.strip():
                 self._pending = "…"
-            await self._stop(feedback_blocks(answer_id), feedback_blocks(answer_id, icon=False))
+            blocks = [*feedback_blocks(answer_id), *extra]
+            await self._stop(blocks, [*feedback_blocks(answer_id, icon=False), *extra])
 
     async def interrupt(self, notice: str) -> None:
         """End the answer with a plain-words notice after what was said (no buttons)."""

@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from koalabot.engine.notices import offers_opt_out
 from koalabot.engine.streaming import CURSOR, PLACEHOLDER
 
+from .buttons import opt_out_button
 from .sink import MAX_CHARS, SlackReplySink
 from .stream import SlackStream, StreamRefused, stop_with
 
@@ -139,8 +141,9 @@ class SlackStreamingSink:
                 await self._end_quietly(self._streams.pop(message_id))
             await self.edits.finish(message_id, text, answer_id)
             return
+        consent = [opt_out_button()] if offers_opt_out(text, "slack") else []
         try:  # another error leaves the stream open for the streamer's retry of finish()
-            await stream.finish(answer_id)
+            await stream.finish(answer_id, consent)
         except StreamRefused as exc:
             self._streams.pop(message_id, None)
             self.choice.refusal(self.channel, exc)

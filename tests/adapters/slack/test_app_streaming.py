@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 
+from koalabot.config import DEFAULT_NOTICE
 from koalabot.engine.engine import INTERRUPTED
+from koalabot.engine.notices import OPTED_OUT
 from koalabot.events import ThreadKey
-from koalabot_adapters.slack.buttons import ACTION_REGENERATE
+from koalabot_adapters.slack.buttons import ACTION_OPT_OUT, ACTION_REGENERATE
 from koalabot_adapters.slack.stream import SlackStream, parse_feedback_value
+from tests.export.consent import exported
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.tgi import FakeTGI
 from tests.fixtures.slack import SlackBot, StartSlackBot
@@ -261,3 +264,22 @@ async def test_a_stream_gone_midway_goes_on_by_chat_update_without_losing_text(
     assert slack.calls_to("chat.update"), "the rest came by chat.update"
     statuses = [c.response.get("error") for c in slack.calls_to("chat.appendStream")]
     assert "message_not_in_streaming_state" in statuses
+
+
+async def test_a_streamed_first_answer_carries_the_consent_notices_opt_out_button(
+    start_slack_bot: StartSlackBot,
+) -> None:
+    bot = await streaming_bot(start_slack_bot, "socket", REPLY, notice=DEFAULT_NOTICE)
+    slack = bot.slack
+    root = await slack.user_posts(mention(slack, "what do koalas eat? my-secret-words"))
+    answer = await answer_to(slack, root)
+    assert answer.streaming_state == "completed"
+    assert "send me optout in a direct message" in answer.shown
+    assert ACTION_OPT_OUT in [b["action_id"] for b in answer.buttons]
+    await slack.click_feedback(answer, positive=True, user="U0ALICE")
+    await slack.wait_for(lambda: slack.ephemerals)
+    assert "my-secret-words" in await exported(bot.settings.database_url)
+    await slack.click(answer, ACTION_OPT_OUT)
+    await slack.wait_for(lambda: len(slack.ephemerals) == 2)
+    assert slack.ephemerals[-1].text == OPTED_OUT
+    assert "my-secret-words" not in await exported(bot.settings.database_url)
