@@ -53,7 +53,11 @@ class _Attempt:
     prompt: str = ""
     dropped: int = 0
     prompt_tokens: int = 0
-    text: str = ""  # the model's words so far
+
+    @property
+    def text(self) -> str:
+        """The model's words so far."""
+        return self.streamer.text
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -151,10 +155,9 @@ class Answerer:
         self.metrics.backend_in_flight.inc()
         try:
             async for piece in stream:
-                if not a.text:
+                if not a.streamer.has_text:
                     await a.streamer.sink.thinking(False)
-                a.text += piece
-                a.streamer.update(a.text.strip())
+                a.streamer.add(piece)
         finally:
             self.metrics.backend_in_flight.dec()
         assert stream.completion is not None
