@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -78,6 +79,9 @@ class Settings(BaseSettings):
 
     # --- storage -----------------------------------------------------------------------
     database_url: str = "sqlite:///koalabot.db"
+    #: Seconds a SQLite write waits for another process's write lock before it fails (read by
+    #: koalabot/store/database.py from KOALABOT_SQLITE_BUSY_TIMEOUT, or passed to open_database).
+    sqlite_busy_timeout: float = Field(5.0, ge=0)
 
     # --- access policy -----------------------------------------------------------------
     allowed_workspaces: CommaList = Field(default_factory=list)
@@ -95,6 +99,9 @@ class Settings(BaseSettings):
     slack_app_token: str | None = Field(None, validation_alias=_env("SLACK_APP_TOKEN"))
     slack_signing_secret: str | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
     slack_api_url: str = "https://slack.com/api/"
+    #: Slack answers through chat.startStream/appendStream/stopStream where Slack lets them
+    #: ("auto"), always try it first ("on"), or edit with chat.update ("off").
+    slack_streaming: Literal["auto", "on", "off"] = "auto"
     discord_token: str | None = Field(None, validation_alias=_env("DISCORD_TOKEN"))
     discord_api_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg/"
@@ -140,6 +147,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"{url!r} is not an http:// or https:// URL")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _bare_path_is_sqlite(cls, value: str) -> str:
+        """`koalabot.db` or `/data/kb.db` (no scheme) names a SQLite file; other words without a
+        scheme stay as given, so a typo gets the URL's error instead of a new file."""
+        looks_like_file = "/" in value or Path(value).suffix in (".db", ".sqlite", ".sqlite3")
+        return f"sqlite:///{value}" if "://" not in value and looks_like_file else value
+
     @field_validator("template")
     @classmethod
     def _known_template(cls, value: str) -> str:
@@ -178,13 +193,17 @@ class Settings(BaseSettings):
 _CONFIG_FILE: dict[str, Path | None] = {"path": None}
 
 
-def _setting_name(loc: tuple[int | str, ...]) -> str:
+def _setting_name(loc: tuple[int | str, ...], flags: dict[str, Any]) -> str:
+    """The setting's variable, and the flag first when the bad value came from the command line."""
     field = str(loc[0]) if loc else "settings"
     info = Settings.model_fields.get(field)
     alias = info.validation_alias if info else None
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[1])
-    return f"KOALABOT_{field.upper()}"
+    variable = (
+        str(alias.choices[1]) if isinstance(alias, AliasChoices) else f"KOALABOT_{field.upper()}"
+    )
+    if field in flags:
+        return f"--{field.replace('_', '-')} ({variable})"
+    return f"setting {variable}"
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
@@ -197,11 +216,13 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     _CONFIG_FILE["path"] = Path(config_file) if config_file is not None else None
     try:
         return Settings(**given)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {config_file}: not valid TOML ({exc})") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             raise ConfigError(f"unknown setting {err['loc'][0]!r} in the config file") from None
-        raise ConfigError(f"invalid setting {_setting_name(err['loc'])}: {msg}") from None
+        raise ConfigError(f"invalid {_setting_name(err['loc'], given)}: {msg}") from None
     finally:
         _CONFIG_FILE["path"] = None

@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from koalabot.cli.export import day_end, day_start
-from koalabot.cli.options import add_common, settings_from
+from koalabot.cli.options import add_common, existing_store_settings
+from koalabot.errors import ConfigError
 from koalabot.stats.usage import Report, format_report, gather, plot, report_json
 from koalabot.store.database import open_database
 
@@ -37,7 +39,12 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the report; draw the chart if asked."""
-    settings = settings_from(args)
+    settings = existing_store_settings(args)
+    if args.plot and not Path(args.plot).resolve().parent.is_dir():
+        raise ConfigError(
+            f"--plot {args.plot}: the folder {Path(args.plot).parent} does not exist; create it "
+            "or write the chart elsewhere"
+        )
     report = asyncio.run(_gather(settings.database_url, args))
     if args.json:
         json.dump(report_json(report), sys.stdout, indent=2)

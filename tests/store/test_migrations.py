@@ -68,6 +68,7 @@ COLUMNS = {
     ],
     "optouts": ["user_key", "created_at"],
     "processed_events": ["key", "message_id", "created_at"],
+    "settings": ["key", "value", "created_at"],
     "reviews": [
         "id",
         "message_id",
@@ -89,6 +90,7 @@ PRIMARY_KEYS = {
     "optouts": ("pk_optouts", ("user_key",)),
     "processed_events": ("pk_processed_events", ("key",)),
     "reviews": ("pk_reviews", ("id",)),
+    "settings": ("pk_settings", ("key",)),
 }
 
 UNIQUES = {
@@ -210,7 +212,7 @@ async def test_upgrade_from_empty_builds_exactly_the_schema(database_url: str) -
     assert schema["uniques"] == UNIQUES
     assert schema["foreign_keys"] == FOREIGN_KEYS
     assert schema["indexes"] == INDEXES
-    assert await current_revision(database_url) == head_revision() == "0003"
+    assert await current_revision(database_url) == head_revision() == "0004"
 
 
 async def test_migrated_schema_matches_the_models(database_url: str) -> None:
@@ -263,6 +265,7 @@ def test_alembic_command_line_uses_the_same_env(sqlite_url: str, tmp_path: Path)
     assert "Running upgrade  -> 0001, initial schema" in done.stderr
     assert "Running upgrade 0001 -> 0002, review decisions" in done.stderr
     assert "Running upgrade 0002 -> 0003, feedback indexed by answer and rating" in done.stderr
+    assert "Running upgrade 0003 -> 0004, settings kept with the database" in done.stderr
     assert asyncio.run(current_revision(sqlite_url)) == head_revision()
 
 
@@ -273,29 +276,33 @@ def test_koalabot_db_upgrade_and_current(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     shown = database_url  # no password in the test URLs, so it is printed as given
+    if database_url.startswith("sqlite:///"):
+        Path(database_url.removeprefix("sqlite:///")).touch()  # an empty file: an empty database
 
     assert main(["db", "current", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == "(none) (head is 0003: run `koalabot db upgrade`)\n"
+    assert capsys.readouterr().out == "(none) (head is 0004: run `koalabot db upgrade`)\n"
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
     assert "applied migration 0001 (initial schema)" in out
     assert "applied migration 0002 (review decisions)" in out
     assert "applied migration 0003 (feedback indexed by answer and rating)" in out
-    assert out.endswith(f"{shown} upgraded from (none) to 0003 (head).\n")
+    assert "applied migration 0004 (settings kept with the database)" in out
+    assert out.endswith(f"{shown} upgraded from (none) to 0004 (head).\n")
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == f"{shown} is already at 0003 (head); nothing to do.\n"
+    assert capsys.readouterr().out == f"{shown} is already at 0004 (head); nothing to do.\n"
 
     assert main(["db", "current", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == "0003 (head)\n"
+    assert capsys.readouterr().out == "0004 (head)\n"
 
     assert main(["db", "downgrade", "base", "--yes", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
+    assert "reverted migration 0004 (settings kept with the database)" in out
     assert "reverted migration 0003 (feedback indexed by answer and rating)" in out
     assert "reverted migration 0002 (review decisions)" in out
     assert "reverted migration 0001 (initial schema)" in out
-    assert out.endswith(f"{shown} downgraded from 0003 (head) to (none).\n")
+    assert out.endswith(f"{shown} downgraded from 0004 (head) to (none).\n")
 
 
 class _Terminal(io.StringIO):
@@ -327,7 +334,7 @@ def test_koalabot_db_downgrade_deletes_nothing_unless_confirmed(
 
     monkeypatch.setattr("sys.stdin", _Terminal("yes\n"))
     assert main(downgrade_base) == 0
-    assert capsys.readouterr().out.endswith("downgraded from 0003 (head) to (none).\n")
+    assert capsys.readouterr().out.endswith("downgraded from 0004 (head) to (none).\n")
     assert asyncio.run(current_revision(database_url)) is None
 
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # nothing left to delete: nothing to ask
@@ -340,9 +347,9 @@ def test_koalabot_db_current_does_not_create_a_missing_sqlite_file(
 ) -> None:
     path = tmp_path / "typo.db"
 
-    assert main(["db", "current", "--database-url", f"sqlite:///{path}"]) == 0
+    assert main(["db", "current", "--database-url", f"sqlite:///{path}"]) == 2
 
-    assert capsys.readouterr().out.startswith("(none) ")
+    assert capsys.readouterr().err.startswith(f"koalabot: error: no database at {path}")
     assert not path.exists()
 
 
@@ -353,7 +360,7 @@ def test_koalabot_db_reads_the_url_from_the_environment(
 
     assert main(["db", "upgrade"]) == 0
 
-    assert capsys.readouterr().out.endswith(f"{sqlite_url} upgraded from (none) to 0003 (head).\n")
+    assert capsys.readouterr().out.endswith(f"{sqlite_url} upgraded from (none) to 0004 (head).\n")
 
 
 @pytest.mark.parametrize(
@@ -390,6 +397,7 @@ def test_an_unreachable_server_is_one_line_and_hides_the_password(
 
 
 def test_console_script_runs_db_current(sqlite_url: str) -> None:
+    Path(sqlite_url.removeprefix("sqlite:///")).touch()  # an empty file: an empty database
     done = subprocess.run(
         [sys.executable, "-m", "koalabot", "db", "current", "--database-url", sqlite_url],
         capture_output=True,
@@ -398,4 +406,4 @@ def test_console_script_runs_db_current(sqlite_url: str) -> None:
     )
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "(none) (head is 0003: run `koalabot db upgrade`)\n"
+    assert done.stdout == "(none) (head is 0004: run `koalabot db upgrade`)\n"
