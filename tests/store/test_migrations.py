@@ -65,7 +65,9 @@ COLUMNS = {
         "status",
         "parent_id",
         "created_at",
+        "model",
     ],
+    "judgements": ["id", "a_id", "b_id", "user", "choice", "created_at", "updated_at"],
     "optouts": ["user_key", "created_at"],
     "processed_events": ["key", "message_id", "created_at"],
     "reviews": [
@@ -84,6 +86,7 @@ PRIMARY_KEYS = {
     "conversations": ("pk_conversations", ("id",)),
     "feedback": ("pk_feedback", ("id",)),
     "generations": ("pk_generations", ("id",)),
+    "judgements": ("pk_judgements", ("id",)),
     "message_refs": ("pk_message_refs", ("id",)),
     "messages": ("pk_messages", ("id",)),
     "optouts": ("pk_optouts", ("user_key",)),
@@ -95,6 +98,7 @@ UNIQUES = {
     ("conversations", "uq_conversations_key", ("platform", "workspace", "channel", "thread")),
     ("feedback", "uq_feedback_message_user", ("message_id", "user")),
     ("generations", "uq_generations_message_id", ("message_id",)),
+    ("judgements", "uq_judgements_pair_user", ("a_id", "b_id", "user")),
     ("message_refs", "uq_message_refs_key", ("platform", "channel", "platform_message_id")),
     ("reviews", "uq_reviews_message_id", ("message_id",)),
 }
@@ -104,6 +108,8 @@ FOREIGN_KEYS = {
     ("feedback", "fk_feedback_message_id_messages", ("message_id",), "messages", ("id",)),
     ("generations", "fk_generations_message_id_messages", ("message_id",), "messages", ("id",)),
     ("message_refs", "fk_message_refs_message_id_messages", ("message_id",), "messages", ("id",)),
+    ("judgements", "fk_judgements_a_id_messages", ("a_id",), "messages", ("id",)),
+    ("judgements", "fk_judgements_b_id_messages", ("b_id",), "messages", ("id",)),
     (
         "messages",
         "fk_messages_conversation_id_conversations",
@@ -126,6 +132,8 @@ INDEXES = {  # (table, name, columns, unique)
     ("message_refs", "ix_message_refs_message_id", ("message_id",), False),
     ("feedback", "ix_feedback_message_id_rating", ("message_id", "rating"), False),
     ("messages", "ix_messages_author", ("author",), False),
+    ("messages", "ix_messages_model", ("model",), False),
+    ("judgements", "ix_judgements_b_id", ("b_id",), False),
     ("processed_events", "ix_processed_events_message_id", ("message_id",), False),
     ("messages", "ix_messages_conversation_id_id", ("conversation_id", "id"), False),
     ("messages", "ix_messages_parent_id", ("parent_id",), False),
@@ -210,7 +218,7 @@ async def test_upgrade_from_empty_builds_exactly_the_schema(database_url: str) -
     assert schema["uniques"] == UNIQUES
     assert schema["foreign_keys"] == FOREIGN_KEYS
     assert schema["indexes"] == INDEXES
-    assert await current_revision(database_url) == head_revision() == "0003"
+    assert await current_revision(database_url) == head_revision() == "answer_models"
 
 
 async def test_migrated_schema_matches_the_models(database_url: str) -> None:
@@ -262,7 +270,7 @@ def test_alembic_command_line_uses_the_same_env(sqlite_url: str, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert "Running upgrade  -> 0001, initial schema" in done.stderr
     assert "Running upgrade 0001 -> 0002, review decisions" in done.stderr
-    assert "Running upgrade 0002 -> 0003, feedback indexed by answer and rating" in done.stderr
+    assert "Running upgrade 0003 -> answer_models, which model answered" in done.stderr
     assert asyncio.run(current_revision(sqlite_url)) == head_revision()
 
 
@@ -275,27 +283,28 @@ def test_koalabot_db_upgrade_and_current(
     shown = database_url  # no password in the test URLs, so it is printed as given
 
     assert main(["db", "current", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == "(none) (head is 0003: run `koalabot db upgrade`)\n"
+    assert capsys.readouterr().out == "(none) (head is answer_models: run `koalabot db upgrade`)\n"
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
     assert "applied migration 0001 (initial schema)" in out
     assert "applied migration 0002 (review decisions)" in out
-    assert "applied migration 0003 (feedback indexed by answer and rating)" in out
-    assert out.endswith(f"{shown} upgraded from (none) to 0003 (head).\n")
+    assert "applied migration answer_models (which model answered, and battle judgements)" in out
+    assert out.endswith(f"{shown} upgraded from (none) to answer_models (head).\n")
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == f"{shown} is already at 0003 (head); nothing to do.\n"
+    out = capsys.readouterr().out
+    assert out == f"{shown} is already at answer_models (head); nothing to do.\n"
 
     assert main(["db", "current", "--database-url", database_url]) == 0
-    assert capsys.readouterr().out == "0003 (head)\n"
+    assert capsys.readouterr().out == "answer_models (head)\n"
 
     assert main(["db", "downgrade", "base", "--yes", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
-    assert "reverted migration 0003 (feedback indexed by answer and rating)" in out
+    assert "reverted migration answer_models (which model answered, and battle judgements)" in out
     assert "reverted migration 0002 (review decisions)" in out
     assert "reverted migration 0001 (initial schema)" in out
-    assert out.endswith(f"{shown} downgraded from 0003 (head) to (none).\n")
+    assert out.endswith(f"{shown} downgraded from answer_models (head) to (none).\n")
 
 
 class _Terminal(io.StringIO):
@@ -327,7 +336,7 @@ def test_koalabot_db_downgrade_deletes_nothing_unless_confirmed(
 
     monkeypatch.setattr("sys.stdin", _Terminal("yes\n"))
     assert main(downgrade_base) == 0
-    assert capsys.readouterr().out.endswith("downgraded from 0003 (head) to (none).\n")
+    assert capsys.readouterr().out.endswith("downgraded from answer_models (head) to (none).\n")
     assert asyncio.run(current_revision(database_url)) is None
 
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # nothing left to delete: nothing to ask
@@ -353,7 +362,8 @@ def test_koalabot_db_reads_the_url_from_the_environment(
 
     assert main(["db", "upgrade"]) == 0
 
-    assert capsys.readouterr().out.endswith(f"{sqlite_url} upgraded from (none) to 0003 (head).\n")
+    out = capsys.readouterr().out
+    assert out.endswith(f"{sqlite_url} upgraded from (none) to answer_models (head).\n")
 
 
 @pytest.mark.parametrize(
@@ -398,4 +408,4 @@ def test_console_script_runs_db_current(sqlite_url: str) -> None:
     )
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "(none) (head is 0003: run `koalabot db upgrade`)\n"
+    assert done.stdout == "(none) (head is answer_models: run `koalabot db upgrade`)\n"
