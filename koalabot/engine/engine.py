@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from koalabot.backend import Backend, GenerationParams
+from koalabot.backend.models import ModelSet
 from koalabot.config import Settings
 from koalabot.engine.access import AccessPolicy
 from koalabot.engine.answer import Answerer
@@ -62,10 +63,18 @@ log = logging.getLogger(__name__)
 class Engine:
     """Turns ChatMessages into stored, streamed answers and FeedbackEvents into votes."""
 
-    def __init__(self, settings: Settings, db: Database, backend: Backend) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        backend: Backend,
+        models: ModelSet | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.backend = backend
+        #: Every model that may answer, by name (``backend`` alone without KOALABOT_MODELS).
+        self.models = models or ModelSet.single(backend)
         self.repo = Repository(db)
         self.policy = AccessPolicy(settings)
         self.template = TEMPLATES[settings.template]
@@ -104,15 +113,18 @@ class Engine:
             turns=turns,
             metrics=self.metrics,
             first_notice=self.settings.notice,
+            models=self.models,
+            show_model=self.settings.show_model,
         )
 
     @classmethod
     async def open(cls, settings: Settings) -> Engine:
         """Open the store (SQLite upgrades itself) and the backend; recover crashed answers."""
         db = await open_database(settings.database_url)
-        engine = cls(settings, db, Backend.from_settings(settings))
+        models = ModelSet.from_settings(settings)
+        engine = cls(settings, db, models.default, models)
         try:
-            await engine.backend.check()  # a missing model setting stops the start (one line)
+            await engine.models.check()  # a missing model setting stops the start (one line)
             orphans = await engine.repo.recover_interrupted()
         except BaseException:
             await engine.close()
@@ -145,7 +157,7 @@ class Engine:
             await self.backlog.stop()
         if self.spool is not None:
             self.spool.close()
-        await self.backend.close()
+        await self.models.close()
         await self.repo.close()
         await self.db.close()
 
@@ -184,9 +196,12 @@ class Engine:
             self.policy.check_rate(info.where.platform, user)
         except (AccessDeniedError, RateLimitedError) as exc:
             return await refuse(sink, "denied", exc.user_message)
-        return await self._tracked(
-            self.answerer.answer(info.conversation_id, info.parent_id, info.where, sink)
+        cross = self.settings.cross_model_retry
+        model = self.models.for_retry(info.where, info.model, str(answer_id), cross)
+        answering = self.answerer.answer(
+            info.conversation_id, info.parent_id, info.where, sink, model=model
         )
+        return await self._tracked(answering)
 
     def _count(self, platform: str, result: AnswerResult) -> None:
         """A message answered, or why not (a redelivery dropped counts as neither)."""
@@ -281,7 +296,7 @@ class Engine:
             await self.repo.ping()
         except StoreError as exc:
             problems["database"] = f"unreachable ({exc.__cause__.__class__.__name__})"
-        states = await self.backend.health()
+        states = await self.models.health()
         if not any(states.values()):
             problems["backend"] = "no healthy TGI endpoint: " + ", ".join(states)
         return problems

@@ -85,6 +85,7 @@ class AnswerInfo:
     parent_id: int | None
     role: str
     where: ThreadKey
+    model: str | None = None  # the model that made it
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ class _Statements:
                 text=bindparam("new_text"),
                 status=bindparam("new_status"),
                 platform_message_id=func.coalesce(bindparam("shown_as"), m.platform_message_id),
+                model=func.coalesce(bindparam("made_by"), m.model),
             )
         )
         self.add_generation = ins(_table(Generation)).on_conflict_do_nothing()
@@ -485,14 +487,18 @@ class Repository:
         record: GenerationRecord | None,
         where: ThreadKey | None = None,
         platform_message_ids: Sequence[str] = (),
+        *,
+        model: str | None = None,
     ) -> None:
         """Commit an answer's final text and status with its generation record (and, when
-        given, the platform messages it shows as) in one transaction."""
+        given, the platform messages it shows as, and the model that made it) in one
+        transaction."""
         changes = {
             "answer": answer_id,
             "new_text": text_,
             "new_status": status,
             "shown_as": platform_message_ids[0] if platform_message_ids else None,
+            "made_by": model,
         }
         generation = (
             {"message_id": answer_id, "created_at": utcnow(), **record.__dict__}
@@ -599,6 +605,7 @@ class Repository:
                 c.workspace,
                 c.channel,
                 c.thread,
+                m.model,
             )
             .join(c, c.id == m.conversation_id)
             .where(m.id == answer_id)
@@ -606,9 +613,8 @@ class Repository:
         row = await self._run(lambda conn: conn.execute(query).first())
         if row is None:
             return None
-        return AnswerInfo(
-            int(row[0]), int(row[1]), row[2], row[3], ThreadKey(row[4], row[5], row[6], row[7])
-        )
+        where = ThreadKey(row[4], row[5], row[6], row[7])
+        return AnswerInfo(int(row[0]), int(row[1]), row[2], row[3], where, row[8])
 
     async def generation(self, answer_id: int) -> GenerationRecord | None:
         """How an answer was produced, as stored with it."""
