@@ -3,7 +3,7 @@
 Per model: answers, votes and approval with a 95% Wilson interval. Per pair of models: battles,
 win / tie / both-bad shares and the win rate with its interval, and a Bradley–Terry rating per
 model with bootstrap intervals. Each pair gets a one-line verdict — from battles when the pair
-has met, else from thumbs (Newcombe's interval of the difference in approval) — that says "not
+has met, and from thumbs (Newcombe's interval of the difference in approval) — that says "not
 enough data" until its interval excludes a tie. The numbers come from `compare`; this module
 only gathers, lays out and draws them.
 
@@ -90,7 +90,8 @@ def build_models_report(days: list[ModelDay], judged: list[JudgedPair]) -> Model
 
 
 def _verdicts(approvals: list[Approval], pairs: list[PairRecord]) -> list[str]:
-    """A line per pair of models: from their battles when they met, else from thumbs."""
+    """Per pair of models: a line from their battles when they met, and one from thumbs when
+    both have votes (the two measure different things: a choice, and approval alone)."""
     met = {(p.a, p.b): p for p in pairs}
     by_name = {a.model: a for a in approvals}
     models = sorted({*by_name, *(m for p in pairs for m in (p.a, p.b))})
@@ -98,7 +99,7 @@ def _verdicts(approvals: list[Approval], pairs: list[PairRecord]) -> list[str]:
     for a, b in all_pairs(models):
         if (a, b) in met:
             lines.append(battle_verdict(met[(a, b)]))
-        elif a in by_name and b in by_name:
+        if a in by_name and b in by_name and by_name[a].votes and by_name[b].votes:
             lines.append(approval_verdict(by_name[a], by_name[b]))
     return lines
 

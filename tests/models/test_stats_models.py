@@ -59,11 +59,13 @@ async def test_models_report_for_scripts(db: Database, capsys: pytest.CaptureFix
     assert (pair["wins"], pair["losses"], pair["ties"], pair["both_bad"]) == (1, 3, 1, 1)
     assert pair["win_rate"] == 0.25
     assert report["ratings"]["koala"]["rating"] > report["ratings"]["candidate"]["rating"]
-    assert report["verdicts"] == [
+    battles, thumbs = report["verdicts"]
+    assert battles == (
         "not enough data: candidate wins 25% of 4 decided battles with koala "
         f"(95% interval {pair['interval']['low']:.0%}–{pair['interval']['high']:.0%}), "
         "which includes an even split"
-    ]
+    )
+    assert thumbs.startswith("not enough data: candidate 0% of 2 votes vs koala 75% of 4 ")
 
 
 async def test_models_tables_and_the_model_filter(
