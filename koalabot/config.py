@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     cross_model_retry: bool = False
     #: Name the model under each answer (default: blind, no model name reaches the platform).
     show_model: bool = False
+    #: Channels whose threads are side-by-side battles (two models' answers, A/B).
+    battle_channels: CommaList = Field(default_factory=list)
+    #: The share of other threads that are battles (0: none).
+    battle_share: float = Field(0.0, ge=0, le=1)
 
     # --- storage -----------------------------------------------------------------------
     database_url: str = "sqlite:///koalabot.db"
@@ -180,6 +184,7 @@ class Settings(BaseSettings):
     @field_validator(
         "tgi_urls",
         "model_url",
+        "battle_channels",
         "allowed_workspaces",
         "allowed_channels",
         "allowed_users",

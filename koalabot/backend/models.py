@@ -15,7 +15,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from koalabot.backend.assign import WeightedModel, model_for_thread, pick, thread_parts, unit
+from koalabot.backend.assign import (
+    WeightedModel,
+    battle_sides,
+    is_battle,
+    model_for_thread,
+    pick,
+    thread_parts,
+    unit,
+)
 from koalabot.backend.client import Backend
 from koalabot.events import ThreadKey
 
@@ -76,6 +84,17 @@ class ModelSet:
         if not cross or not others:
             return answered_by
         return pick(others, unit("retry", *thread_parts(where), key))
+
+    def battle(
+        self, where: ThreadKey, message_key: str, channels: list[str], share: float
+    ) -> tuple[str, str] | None:
+        """The (A, B) models when this thread's answers are battles (a battle channel, or
+        drawn with ``share``), fixed by the message's key; None otherwise or with one model."""
+        if len([m for m in self.weights if m.weight > 0]) < 2:
+            return None
+        if where.channel not in channels and not is_battle(where, share):
+            return None
+        return battle_sides(self.weights, where, message_key)
 
     async def check(self) -> None:
         for backend in self.backends.values():

@@ -54,6 +54,7 @@ from koalabot.prompt.budget import CachedCounter
 from koalabot.prompt.history import HistoryPrompter, ThreadPage
 from koalabot.prompt.templates import TEMPLATES, Turn
 from koalabot.store.database import Database, open_database
+from koalabot.store.judgements import CHOICES, record_judgement
 from koalabot.store.repository import Repository
 from koalabot.store.spool import Spool
 
@@ -324,6 +325,17 @@ class Engine:
                 self._count(msg.where.platform, done.result())
 
         task.add_done_callback(counted)
+
+    async def judge(self, a_id: int, b_id: int, user: str, choice: str) -> bool:
+        """Store a person's latest choice in a battle (a, b, tie, both_bad); False when the two
+        ids are not two answers to one message."""
+        a, b = await self.repo.answer(a_id), await self.repo.answer(b_id)
+        if a is None or b is None or a_id == b_id or a.role != "assistant":
+            return False
+        if a.parent_id is None or a.parent_id != b.parent_id or choice not in CHOICES:
+            return False
+        await record_judgement(self.db, a_id, b_id, user, choice)
+        return True
 
     async def record_vote(self, vote: FeedbackEvent, cast: datetime) -> FeedbackResult:
         """Record a kept vote, stamped with when it was cast."""
