@@ -2,16 +2,27 @@
 
 Each line waits for its answer before the next is read, so `printf 'hi\\n/good\\n' | koalabot chat`
 works in scripts; end of input exits cleanly.
+
+At a terminal (`run_at_tty`) lines are read with `input()` and the readline module (line editing,
+arrow keys, history of this session) on the main thread, while the engine runs on an event loop
+in a second thread: that way Ctrl-C interrupts readline itself, which restores the terminal, and
+the chat ends at once (exit 130) even while an answer streams. History is not written to a file:
+it would be a second copy of what people said, out of `koalabot forget`'s reach.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
+import signal
 import sys
+import threading
 import uuid
+from collections.abc import Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 from koalabot.engine.engine import Engine
 from koalabot.engine.streaming import CURSOR, PLACEHOLDER
@@ -21,7 +32,8 @@ PLATFORM = "terminal"
 HELP = (
     "Type a message and press Enter. Commands: /good and /bad vote on the last answer, "
     "/retry asks for another answer, /new starts a new thread, /history shows this thread, "
-    "/optout keeps your messages out of training data, /quit leaves."
+    "/optout keeps your messages out of training data (/optin undoes it), /quit or Ctrl-D "
+    "leaves."
 )
 
 
@@ -99,27 +111,28 @@ class TerminalChat:
     def where(self) -> ThreadKey:
         return ThreadKey(PLATFORM, "", self.user, self.thread)
 
-    async def run(self) -> int:
-        """Read lines until end of input; returns the exit status."""
+    async def start(self, interactive: bool) -> None:
+        """Pick up the person's latest thread; at a terminal, say how the chat works."""
         self.thread = await self.engine.latest_thread(PLATFORM, "", self.user) or _new_thread()
-        interactive = self.stdin.isatty()
         if interactive:
-            self.out.write(f"koalabot chat — {HELP}\n")
-        while True:
-            if interactive:
-                self.out.write("you> ")
-                self.out.flush()
-            line = await asyncio.to_thread(self.stdin.readline)
-            if not line:
-                return 0
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith("/"):
-                if not await self.command(line):
-                    return 0
-            else:
-                await self.say(line)
+            self._print(f"koalabot chat — {HELP}")
+
+    async def handle_line(self, line: str) -> bool:
+        """One line typed or piped in; False means quit."""
+        line = line.strip()
+        if line.startswith("/"):
+            return await self.command(line)
+        if line:
+            await self.say(line)
+        return True
+
+    async def run(self) -> int:
+        """Read piped lines until end of input; returns the exit status."""
+        await self.start(interactive=False)
+        while line := await asyncio.to_thread(self.stdin.readline):
+            if not await self.handle_line(line):
+                break
+        return 0
 
     async def say(self, text: str) -> AnswerResult:
         """Send one message and print the answer as it streams."""
@@ -147,6 +160,9 @@ class TerminalChat:
         elif name == "/optout":
             await self.engine.opt_out(PLATFORM, self.user)
             self._print("[opted out: you will still get answers, but nothing of yours is exported]")
+        elif name == "/optin":
+            await self.engine.opt_in(PLATFORM, self.user)
+            self._print("[opted in again: your conversations and votes may become training data]")
         else:
             self._print(f"[{HELP}]")
         return True
@@ -163,8 +179,8 @@ class TerminalChat:
             urls = ", ".join(self.engine.backend_urls)
             self._print(
                 f"[no model server answers at {urls}: start TGI there "
-                "(text-generation-launcher --model-id <koala> --port 8080), or try the fake one: "
-                "python -m tests.fakes.tgi --port 8080. Your message is saved; just send again.]"
+                "(text-generation-launcher --model-id <koala> --port 8080), or try the chat with "
+                "a stand-in: koalabot chat --demo. Your message is saved; just send again.]"
             )
         elif sink.failure:
             self._print(f"[{sink.failure}]")
@@ -194,9 +210,13 @@ class TerminalChat:
         turns = await self.engine.transcript(self.where)
         if not turns:
             self._print("[this thread is empty]")
+        previous = "user"
         for turn in turns:
-            who = "you" if turn.role == "user" else "koala"
-            self._print(f"{who}: {turn.content}")
+            # An answer right after an answer is another answer to the same message: a retry.
+            who = {"user": "you", "assistant": "koala"}[turn.role]
+            retry = turn.role == previous == "assistant"
+            self._print(f"{who}{' (retry)' if retry else ''}: {turn.content}")
+            previous = turn.role
 
     def _print(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -205,3 +225,61 @@ class TerminalChat:
 
 def _new_thread() -> str:
     return uuid.uuid4().hex[:12]
+
+
+T = TypeVar("T")
+
+
+def run_at_tty(session: AbstractAsyncContextManager[TerminalChat]) -> int:
+    """The chat at a terminal: readline on this (main) thread, the engine on a loop of its own.
+
+    Ctrl-D ends the chat (0); Ctrl-C raises KeyboardInterrupt here at once, which the command
+    line turns into exit status 130, after cancelling the answer in flight and closing the store.
+    """
+    with contextlib.suppress(ImportError):  # not on every platform; input() works without it
+        import readline  # noqa: F401  (importing it gives input() line editing and history)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=_serve, args=(loop,), name="koalabot-chat", daemon=True)
+    thread.start()
+    try:
+        chat = _on(loop, session.__aenter__())
+        try:
+            return _read_eval(chat, loop)
+        finally:
+            _on(loop, session.__aexit__(None, None, None))
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        raise
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """The chat's loop. It never takes SIGINT: the kernel then hands Ctrl-C to the main thread,
+    whose blocking read in readline it must interrupt."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    loop.run_forever()
+
+
+def _read_eval(chat: TerminalChat, loop: asyncio.AbstractEventLoop) -> int:
+    _on(loop, chat.start(interactive=True))
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:  # Ctrl-D
+            sys.stdout.write("\n")
+            return 0
+        if not _on(loop, chat.handle_line(line)):
+            return 0
+
+
+def _on(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` on the chat's loop and wait; Ctrl-C while waiting cancels it."""
+    future = asyncio.run_coroutine_threadsafe(work, loop)
+    try:
+        return future.result()
+    except KeyboardInterrupt:
+        future.cancel()
+        raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -142,6 +143,9 @@ class Settings(BaseSettings):
 
     # --- storage -----------------------------------------------------------------------
     database_url: str = "sqlite:///koalabot.db"
+    #: Seconds a SQLite write waits for another process's write lock before it fails (read by
+    #: koalabot/store/database.py from KOALABOT_SQLITE_BUSY_TIMEOUT, or passed to open_database).
+    sqlite_busy_timeout: float = Field(5.0, ge=0)
 
     # --- access policy -----------------------------------------------------------------
     allowed_workspaces: CommaList = Field(default_factory=list)
@@ -159,6 +163,9 @@ class Settings(BaseSettings):
     slack_app_token: str | None = Field(None, validation_alias=_env("SLACK_APP_TOKEN"))
     slack_signing_secret: str | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
     slack_api_url: str = "https://slack.com/api/"
+    #: Slack answers through chat.startStream/appendStream/stopStream where Slack lets them
+    #: ("auto"), always try it first ("on"), or edit with chat.update ("off").
+    slack_streaming: Literal["auto", "on", "off"] = "auto"
     discord_token: str | None = Field(None, validation_alias=_env("DISCORD_TOKEN"))
     discord_api_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg/"
@@ -234,6 +241,14 @@ class Settings(BaseSettings):
         """Each named model with its traffic weight (KOALABOT_MODEL_WEIGHTS wins)."""
         return [(n, self.model_weights.get(n, m.weight)) for n, m in self.models.items()]
 
+    @field_validator("database_url")
+    @classmethod
+    def _bare_path_is_sqlite(cls, value: str) -> str:
+        """`koalabot.db` or `/data/kb.db` (no scheme) names a SQLite file; other words without a
+        scheme stay as given, so a typo gets the URL's error instead of a new file."""
+        looks_like_file = "/" in value or Path(value).suffix in (".db", ".sqlite", ".sqlite3")
+        return f"sqlite:///{value}" if "://" not in value and looks_like_file else value
+
     @field_validator("template")
     @classmethod
     def _known_template(cls, value: str) -> str:
@@ -272,13 +287,17 @@ class Settings(BaseSettings):
 _CONFIG_FILE: dict[str, Path | None] = {"path": None}
 
 
-def _setting_name(loc: tuple[int | str, ...]) -> str:
+def _setting_name(loc: tuple[int | str, ...], flags: dict[str, Any]) -> str:
+    """The setting's variable, and the flag first when the bad value came from the command line."""
     field = str(loc[0]) if loc else "settings"
     info = Settings.model_fields.get(field)
     alias = info.validation_alias if info else None
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[1])
-    return f"KOALABOT_{field.upper()}"
+    variable = (
+        str(alias.choices[1]) if isinstance(alias, AliasChoices) else f"KOALABOT_{field.upper()}"
+    )
+    if field in flags:
+        return f"--{field.replace('_', '-')} ({variable})"
+    return f"setting {variable}"
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
@@ -291,6 +310,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     _CONFIG_FILE["path"] = Path(config_file) if config_file is not None else None
     try:
         return Settings(**given)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {config_file}: not valid TOML ({exc})") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         msg = str(err["msg"]).removeprefix("Value error, ")
@@ -298,6 +319,6 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             raise ConfigError(f"unknown setting {err['loc'][0]!r} in the config file") from None
         if not err["loc"]:  # a rule across settings names them in its message
             raise ConfigError(f"invalid settings: {msg}") from None
-        raise ConfigError(f"invalid setting {_setting_name(err['loc'])}: {msg}") from None
+        raise ConfigError(f"invalid {_setting_name(err['loc'], given)}: {msg}") from None
     finally:
         _CONFIG_FILE["path"] = None

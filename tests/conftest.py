@@ -1,10 +1,16 @@
 """Shared fixtures live in tests/fixtures/ (one module per external party)."""
 
+import os
 from pathlib import Path
 
 import pytest
 
 from koalabot.store.database import upgrade
+
+# A SQLite write waits this long (seconds) for another process's write lock before it fails:
+# tests that hold the lock on purpose wait this out, so keep it short (1 s outlasts the 0.5 s
+# lock tests/store/test_sqlite_lane.py holds and then releases, with room for a loaded machine).
+os.environ.setdefault("KOALABOT_SQLITE_BUSY_TIMEOUT", "1")
 
 pytest_plugins = [
     "tests.fixtures.db",

@@ -47,6 +47,8 @@ from .events import (
     thread_key,
 )
 from .sink import SlackReplySink
+from .stream import ACTION_FEEDBACK, parse_feedback_value
+from .streamsink import SlackStreamingSink, StreamingChoice
 from .users import SlackUsers
 
 if TYPE_CHECKING:
@@ -136,6 +138,7 @@ class SlackAdapter:
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._inflight = InFlight()
+        self.streaming = StreamingChoice(settings.slack_streaming)
         self._stopping = False
 
     @property
@@ -248,28 +251,47 @@ class SlackAdapter:
         app.event("reaction_removed")(self._on_reaction)
         app.action(ACTION_UP)(self._on_vote)
         app.action(ACTION_DOWN)(self._on_vote)
+        app.action(ACTION_FEEDBACK)(self._on_vote)  # Slack's feedback_buttons under a stream
         app.action(ACTION_REGENERATE)(self._on_regenerate)
         return app
 
-    def sink_for(self, where: ThreadKey) -> SlackReplySink:
+    def sink_for(self, where: ThreadKey) -> SlackStreamingSink:
         """A sink for an existing thread (to tell it about an answer a crash cut off)."""
         return self._sink(where.channel, where.thread)
 
-    def _sink(self, channel: str, thread_ts: str, *, assistant: bool = False) -> SlackReplySink:
+    def _sink(
+        self,
+        channel: str,
+        thread_ts: str,
+        *,
+        assistant: bool = False,
+        team: str | None = None,
+        user: str | None = None,
+    ) -> SlackStreamingSink:
+        """A sink for one answer: streamed to ``user`` of ``team`` where Slack lets it."""
         assert self.client is not None
-        return SlackReplySink(
+        edits = SlackReplySink(
             self.client,
             channel,
             thread_ts,
             edit_interval=self.settings.edit_interval,
             assistant=assistant,
         )
+        return SlackStreamingSink(
+            edits, self.streaming, recipient_team_id=team, recipient_user_id=user
+        )
 
     async def _answer(
         self, body: dict[str, Any], event: dict[str, Any], *, assistant: bool = False
     ) -> None:
         msg = chat_message(body, event, self.bot_user_id)
-        sink = self._sink(msg.where.channel, msg.where.thread, assistant=assistant)
+        sink = self._sink(
+            msg.where.channel,
+            msg.where.thread,
+            assistant=assistant,
+            team=msg.where.workspace or None,
+            user=msg.user,
+        )
         with self._inflight.track():  # the error boundary: what escapes becomes a notice
             async with boundary("a Slack message", sink.notice):
                 await self.engine.handle_message(msg, sink)
@@ -318,10 +340,10 @@ class SlackAdapter:
 
     async def _on_vote(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
+        rating, action = _rating_of(action)
         vote = button_vote(body, action)
         if vote is None:
             return
-        rating = 1 if action.get("action_id") == ACTION_UP else -1
         with self._inflight.track():
             async with boundary("a Slack vote button"):
                 result = await self.engine.handle_feedback(
@@ -345,7 +367,14 @@ class SlackAdapter:
         vote = button_vote(body, action)
         if vote is None:
             return
-        sink = self._sink(vote.channel, vote.thread_ts, assistant=vote.channel.startswith("D"))
+        team = (body.get("team") or {}).get("id")
+        sink = self._sink(
+            vote.channel,
+            vote.thread_ts,
+            assistant=vote.channel.startswith("D"),
+            team=str(team) if team else None,
+            user=vote.user,
+        )
         with self._inflight.track():
             async with boundary("a Slack regenerate button", sink.notice):
                 await self.engine.regenerate(vote.answer_id, vote.user, sink)
@@ -359,6 +388,15 @@ class SlackAdapter:
             )
         except SlackApiError as exc:
             log.info("could not acknowledge a vote: %s", exc.response.get("error"))
+
+
+def _rating_of(action: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The vote of a 👍/👎 click, and the action with the answer id as its value: a classic
+    button says the vote in its action id, Slack's feedback_buttons in the value."""
+    if action.get("action_id") != ACTION_FEEDBACK:
+        return (1 if action.get("action_id") == ACTION_UP else -1), action
+    rating, answer_id = parse_feedback_value(str(action.get("value", ""))) or (0, "")
+    return rating, {**action, "value": str(answer_id)}
 
 
 def _verifiable(headers: Any, raw: bytes) -> bool:

@@ -150,8 +150,14 @@ def feedback_blocks(answer_id: int, *, icon: bool = True) -> list[Block]:
 async def stop_interrupted(client: AsyncWebClient, channel: str, ts: str, notice: str) -> bool:
     """After a crash: stop a stream left open with a notice; False if it is no longer streaming
     (Slack ended it, or it was never a stream), for the caller to chat.update instead."""
+    return await stop_with(client, channel, ts, f"⚠️ {notice}")
+
+
+async def stop_with(client: AsyncWebClient, channel: str, ts: str, text: str) -> bool:
+    """Stop a stream someone else opened with ``text`` under what it shows (a paragraph of its
+    own); False if it is no longer streaming, for the caller to chat.update instead."""
     try:
-        await client.chat_stopStream(channel=channel, ts=ts, markdown_text=f"\n\n⚠️ {notice}")
+        await client.chat_stopStream(channel=channel, ts=ts, markdown_text=f"\n\n{escape(text)}")
     except SlackApiError as exc:
         if exc.response.get("error") in _GONE:
             return False
@@ -199,6 +205,29 @@ class SlackStream:
     def text(self) -> str:
         """The current message's whole text, shown or not."""
         return self._sent + self._pending
+
+    async def open(self) -> str:
+        """Start the stream now, with no text yet (Slack shows it as being written)."""
+        async with self._lock:
+            if self._ts is None:
+                await self._call_send("")
+            assert self._ts is not None
+            return self._ts
+
+    def replace(self, text: str) -> bool:
+        """Make ``text`` the current message's whole text; False (nothing changed) if it does not
+        begin with what Slack already shows, since a stream only grows."""
+        if not text.startswith(self._sent):
+            return False
+        self._pending = text[len(self._sent) :]
+        return True
+
+    async def end(self) -> None:
+        """Send the rest and stop the stream, without buttons (a part of a longer answer)."""
+        async with self._lock:
+            await self._roll()
+            if self._ts is not None:
+                await self._stop(None)
 
     async def append(self, delta: str) -> None:
         """Add model output; sent at once if nothing is shown yet, else per buffer or clock."""

@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from koalabot.errors import KoalabotError
 from koalabot.logsafe import install, mask_urls
@@ -25,6 +26,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="koalabot",
         description="A self-hosted Koala chat model in Slack and Discord, and its training data.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         if only is None or name == only:
@@ -33,6 +35,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         else:
             sub.add_parser(name)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("koalabot")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from koalabot.cli.options import add_common, settings_from
+from koalabot.cli.options import add_common, existing_store_settings, settings_from
 from koalabot.errors import NotConfirmedError
 from koalabot.store.database import (
     current_revision,
@@ -130,7 +130,7 @@ def _confirm(warning: str) -> None:
 
 
 def _current(args: argparse.Namespace) -> int:
-    url = settings_from(args).database_url
+    url = existing_store_settings(args).database_url
     rev = asyncio.run(current_revision(url))
     head = head_revision()
     if rev == head:

@@ -9,16 +9,18 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from koalabot.cli.options import add_common, settings_from
+from koalabot.cli.options import add_common, require_existing_store, settings_from
 from koalabot.config import Settings
-from koalabot.export.options import SECRET_HELP, ExportError, ExportOptions, Format
+from koalabot.export.options import ExportError, ExportOptions, Format
 from koalabot.export.run import export
 from koalabot.export.summary import Summary, print_summary
-from koalabot.store.database import open_database
+from koalabot.store.database import Database, open_database, safe_url
+from koalabot.store.settings import pseudonym_secret
 
 DESCRIPTION = """\
 Write every voted answer as training data, one JSON object per line. koala: EasyLM rows
@@ -68,6 +70,10 @@ def at_least_one(text: str) -> int:
     return value
 
 
+#: Where conversations come from (the `platform` of the stored conversations).
+PLATFORMS = ("slack", "discord", "terminal")
+
+
 def register(subparsers: Any) -> None:
     """Add `export` to the command tree."""
     parser = subparsers.add_parser(
@@ -81,7 +87,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--until", type=day_end, metavar="DATE", help="answers written up to this day (inclusive)"
     )
-    parser.add_argument("--platform", help="only this platform (slack, discord, terminal)")
+    parser.add_argument(
+        "--platform", choices=PLATFORMS, help="only this platform (slack, discord, terminal)"
+    )
     parser.add_argument("--channel", help="only this channel id")
     parser.add_argument(
         "--model",
@@ -103,7 +111,8 @@ def register(subparsers: Any) -> None:
         "--pseudonymize",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="replace user ids with keyed hashes (default; needs KOALABOT_PSEUDONYM_SECRET)",
+        help="replace user ids with keyed hashes (default), keyed by KOALABOT_PSEUDONYM_SECRET or "
+        "else by a random secret made once and kept in the database",
     )
     parser.add_argument(
         "--string-prompt",
@@ -160,11 +169,8 @@ def default_workers() -> int:
 
 def options_from(args: argparse.Namespace, settings: Settings) -> ExportOptions:
     """The export's options from the command line and the settings."""
-    secret = None
-    if args.pseudonymize:
-        secret = settings.pseudonym_secret
-        if not secret:
-            raise ExportError(SECRET_HELP)
+    # Without KOALABOT_PSEUDONYM_SECRET the database's own secret is filled in once it is open.
+    secret = (settings.pseudonym_secret or None) if args.pseudonymize else None
     if args.since and args.until and args.since >= args.until:
         raise ExportError("--since must be before --until")
     return ExportOptions(
@@ -189,24 +195,32 @@ def run(args: argparse.Namespace) -> int:
     """Export, then print the summary on stderr."""
     settings = settings_from(args)
     options = options_from(args, settings)
+    require_existing_store(settings.database_url)
     target = "stdout" if args.out == "-" else args.out
     try:
         with _output(args.out) as out:
-            summary = asyncio.run(_export(settings, options, out, args.workers))
+            summary = asyncio.run(_export(settings, options, out, args.workers, args.pseudonymize))
     except BrokenPipeError:
         # The reader (`| head`) went away: stop quietly, as Unix tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except OSError as exc:  # a full disk, a file-size limit, an I/O error
+        raise ExportError(
+            f"--out {args.out}: {exc.strerror or exc} while writing; nothing was kept (the "
+            "partial file is removed): free some space or write elsewhere"
+        ) from None
     print_summary(summary, options, target, sys.stderr)
     return 0
 
 
 async def _export(
-    settings: Settings, options: ExportOptions, out: BinaryIO, workers: int
+    settings: Settings, options: ExportOptions, out: BinaryIO, workers: int, pseudonymize: bool
 ) -> Summary:
-    db = await open_database(settings.database_url)
+    db = await open_database(settings.database_url, busy_timeout=settings.sqlite_busy_timeout)
     try:
+        if pseudonymize and options.pseudonym_secret is None:
+            options = replace(options, pseudonym_secret=await _stored_secret(db))
         return await export(
             db,
             options,
@@ -217,6 +231,18 @@ async def _export(
         )
     finally:
         await db.close()
+
+
+async def _stored_secret(db: Database) -> str:
+    """The database's pseudonym secret (made now if it has none), and where it is kept."""
+    secret, new = await pseudonym_secret(db)
+    made = "made a new pseudonym secret and kept it" if new else "pseudonyms use the secret kept"
+    print(
+        f"koalabot: {made} in the database ({safe_url(db.url)}, table settings); "
+        "KOALABOT_PSEUDONYM_SECRET overrides it",
+        file=sys.stderr,
+    )
+    return secret
 
 
 @contextlib.contextmanager

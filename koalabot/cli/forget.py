@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from koalabot.cli.options import add_common, settings_from
+from koalabot.cli.options import add_common, existing_store_settings
 from koalabot.store.database import open_database
 from koalabot.store.forget import ForgetCounts, forget_user, purge_idle
 
@@ -76,7 +76,7 @@ def describe(counts: ForgetCounts) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Delete (or count, with --dry-run) and print what went."""
-    settings = settings_from(args)
+    settings = existing_store_settings(args)
     counts, what = asyncio.run(_forget(settings.database_url, args))
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{what}: {verb} {describe(counts)}")

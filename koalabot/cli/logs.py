@@ -24,6 +24,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _NoVoiceWarning(logging.Filter):
+    """discord.py warns at start that PyNaCl and davey (voice) are missing; a chat bot never
+    speaks, so the warning only alarms the person reading the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "voice will NOT be supported" not in record.getMessage()
+
+
 def setup_logging(level: str, fmt: str) -> None:
     """Configure the root logger once, on stderr."""
     handler = logging.StreamHandler(sys.stderr)
@@ -35,5 +43,6 @@ def setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("discord.client").addFilter(_NoVoiceWarning())
     for noisy in ("aiohttp.access", "alembic", "discord.gateway", "slack_bolt", "slack_sdk"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

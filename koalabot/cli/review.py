@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from koalabot.cli.options import add_common, settings_from
+from koalabot.cli.options import add_common, existing_store_settings
 from koalabot.errors import ConfigError
 from koalabot.review.access import own_loopback, review_token
 from koalabot.store.database import open_database
@@ -70,7 +70,7 @@ def _login_name() -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C or SIGTERM."""
-    settings = settings_from(args)
+    settings = existing_store_settings(args)
     token, made_here = review_token(settings.review_token)
     reviewer = (args.reviewer or _login_name()).strip()
     if not reviewer:

@@ -80,8 +80,7 @@ async def serve(
             adapters.append(adapter)
             log.info("%s adapter running", name)
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, options.port)
-        await site.start()
+        await _bind(web.TCPSite(runner, settings.host, options.port))
         host, port = runner.addresses[0][:2]  # the port chosen when asked for port 0
         log.info("HTTP on %s:%s (/healthz, /metrics)", host, port)
         for adapter in adapters:
@@ -97,6 +96,19 @@ async def serve(
                 await adapter.stop()
         await runner.cleanup()
         await engine.close()
+
+
+async def _bind(site: web.TCPSite) -> None:
+    """Listen on the HTTP port, or one line saying who holds it and how to move it."""
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {site.name} ({exc.strerror or exc}): koalabot run serves "
+            "/healthz and /metrics there (and Slack events in HTTP mode), in Socket Mode too; "
+            "stop what holds the port, or move it with --port N or KOALABOT_PORT=N "
+            "(0: any free port)"
+        ) from None
 
 
 async def _platform_connected(engine: Engine, adapter: Adapter) -> None:

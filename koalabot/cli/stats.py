@@ -7,10 +7,12 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from koalabot.cli.export import day_end, day_start
-from koalabot.cli.options import add_common, settings_from
+from koalabot.cli.options import add_common, existing_store_settings
+from koalabot.errors import ConfigError
 from koalabot.stats.models import (
     format_models,
     gather_models,
@@ -57,7 +59,12 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the report (with --models: the comparison); draw the chart if asked."""
-    url = settings_from(args).database_url
+    url = existing_store_settings(args).database_url
+    if args.plot and not Path(args.plot).resolve().parent.is_dir():
+        raise ConfigError(
+            f"--plot {args.plot}: the folder {Path(args.plot).parent} does not exist; create it "
+            "or write the chart elsewhere"
+        )
     if args.models:
         models = asyncio.run(_read(url, args, gather_models))
         _show(

@@ -121,7 +121,7 @@ class Engine:
     @classmethod
     async def open(cls, settings: Settings) -> Engine:
         """Open the store (SQLite upgrades itself) and the backend; recover crashed answers."""
-        db = await open_database(settings.database_url)
+        db = await open_database(settings.database_url, busy_timeout=settings.sqlite_busy_timeout)
         models = ModelSet.from_settings(settings)
         engine = cls(settings, db, models.default, models)
         try:
@@ -258,6 +258,10 @@ class Engine:
     async def opt_out(self, platform: str, user: str) -> None:
         """Keep answering the user, but never export anything of theirs."""
         await self.repo.opt_out(f"{platform}:{user}")
+
+    async def opt_in(self, platform: str, user: str) -> None:
+        """Undo `opt_out` (a KOALABOT_OPTOUT_USERS entry stays: the operator's list wins)."""
+        await self.repo.opt_in(f"{platform}:{user}")
 
     # --- the platform connects, the process stops --------------------------------------------
 

@@ -32,7 +32,7 @@ from koalabot.store.review import (
     Decision,
     Facets,
     Filters,
-    Item,
+    RatedAnswer,
     Rating,
     ReviewError,
     State,
@@ -183,7 +183,7 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=html, content_type="text/html")
 
 
-def _card(request: web.Request, item: Item) -> web.Response:
+def _card(request: web.Request, item: RatedAnswer) -> web.Response:
     html = request.app[TEMPLATES_KEY].get_template("card.html").render(item=item, here="/")
     return web.Response(text=html, content_type="text/html")
 

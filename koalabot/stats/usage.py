@@ -191,6 +191,15 @@ def rolling_approval(days: list[date], tallies: list[Tally], window: int = WINDO
     return rates
 
 
+def plot(report: Report, path: str | Path) -> None:
+    """Draw the chart (`draw`) into a PNG file."""
+    figure = draw(report)
+    figure.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
 def pyplot() -> Any:
     """matplotlib's pyplot drawing to files, or a one-line error saying how to get it."""
     try:
@@ -205,8 +214,9 @@ def pyplot() -> Any:
     return plt
 
 
-def plot(report: Report, path: str | Path) -> None:
-    """Draw approval (top: a rolling line, daily dots) and answers per day (bottom) per model."""
+def draw(report: Report) -> Any:
+    """Approval (top: a rolling line, daily dots) and answers per day (bottom) per model, on
+    daily ticks; a matplotlib Figure (Any: matplotlib is an optional dependency)."""
     plt = pyplot()
     import matplotlib.dates as mdates
 
@@ -218,13 +228,13 @@ def plot(report: Report, path: str | Path) -> None:
         tallies = [report.model_days[(model, d)] for d in days]
         daily = [100 * t.approval if t.approval is not None else float("nan") for t in tallies]
         rolling = rolling_approval(days, tallies)
-        (line,) = top.plot(days, rolling, linewidth=2.2, marker="o", markersize=3, label=model)
+        (line,) = top.plot(days, rolling, linewidth=2.2, marker="o", markersize=5, label=model)
         top.scatter(days, daily, s=14, color=line.get_color(), alpha=0.35, linewidths=0)
         answers = [t.answers for t in tallies]
-        bottom.plot(days, answers, color=line.get_color(), linewidth=1.8, marker="o", markersize=3)
-    if report.days:
-        # A margin of a day on each side, so a short period is not lost in a default range.
-        bottom.set_xlim(min(report.days) - timedelta(days=1), max(report.days) + timedelta(days=1))
+        bottom.plot(days, answers, color=line.get_color(), linewidth=1.8, marker="o", markersize=5)
+    first, last = (min(report.days), max(report.days)) if report.days else (date.today(),) * 2
+    # A margin of a day on each side, so a short period (one day) is not lost at an edge.
+    bottom.set_xlim(first - timedelta(days=1), last + timedelta(days=1))
     top.set_ylim(-3, 103)
     top.set_ylabel(f"approval, % liked of voted\n(line: {WINDOW}-day rolling; dots: daily)")
     bottom.set_ylabel("answers per day")
@@ -232,14 +242,27 @@ def plot(report: Report, path: str | Path) -> None:
     bottom.set_xlabel("day (UTC)")
     for axis in (top, bottom):
         axis.grid(True, alpha=0.3)
-    locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
-    formatter = mdates.ConciseDateFormatter(locator)  # type: ignore[no-untyped-call]
+    locator = _day_ticks(mdates, (last - first).days + 3)
     bottom.xaxis.set_major_locator(locator)
-    bottom.xaxis.set_major_formatter(formatter)
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
     top.set_title("Approval and volume per model", loc="left")
-    fig.legend(loc="outside right upper", title="model")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if report.models:
+        fig.legend(loc="outside right upper", title="model")
+    else:
+        top.text(0.5, 0.5, "no answers in this period", ha="center", transform=top.transAxes)
+    return fig
+
+
+#: At most this many date ticks: a label per day up to two weeks, then every few days, then
+#: months (matplotlib's own choice over a few days is every six hours, which reads as noise).
+MAX_TICKS = 15
+
+
+def _day_ticks(mdates: Any, span_days: int) -> Any:
+    """Ticks on whole days (or months, for long periods), never within a day."""
+    if span_days <= 2 * 31:
+        return mdates.DayLocator(interval=-(-span_days // MAX_TICKS))
+    return mdates.MonthLocator(interval=-(-span_days // (31 * MAX_TICKS)))
 
 
 __all__ = [
@@ -248,6 +271,7 @@ __all__ = [
     "Report",
     "Tally",
     "build_report",
+    "draw",
     "format_report",
     "gather",
     "plot",

@@ -6,6 +6,8 @@ works inside a running event loop, and an in-memory SQLite database is migrated 
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -47,13 +49,17 @@ _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncp
 _BACKENDS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
 
 # Every SQLite connection: concurrent readers with one writer, wait for the writer instead of
-# failing at once, enforce the ON DELETE CASCADE the schema relies on.
+# failing at once (busy timeout, below), enforce the ON DELETE CASCADE the schema relies on.
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
-    "PRAGMA busy_timeout=5000",
     "PRAGMA foreign_keys=ON",
     "PRAGMA synchronous=NORMAL",
 )
+#: Seconds a SQLite write waits for another process's write lock (a long `koalabot forget`, a
+#: backup) before it fails, unless KOALABOT_SQLITE_BUSY_TIMEOUT says otherwise. Long enough to
+#: outlast an ordinary transaction; the test suite sets it low so as not to sit out the wait.
+DEFAULT_BUSY_TIMEOUT = 5.0
+BUSY_TIMEOUT_ENV = "KOALABOT_SQLITE_BUSY_TIMEOUT"
 
 # PostgreSQL: each thread being answered may hold one connection (advisory lock) for the length
 # of a generation, so leave headroom above the steady pool.
@@ -140,11 +146,41 @@ def safe_url(url: str) -> str:
         return "<unparsable URL>"
 
 
+def sqlite_busy_timeout() -> float:
+    """The SQLite busy timeout in seconds: KOALABOT_SQLITE_BUSY_TIMEOUT, else the default."""
+    raw = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
+    try:
+        seconds = float(raw) if raw else DEFAULT_BUSY_TIMEOUT
+    except ValueError:
+        seconds = -1.0
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise ConfigError(f"invalid {BUSY_TIMEOUT_ENV} {raw!r}: expected seconds, 0 or more")
+    return seconds
+
+
+def _pragmas(timeout: float | None) -> tuple[str, ...]:
+    """Every SQLite connection's pragmas, with the busy timeout (None: the setting)."""
+    seconds = sqlite_busy_timeout() if timeout is None else timeout
+    return (*_SQLITE_PRAGMAS, f"PRAGMA busy_timeout={round(seconds * 1000)}")
+
+
+def _on_connect(engine: Any, pragmas: tuple[str, ...]) -> None:
+    """Run ``pragmas`` on every new DBAPI connection of a (synchronous) engine."""
+
+    def run(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        for pragma in pragmas:
+            cursor.execute(pragma)
+        cursor.close()
+
+    event.listen(engine, "connect", run)
+
+
 def _is_memory(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def _create_engine(url: str) -> AsyncEngine:
+def _create_engine(url: str, busy: float | None = None) -> AsyncEngine:
     parsed = make_url(async_url(url))
     options: dict[str, Any] = {"hide_parameters": True}  # no message text in errors and logs
     if _is_memory(parsed):
@@ -166,18 +202,11 @@ def _create_engine(url: str) -> AsyncEngine:
     except (ArgumentError, InvalidRequestError, NoSuchModuleError, ImportError) as exc:
         raise ConfigError(f"invalid KOALABOT_DATABASE_URL {safe_url(url)!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        _on_connect(engine.sync_engine, _pragmas(busy))
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    for pragma in _SQLITE_PRAGMAS:
-        cursor.execute(pragma)
-    cursor.close()
-
-
-def _inline_lane(url: str, engine: AsyncEngine) -> InlineLane | None:
+def _inline_lane(url: str, engine: AsyncEngine, busy: float | None) -> InlineLane | None:
     """A SQLite file's fast lane: a synchronous engine on the same file."""
     parsed = make_url(async_url(url))
     if parsed.get_backend_name() != "sqlite" or _is_memory(parsed):
@@ -185,15 +214,18 @@ def _inline_lane(url: str, engine: AsyncEngine) -> InlineLane | None:
     sync = create_engine(
         parsed.set(drivername="sqlite+pysqlite"), pool_size=1, hide_parameters=True
     )
-
-    @event.listens_for(sync, "connect")
-    def pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        for pragma in _SQLITE_PRAGMAS + LANE_PRAGMAS:
-            cursor.execute(pragma)
-        cursor.close()
-
+    _on_connect(sync, _pragmas(busy) + LANE_PRAGMAS)  # the lane's own busy timeout (0) wins
     return InlineLane(sync, engine)
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names when it does not exist (None for anything else): read-only
+    commands refuse it rather than create an empty database."""
+    parsed = make_url(async_url(url))
+    if parsed.get_backend_name() != "sqlite" or _is_memory(parsed):
+        return None
+    path = Path(str(parsed.database))
+    return None if path.exists() else path
 
 
 def _sqlite_file_missing(url: str) -> bool:
@@ -372,13 +404,16 @@ async def current_revision(url: str) -> str | None:
         await engine.dispose()
 
 
-async def open_database(url: str, *, upgrade: bool | None = None) -> Database:
+async def open_database(
+    url: str, *, upgrade: bool | None = None, busy_timeout: float | None = None
+) -> Database:
     """Open the store at `url`, with its schema at head or a clear error.
 
     `upgrade=None` upgrades SQLite (the embedded kind) and only checks PostgreSQL, whose schema
     an operator moves with `koalabot db upgrade`; True or False force either behaviour.
+    `busy_timeout` (seconds, SQLite) defaults to KOALABOT_SQLITE_BUSY_TIMEOUT or 5.
     """
-    engine = _create_engine(url)
+    engine = _create_engine(url, busy_timeout)
     dialect = engine.dialect.name
     should_upgrade = dialect == "sqlite" if upgrade is None else upgrade
     try:
@@ -391,5 +426,5 @@ async def open_database(url: str, *, upgrade: bool | None = None) -> Database:
         await engine.dispose()
         raise
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    inline = _inline_lane(url, engine)
+    inline = _inline_lane(url, engine, busy_timeout)
     return Database(url=url, engine=engine, sessions=sessions, dialect=dialect, inline=inline)

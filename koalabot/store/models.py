@@ -185,6 +185,16 @@ class OptOut(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class StoredSetting(Base):
+    """A value kept with the data rather than with one machine (the export's pseudonym secret)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Review(Base):
     """A person's decision on a rated answer, from `koalabot review`: the latest one counts.
 

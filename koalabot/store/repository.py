@@ -1,6 +1,11 @@
 """The engine's window on the store: small async functions, each one transaction.
 
-Everything here returns plain dataclasses, so nothing outside koalabot/store sees SQLAlchemy.
+Everything here returns the plain records of koalabot/store/records.py, so nothing outside
+koalabot/store sees SQLAlchemy. The statements live in statements.py (built once: on SQLite,
+building one costs more than running it) and the PostgreSQL thread locks in locks.py.
+
+This module is also the façade the engine imports the records from: they are re-exported below
+on purpose, so callers need one import line for the store's side of an answer.
 """
 
 from __future__ import annotations
@@ -8,244 +13,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, NamedTuple, TypeVar, cast
+from datetime import datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import (
-    Connection,
-    Select,
-    Table,
-    bindparam,
-    delete,
-    exists,
-    func,
-    insert,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, delete, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.orm import aliased
 
 from koalabot.errors import StoreError
 from koalabot.events import ThreadKey
+from koalabot.store import statements as sql
 from koalabot.store.database import Database
-from koalabot.store.inline import InlineLane, LaneStatement
-from koalabot.store.models import (
-    Conversation,
-    Feedback,
-    Generation,
-    Message,
-    MessageRef,
-    OptOut,
-    ProcessedEvent,
-    utcnow,
-)
+from koalabot.store.inline import InlineLane
+from koalabot.store.locks import LockSession, try_lock_on, unlock_on
+from koalabot.store.models import Feedback, Message, MessageRef, OptOut, utcnow
+from koalabot.store.records import AnswerInfo as AnswerInfo
+from koalabot.store.records import AnswerStart as AnswerStart
+from koalabot.store.records import GenerationRecord as GenerationRecord
+from koalabot.store.records import Orphan as Orphan
+from koalabot.store.records import Page as Page
+from koalabot.store.records import StoredMessage as StoredMessage
+from koalabot.store.statements import ORDER_LOOKBACK as ORDER_LOOKBACK
+from koalabot.store.statements import ORDER_WINDOW as ORDER_WINDOW
 from koalabot.store.tails import RecentThreads
 
+__all__ = [
+    "ORDER_LOOKBACK",
+    "ORDER_WINDOW",
+    "AnswerInfo",
+    "AnswerStart",
+    "GenerationRecord",
+    "Orphan",
+    "Page",
+    "Repository",
+    "StoredMessage",
+]
 
-class StoredMessage(NamedTuple):
-    """A message as the prompt builder needs it (a tuple: hundreds are read per answer)."""
-
-    id: int
-    role: str
-    text: str
-    parent_id: int | None
-    status: str
-
-
-@dataclass(frozen=True)
-class Page:
-    """Some of a thread's messages, newest first, and how many are older still."""
-
-    messages: list[StoredMessage]
-    older: int
-
-
-@dataclass(frozen=True)
-class AnswerStart:
-    """A new answer's row, whether it is its thread's first, and the thread's newest
-    messages when they were asked for."""
-
-    answer_id: int
-    first: bool
-    tail: Page | None
-
-
-@dataclass(frozen=True)
-class AnswerInfo:
-    """What the engine needs to regenerate or vote on an answer."""
-
-    id: int
-    conversation_id: int
-    parent_id: int | None
-    role: str
-    where: ThreadKey
-    model: str | None = None  # the model that made it
-
-
-@dataclass(frozen=True)
-class Orphan:
-    """An answer a crashed process left `streaming` (now `interrupted`), and where it shows."""
-
-    answer_id: int
-    where: ThreadKey
-    platform_message_id: str | None  # its placeholder, if it was posted
-
-
-#: Earlier messages of a thread younger than this are answered first (see start_answer).
-ORDER_WINDOW = timedelta(minutes=2)
-#: How far back start_answer looks for earlier messages still waiting for their answer.
-ORDER_LOOKBACK = 20
 T = TypeVar("T")
-#: processed_events key prefix of user messages the bot declined to answer.
-_DECLINED = "koalabot:declined:"
-
-
-@dataclass(frozen=True)
-class GenerationRecord:
-    """How one answer was produced (stored with it; training data is rebuilt from this)."""
-
-    prompt: str
-    template: str
-    parameters: dict[str, Any]
-    model_id: str | None = None
-    endpoint: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    finish_reason: str | None = None
-    time_to_first_token: float | None = None
-    total_time: float | None = None
-    dropped_turns: int = 0
-    error: str | None = None
-
-
-def _earlier_waiting() -> Select[Any]:
-    """Built once: this runs for every message, and building a statement costs more than
-    running it on SQLite."""
-    m, user, reply, handled = Message, aliased(Message), aliased(Message), ProcessedEvent
-    recent = (
-        select(m.id)
-        .where(m.conversation_id == bindparam("conversation"), m.id < bindparam("before"))
-        .order_by(m.id.desc())
-        .limit(ORDER_LOOKBACK)
-        .subquery()
-    )
-    return (
-        select(user.id)
-        .where(
-            user.id.in_(select(recent.c.id)),
-            user.role == "user",
-            user.created_at > bindparam("since"),
-            ~exists().where(reply.parent_id == user.id),
-            ~exists().where(handled.message_id == user.id, handled.key.startswith(_DECLINED)),
-        )
-        .limit(1)
-    )
-
-
-_EARLIER_WAITING = _earlier_waiting()
-
-
-class _Statements:
-    """The statements of the per-message path, built once per dialect: on SQLite, building a
-    statement costs more than running it."""
-
-    def __init__(self, dialect: str) -> None:
-        ins = pg_insert if dialect == "postgresql" else sqlite_insert
-        m, c = _table(Message).c, _table(Conversation).c
-        self.find_conversation = select(c.id).where(
-            c.platform == bindparam("platform"),
-            c.workspace == bindparam("workspace"),
-            c.channel == bindparam("channel"),
-            c.thread == bindparam("thread"),
-        )
-        self.add_conversation = ins(_table(Conversation)).on_conflict_do_nothing()
-        self.add_message = insert(_table(Message)).returning(m.id)
-        self.add_events = insert(_table(ProcessedEvent))
-        self.answered = (
-            select(m.id)
-            .where(
-                m.conversation_id == bindparam("conversation"),
-                m.role == "assistant",
-                m.status == "ok",
-            )
-            .limit(1)
-        )
-        self.finish = (
-            update(_table(Message))
-            .where(m.id == bindparam("answer"))
-            .values(
-                text=bindparam("new_text"),
-                status=bindparam("new_status"),
-                platform_message_id=func.coalesce(bindparam("shown_as"), m.platform_message_id),
-                model=func.coalesce(bindparam("made_by"), m.model),
-            )
-        )
-        self.add_generation = ins(_table(Generation)).on_conflict_do_nothing()
-        self.add_refs = ins(_table(MessageRef)).on_conflict_do_nothing()
-        self.older = (
-            select(func.count())
-            .select_from(_table(Message))
-            .where(m.conversation_id == bindparam("conversation"), m.id < bindparam("before"))
-        )
-        self.newer = (
-            select(m.id, m.role, m.text, m.parent_id, m.status)
-            .where(m.conversation_id == bindparam("conversation"), m.id > bindparam("after"))
-            .order_by(m.id.desc())
-        )
-        self._pages: dict[tuple[int, bool], Select[Any]] = {}
-
-    def page(self, limit: int, before: bool) -> Select[Any]:
-        """Newest-first messages of a conversation (older than ``before`` when paging on)."""
-        key = (limit, before)
-        if key not in self._pages:
-            m = _table(Message).c
-            query = (
-                select(m.id, m.role, m.text, m.parent_id, m.status)
-                .where(m.conversation_id == bindparam("conversation"))
-                .order_by(m.id.desc())
-                .limit(limit)
-            )
-            if before:
-                query = query.where(m.id < bindparam("before"))
-            self._pages[key] = query
-        return self._pages[key]
-
-
-def _table(model: Any) -> Table:
-    return cast(Table, model.__table__)
-
-
-_MESSAGE_KEYS = (
-    "conversation_id",
-    "role",
-    "author",
-    "text",
-    "platform_message_id",
-    "status",
-    "parent_id",
-    "created_at",
-)
-
-
-def _lane_statements(sql: _Statements, lane: InlineLane) -> dict[str, LaneStatement]:
-    """The per-message statements, ready for SQLite's fast lane."""
-    dialect = lane.engine.dialect
-    generation = ("message_id", "created_at", *GenerationRecord.__dataclass_fields__)
-    refs = ("message_id", "platform", "channel", "platform_message_id")
-    return {
-        "add_message": LaneStatement(sql.add_message, dialect, _MESSAGE_KEYS),
-        "add_events": LaneStatement(sql.add_events, dialect, ("key", "message_id", "created_at")),
-        "newer": LaneStatement(sql.newer, dialect),
-        "finish": LaneStatement(sql.finish, dialect),
-        "add_generation": LaneStatement(sql.add_generation, dialect, generation),
-        "add_refs": LaneStatement(sql.add_refs, dialect, refs),
-    }
 
 
 class Repository:
@@ -260,10 +64,10 @@ class Repository:
         # SQLite takes one writer at a time. Writers queued here wait their turn in order;
         # left to SQLite's busy handler, a burst of them sleeps and retries and can time out.
         self._write_lock = asyncio.Lock() if db.dialect == "sqlite" else None
-        self._locks = _LockSession(db) if db.dialect == "postgresql" else None
-        self._sql = _Statements(db.dialect)
+        self._locks = LockSession(db) if db.dialect == "postgresql" else None
+        self._sql = sql.Statements(db.dialect)
         self._threads = RecentThreads() if db.inline is not None else None
-        self._fast = _lane_statements(self._sql, db.inline) if db.inline is not None else None
+        self._fast = sql.lane_statements(self._sql, db.inline) if db.inline is not None else None
 
     async def _run(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
         lock = self._write_lock if write else None
@@ -311,15 +115,7 @@ class Repository:
         return await self._run(lambda conn: self._find_conversation(conn, where))
 
     def _find_conversation(self, conn: Connection, where: ThreadKey) -> int | None:
-        found = conn.execute(
-            self._sql.find_conversation,
-            {
-                "platform": where.platform,
-                "workspace": where.workspace,
-                "channel": where.channel,
-                "thread": where.thread,
-            },
-        ).scalar()
+        found = conn.execute(self._sql.find_conversation, sql.thread_keys(where)).scalar()
         return int(found) if found is not None else None
 
     def _ensure_conversation(self, conn: Connection, where: ThreadKey) -> int:
@@ -332,13 +128,7 @@ class Repository:
             if recent:
                 recent.keep_conversation(where, found)
             return found
-        values = {
-            "platform": where.platform,
-            "workspace": where.workspace,
-            "channel": where.channel,
-            "thread": where.thread,
-            "created_at": utcnow(),
-        }
+        values = sql.thread_keys(where) | {"created_at": utcnow()}
         conn.execute(self._sql.add_conversation, values)
         found = self._find_conversation(conn, where)
         assert found is not None
@@ -350,13 +140,7 @@ class Repository:
 
     async def latest_thread(self, platform: str, workspace: str, channel: str) -> str | None:
         """The newest conversation's thread id in a channel (a DM's current conversation)."""
-        c = Conversation
-        query = (
-            select(c.thread)
-            .where(c.platform == platform, c.workspace == workspace, c.channel == channel)
-            .order_by(c.id.desc())
-            .limit(1)
-        )
+        query = sql.latest_thread(platform, workspace, channel)
         found = await self._run(lambda conn: conn.execute(query).scalar())
         return str(found) if found is not None else None
 
@@ -381,17 +165,8 @@ class Repository:
 
         def work(conn: Connection) -> tuple[int, int]:
             conv = self._ensure_conversation(conn, where)
-            message = {
-                "conversation_id": conv,
-                "role": "user",
-                "author": author,
-                "text": text_,
-                "platform_message_id": platform_message_id,
-                "status": "ok",
-                "parent_id": None,
-                "created_at": now,
-            }
-            msg_id = self._add_message(conn, message)
+            row = sql.message_row(conv, "user", text_, now, author=author)
+            msg_id = self._add_message(conn, row | {"platform_message_id": platform_message_id})
             if keys:
                 events = [{"key": k, "message_id": msg_id, "created_at": now} for k in keys]
                 self._execute(conn, "add_events", events)
@@ -416,16 +191,8 @@ class Repository:
 
         One transaction, as this runs for every message.
         """
-        answer = {
-            "conversation_id": conversation_id,
-            "role": "assistant",
-            "author": None,
-            "text": "",
-            "platform_message_id": platform_message_id,
-            "status": "streaming",
-            "parent_id": parent_id,
-            "created_at": utcnow(),
-        }
+        answer = sql.message_row(conversation_id, "assistant", "", utcnow(), status="streaming")
+        answer |= {"parent_id": parent_id, "platform_message_id": platform_message_id}
 
         def work(conn: Connection) -> AnswerStart:
             new_id = self._add_message(conn, answer)
@@ -447,36 +214,22 @@ class Repository:
         params = {
             "conversation": conversation_id,
             "before": message_id,
-            "since": utcnow() - ORDER_WINDOW,
+            "since": utcnow() - sql.ORDER_WINDOW,
         }
-        found = await self._run(lambda conn: conn.execute(_EARLIER_WAITING, params).scalar())
+        found = await self._run(lambda conn: conn.execute(sql.EARLIER_WAITING, params).scalar())
         return found is not None
 
     async def unanswered(self, delivery_ids: Sequence[str]) -> tuple[int, int] | None:
         """The (conversation id, message id) of the user message taken in under one of
         ``delivery_ids``, unless it has an answer (of any status) or was declined."""
-        m, reply, key, handled = Message, aliased(Message), ProcessedEvent, aliased(ProcessedEvent)
-        query = (
-            select(m.conversation_id, m.id)
-            .join(key, key.message_id == m.id)
-            .where(
-                key.key.in_([k[:255] for k in delivery_ids]),
-                m.role == "user",
-                ~exists().where(reply.parent_id == m.id),
-                ~exists().where(handled.message_id == m.id, handled.key.startswith(_DECLINED)),
-            )
-        )
-        found = await self._run(lambda conn: conn.execute(query.limit(1)).first())
+        query = sql.unanswered(delivery_ids)
+        found = await self._run(lambda conn: conn.execute(query).first())
         return (int(found[0]), int(found[1])) if found is not None else None
 
     async def decline(self, message_id: int) -> None:
         """Record that the bot will not answer a user message (empty, rate-limited, shutting
         down), so later messages of its thread do not wait for its answer."""
-        stmt = (
-            self._insert(ProcessedEvent)
-            .values(key=f"{_DECLINED}{message_id}", message_id=message_id, created_at=utcnow())
-            .on_conflict_do_nothing()
-        )
+        stmt = sql.decline(self.db.dialect, message_id, utcnow())
         await self._run(lambda conn: conn.execute(stmt), write=True)
 
     async def finish_answer(
@@ -505,7 +258,7 @@ class Repository:
             if record is not None
             else None
         )
-        refs = self._refs(answer_id, where, platform_message_ids) if where is not None else []
+        refs = sql.ref_rows(answer_id, where, platform_message_ids) if where else []
 
         def work(conn: Connection) -> None:
             self._execute(conn, "finish", changes)
@@ -516,23 +269,11 @@ class Repository:
 
         await self._run(work, write=True)
 
-    @staticmethod
-    def _refs(answer_id: int, where: ThreadKey, ids: Sequence[str]) -> list[dict[str, Any]]:
-        return [
-            {
-                "message_id": answer_id,
-                "platform": where.platform,
-                "channel": where.channel,
-                "platform_message_id": pmid,
-            }
-            for pmid in dict.fromkeys(ids)
-        ]
-
     async def add_refs(
         self, answer_id: int, where: ThreadKey, platform_message_ids: Sequence[str]
     ) -> None:
         """Remember more platform messages an answer shows as, so reactions find them."""
-        refs = self._refs(answer_id, where, platform_message_ids)
+        refs = sql.ref_rows(answer_id, where, platform_message_ids)
         if refs:
             await self._run(lambda conn: self._execute(conn, "add_refs", refs), write=True)
 
@@ -594,33 +335,15 @@ class Repository:
 
     async def answer(self, answer_id: int) -> AnswerInfo | None:
         """An answer (or any message) with its thread, for votes and regeneration."""
-        m, c = Message, Conversation
-        query = (
-            select(
-                m.id,
-                m.conversation_id,
-                m.parent_id,
-                m.role,
-                c.platform,
-                c.workspace,
-                c.channel,
-                c.thread,
-                m.model,
-            )
-            .join(c, c.id == m.conversation_id)
-            .where(m.id == answer_id)
-        )
+        query = sql.answer_with_thread(answer_id)
         row = await self._run(lambda conn: conn.execute(query).first())
         if row is None:
             return None
-        where = ThreadKey(row[4], row[5], row[6], row[7])
-        return AnswerInfo(int(row[0]), int(row[1]), row[2], row[3], where, row[8])
+        return AnswerInfo(int(row[0]), int(row[1]), row[2], row[3], ThreadKey(*row[4:8]), row[8])
 
     async def generation(self, answer_id: int) -> GenerationRecord | None:
         """How an answer was produced, as stored with it."""
-        g = Generation
-        fields = [getattr(g, name) for name in GenerationRecord.__dataclass_fields__]
-        query = select(*fields).where(g.message_id == answer_id)
+        query = sql.generation_of(answer_id)
         row = await self._run(lambda conn: conn.execute(query).first())
         return GenerationRecord(*row) if row is not None else None
 
@@ -637,54 +360,36 @@ class Repository:
         found = await self._run(lambda conn: conn.execute(query).scalar())
         return int(found) if found is not None else None
 
-    def _insert(self, model: Any) -> Any:
-        if self.db.dialect == "postgresql":
-            return pg_insert(model)
-        return sqlite_insert(model)
-
     async def recover_interrupted(self) -> list[Orphan]:
         """Answers a crashed process left `streaming` become `interrupted`; returns them.
 
         On PostgreSQL other replicas may be answering right now: a thread counts only when its
         advisory lock is free (a crashed holder's session, and so its lock, is gone).
         """
-        m, c = Message, Conversation
+        streaming = select(Message.conversation_id).where(Message.status == "streaming")
         found: list[Orphan] = []
         try:
             async with self.db.engine.connect() as conn:
-                threads = (
-                    await conn.scalars(select(m.conversation_id).where(m.status == "streaming"))
-                ).all()
+                threads = (await conn.scalars(streaming)).all()
                 await conn.commit()
                 for conversation_id in dict.fromkeys(threads):
-                    if not await self._try_lock(conn, conversation_id):
-                        continue
-                    try:
-                        streaming = (m.conversation_id == conversation_id, m.status == "streaming")
-                        rows = (
-                            await conn.execute(
-                                select(
-                                    m.id,
-                                    m.platform_message_id,
-                                    c.platform,
-                                    c.workspace,
-                                    c.channel,
-                                    c.thread,
-                                )
-                                .join(c, c.id == m.conversation_id)
-                                .where(*streaming)
-                            )
-                        ).all()
-                        await conn.execute(update(m).where(*streaming).values(status="interrupted"))
-                        await conn.commit()
-                    finally:
-                        await self._unlock(conn, conversation_id)
-                    found += [
-                        Orphan(int(r[0]), ThreadKey(r[2], r[3], r[4], r[5]), r[1]) for r in rows
-                    ]
+                    found += await self._interrupt(conn, conversation_id)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError() from exc
         return found
+
+    @staticmethod
+    async def _interrupt(conn: AsyncConnection, conversation_id: int) -> list[Orphan]:
+        """Mark a thread's `streaming` answers `interrupted`, unless a replica holds it."""
+        if not await try_lock_on(conn, conversation_id):
+            return []
+        try:
+            rows = (await conn.execute(sql.streaming_in(conversation_id))).all()
+            await conn.execute(sql.interrupt(conversation_id))
+            await conn.commit()
+        finally:
+            await unlock_on(conn, conversation_id)
+        return [Orphan(int(r[0]), ThreadKey(*r[2:6]), r[1]) for r in rows]
 
     # --- feedback ----------------------------------------------------------------------------
 
@@ -693,13 +398,7 @@ class Repository:
     ) -> None:
         """Record a vote (cast ``at``, when that was earlier than now); the latest vote of a
         user on an answer wins."""
-        now = at or utcnow()
-        stmt = self._insert(Feedback).values(
-            message_id=answer_id, user=user, rating=rating, created_at=now, updated_at=now
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["message_id", "user"], set_={"rating": rating, "updated_at": now}
-        )
+        stmt = sql.cast_vote(self.db.dialect, answer_id, user, rating, at or utcnow())
         await self._run(lambda conn: conn.execute(stmt), write=True)
 
     async def unvote(self, answer_id: int, user: str, rating: int | None = None) -> bool:
@@ -722,11 +421,12 @@ class Repository:
 
     async def opt_out(self, user_key: str) -> None:
         """Remember that a user ("platform:id") wants nothing of theirs used for training."""
-        stmt = (
-            self._insert(OptOut)
-            .values(user_key=user_key, created_at=utcnow())
-            .on_conflict_do_nothing()
-        )
+        stmt = sql.opt_out(self.db.dialect, user_key, utcnow())
+        await self._run(lambda conn: conn.execute(stmt), write=True)
+
+    async def opt_in(self, user_key: str) -> None:
+        """Undo `opt_out`: the user's data may be used for training again."""
+        stmt = delete(OptOut).where(OptOut.user_key == user_key)
         await self._run(lambda conn: conn.execute(stmt), write=True)
 
     async def is_opted_out(self, user_key: str) -> bool:
@@ -746,78 +446,10 @@ class Repository:
         if self._locks is None:
             yield
             return
-        delay = 0.01
-        while (held := await self._locks.try_lock(conversation_id)) is None:
-            await asyncio.sleep(delay)  # another replica is answering in this thread
-            delay = min(delay * 2, 0.25)
-        try:
+        async with self._locks.hold(conversation_id):
             yield
-        finally:
-            await self._locks.unlock(conversation_id, held)
 
     async def close(self) -> None:
         """Give back the connection that holds this process's thread locks."""
         if self._locks is not None:
             await self._locks.close()
-
-    async def _try_lock(self, conn: AsyncConnection, conversation_id: int) -> bool:
-        if self.db.dialect != "postgresql":
-            return True
-        got = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": conversation_id})
-        await conn.commit()
-        return bool(got)
-
-    async def _unlock(self, conn: AsyncConnection, conversation_id: int) -> None:
-        if self.db.dialect == "postgresql":
-            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": conversation_id})
-            await conn.commit()
-
-
-class _LockSession:
-    """The one PostgreSQL session that holds this process's thread locks.
-
-    Advisory locks belong to a session. Holding each on a pooled connection for the length of
-    an answer would take one connection per answer in flight, and with the pool used up the
-    lock holders could not get one for their own queries. One session holds them all instead;
-    waiting is polling with ``pg_try_advisory_lock``, since a blocking wait would stall it.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._conn: AsyncConnection | None = None
-        self._session = 0  # which session the locks taken now belong to
-        self._use = asyncio.Lock()  # one statement at a time on the connection
-
-    async def try_lock(self, key: int) -> int | None:
-        """Take the lock if it is free: the session it is held by, else None."""
-        async with self._use:
-            try:
-                if self._conn is None:
-                    conn = await self._db.engine.connect()
-                    self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                    self._session += 1
-                got = await self._conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
-            except (SQLAlchemyError, OSError) as exc:
-                await self._drop()
-                raise StoreError() from exc
-        return self._session if got else None
-
-    async def unlock(self, key: int, session: int) -> None:
-        """Release a lock; nothing to do if its session is gone (the server released it)."""
-        async with self._use:
-            if self._conn is None or session != self._session:
-                return
-            try:
-                await self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            except (SQLAlchemyError, OSError):
-                await self._drop()
-
-    async def close(self) -> None:
-        async with self._use:
-            await self._drop()
-
-    async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(SQLAlchemyError, OSError):
-                await conn.invalidate()

@@ -1,16 +1,14 @@
 """The SQL behind `koalabot review`: rated answers page by page, with their threads, votes and
-generation records, and the decisions people make about them.
+generation summaries, and the decisions people make about them.
 
-Everything leaves this module as plain dataclasses, so the web app needs no SQLAlchemy.
+Everything leaves this module as the plain records of review_records.py (re-exported here), so
+the web app needs no SQLAlchemy.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, func, select
@@ -33,30 +31,23 @@ from koalabot.store.models import (
     Review,
     utcnow,
 )
+from koalabot.store.review_records import (
+    COUNT_LIMIT,
+    ContextMessage,
+    Facets,
+    Filters,
+    GenerationSummary,
+    RatedAnswer,
+    Rating,
+    ReviewPage,
+    ReviewRecord,
+    State,
+    Vote,
+)
 from koalabot.store.times import as_utc
 
 #: Answers on one page of the review list.
 PAGE_SIZE = 20
-#: Matches are counted up to this many ("10,000+"): an exact count would read every vote.
-COUNT_LIMIT = 10_000
-
-
-class State(StrEnum):
-    """Review states the list can be filtered by."""
-
-    UNREVIEWED = "unreviewed"
-    REVIEWED = "reviewed"
-    INCLUDED = "included"
-    EXCLUDED = "excluded"
-    CORRECTED = "corrected"
-
-
-class Rating(StrEnum):
-    """Net vote filters: more up than down, more down than up, or as many of each."""
-
-    LIKED = "liked"
-    DISLIKED = "disliked"
-    SPLIT = "split"
 
 
 class ReviewError(KoalabotError):
@@ -65,128 +56,6 @@ class ReviewError(KoalabotError):
 
 class AnswerNotFoundError(ReviewError):
     """No rated answer has this id."""
-
-
-# --- plain data ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Which rated answers the list shows; None means any."""
-
-    platform: str | None = None
-    channel: str | None = None
-    model: str | None = None
-    rating: Rating | None = None
-    since: datetime | None = None
-    until: datetime | None = None  # exclusive
-    state: State | None = None
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One earlier message of the thread, as the rated answer's context."""
-
-    id: int
-    role: str
-    author: str | None
-    text: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class Vote:
-    """One person's thumbs on the answer."""
-
-    user: str
-    rating: int
-    reason: str | None
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class GenerationRecord:
-    """How the answer was produced."""
-
-    template: str
-    parameters: dict[str, Any]
-    model_id: str | None
-    endpoint: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    finish_reason: str | None
-    time_to_first_token: float | None
-    total_time: float | None
-    dropped_turns: int
-
-
-@dataclass(frozen=True)
-class ReviewRecord:
-    """The decision stored for an answer: what, why, by whom and when."""
-
-    decision: Decision
-    reason: str | None
-    correction: str | None
-    reviewer: str
-    decided_at: datetime
-
-
-@dataclass
-class Item:
-    """One rated answer as the review page shows it."""
-
-    id: int
-    platform: str
-    workspace: str
-    channel: str
-    thread: str
-    conversation_id: int
-    parent_id: int | None
-    status: str
-    text: str
-    created_at: datetime
-    generation: GenerationRecord | None
-    review: ReviewRecord | None
-    votes: list[Vote] = field(default_factory=list)
-    context: list[Turn] = field(default_factory=list)
-
-    @property
-    def up(self) -> int:
-        """Thumbs up."""
-        return sum(1 for v in self.votes if v.rating > 0)
-
-    @property
-    def down(self) -> int:
-        """Thumbs down."""
-        return sum(1 for v in self.votes if v.rating < 0)
-
-
-@dataclass(frozen=True)
-class Page:
-    """A page of the list, newest first, with cursors to the pages beside it (None: no more)."""
-
-    items: list[Item]
-    #: How many answers match, counted up to ``count_limit`` + 1.
-    total: int
-    newer: int | None
-    older: int | None
-    count_limit: int = COUNT_LIMIT
-
-    @property
-    def total_text(self) -> str:
-        """The count as the page shows it ("10,000+" past the limit)."""
-        if self.total > self.count_limit:
-            return f"{self.count_limit:,}+"
-        return f"{self.total:,}"
-
-
-@dataclass(frozen=True)
-class Facets:
-    """The values the filters offer."""
-
-    platforms: list[str]
-    channels: list[tuple[str, str]]  # (platform, channel)
-    models: list[str]
 
 
 # --- queries ---------------------------------------------------------------------------------
@@ -219,7 +88,7 @@ def _state_filter(state: State) -> ColumnElement[bool]:
 
 
 def _listing(filters: Filters) -> Select[*tuple[Any, ...]]:
-    """Rated answers within the filters (the columns Item needs, in its order)."""
+    """Rated answers within the filters (the columns RatedAnswer needs, in its order)."""
     m, c, g, r = Message, Conversation, Generation, Review
     net = _net_votes()
     where: list[ColumnElement[bool]] = [m.role == "assistant", net.is_not(None)]
@@ -276,10 +145,10 @@ def _listing(filters: Filters) -> Select[*tuple[Any, ...]]:
     )
 
 
-def _item(row: Sequence[Any]) -> Item:
+def _item(row: Sequence[Any]) -> RatedAnswer:
     generation = None
     if row[10] is not None:
-        generation = GenerationRecord(
+        generation = GenerationSummary(
             template=row[10],
             parameters=dict(row[11] or {}),
             model_id=row[12],
@@ -294,7 +163,7 @@ def _item(row: Sequence[Any]) -> Item:
     review = None
     if row[20] is not None:
         review = ReviewRecord(Decision(row[20]), row[21], row[22], row[23], as_utc(row[24]))
-    return Item(
+    return RatedAnswer(
         id=row[0],
         platform=row[1],
         workspace=row[2],
@@ -310,7 +179,7 @@ def _item(row: Sequence[Any]) -> Item:
     )
 
 
-async def _fill(conn: AsyncConnection, items: list[Item]) -> None:
+async def _fill(conn: AsyncConnection, items: list[RatedAnswer]) -> None:
     """Add each item's votes and its thread up to the answer (as the model was shown it)."""
     if not items:
         return
@@ -344,26 +213,26 @@ async def _fill(conn: AsyncConnection, items: list[Item]) -> None:
         item.context = _context(threads[item.conversation_id], item)
 
 
-def _context(rows: list[Any], item: Item) -> list[Turn]:
+def _context(rows: list[Any], answer: RatedAnswer) -> list[ContextMessage]:
     """The user messages up to the one answered, each followed by the answer to it shown last
     before this answer was written (the rule `koalabot export` builds threads by)."""
-    turns: list[Turn] = []
-    shown: dict[int, Turn] = {}
+    asked: list[ContextMessage] = []
+    shown: dict[int, ContextMessage] = {}
     for msg_id, _conv, role, author, text, _status, parent_id, created_at in rows:
-        if msg_id >= item.id:
+        if msg_id >= answer.id:
             break
-        turn = Turn(msg_id, role, author, text, as_utc(created_at))
+        message = ContextMessage(msg_id, role, author, text, as_utc(created_at))
         if role == "user":
-            turns.append(turn)
+            asked.append(message)
         elif parent_id is not None:
-            shown[parent_id] = turn
-    out: list[Turn] = []
-    for turn in turns:
-        out.append(turn)
-        if turn.id == item.parent_id:
+            shown[parent_id] = message
+    out: list[ContextMessage] = []
+    for question in asked:
+        out.append(question)
+        if question.id == answer.parent_id:
             break
-        if turn.id in shown:
-            out.append(shown[turn.id])
+        if question.id in shown:
+            out.append(shown[question.id])
     return out
 
 
@@ -375,7 +244,7 @@ async def list_answers(
     after: int | None = None,
     limit: int = PAGE_SIZE,
     count_limit: int = COUNT_LIMIT,
-) -> Page:
+) -> ReviewPage:
     """A page of rated answers, newest first: the first page, the one older than answer
     ``before``, or the one newer than answer ``after``."""
     query = _listing(filters)
@@ -404,10 +273,10 @@ async def list_answers(
         newer, older = (first if more else None), last
     else:
         newer, older = (first if before is not None else None), (last if more else None)
-    return Page(items, total, newer, older, count_limit)
+    return ReviewPage(items, total, newer, older, count_limit)
 
 
-async def get_answer(db: Database, answer_id: int) -> Item:
+async def get_answer(db: Database, answer_id: int) -> RatedAnswer:
     """One rated answer, as a page shows it."""
     query = _listing(Filters()).where(Message.id == answer_id)
     try:
@@ -505,17 +374,17 @@ __all__ = [
     "REASONS",
     "WITHHELD_REASONS",
     "AnswerNotFoundError",
+    "ContextMessage",
     "Decision",
     "Facets",
     "Filters",
-    "GenerationRecord",
-    "Item",
-    "Page",
+    "GenerationSummary",
+    "RatedAnswer",
     "Rating",
     "ReviewError",
+    "ReviewPage",
     "ReviewRecord",
     "State",
-    "Turn",
     "Vote",
     "decide",
     "facets",

@@ -16,12 +16,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from koalabot.events import ThreadKey
-
-if TYPE_CHECKING:  # the repository imports this module
-    from koalabot.store.repository import StoredMessage
+from koalabot.store.records import StoredMessage
 
 #: Threads whose tails are kept (each at most one page of messages).
 KEPT_THREADS = 64

@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from koalabot.errors import StoreError
-from koalabot.store.database import Database
+from koalabot.store.database import Database, sqlite_busy_timeout
 from koalabot.store.errors import store_error
 from koalabot.store.models import Conversation, Feedback, Generation, Message, OptOut, Review
 
@@ -469,7 +469,7 @@ def _sqlite_connect(path: str) -> apsw.Connection:
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOMUTEX
     try:
         conn = apsw.Connection(str(Path(path).absolute()), flags=flags)
-        conn.set_busy_timeout(5000)
+        conn.set_busy_timeout(round(sqlite_busy_timeout() * 1000))
         conn.pragma("query_only", True)
     except apsw.Error as exc:
         raise StoreError(f"database error: cannot open {path}: {exc}") from exc

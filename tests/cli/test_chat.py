@@ -90,7 +90,7 @@ async def test_server_down_prints_one_clear_line_then_goes_on(
     assert code == 0
     notice = [line for line in out.splitlines() if line.strip()]
     assert len(notice) == 1
-    assert url in notice[0] and "python -m tests.fakes.tgi" in notice[0]
+    assert url in notice[0] and "koalabot chat --demo" in notice[0]
     assert err == ""
     await fake_tgi.start()  # the server comes up; the next message is answered
     fake_tgi.replies.append(" Yes, I am here.")

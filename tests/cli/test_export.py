@@ -85,23 +85,6 @@ async def test_export_to_stdout_with_raw_ids(
     assert "user ids written raw" in captured.err
 
 
-async def test_export_without_a_secret_refuses_with_one_line(
-    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "rows.jsonl"
-
-    code = await koalabot(
-        "export", "--format", "kto", "--out", str(out), "--database-url", sqlite_url
-    )
-
-    assert code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert err.startswith("koalabot: error: ")
-    assert "KOALABOT_PSEUDONYM_SECRET" in err and "--no-pseudonymize" in err
-    assert not out.exists()
-
-
 async def test_export_day_filters_take_whole_utc_days(
     db: Database, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -64,6 +64,7 @@ def bot_env(
         "first_token_timeout": 5.0,
         "idle_timeout": 2.0,
         "log_format": "json",
+        "slack_streaming": "off",  # the chat.update path unless a test asks for streaming
         "log_level": "INFO",
         # The test's own spool (tests/conftest.py), not the working directory's.
         "spool_path": os.environ.get("KOALABOT_SPOOL_PATH", ""),

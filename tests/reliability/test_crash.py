@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from koalabot.config import Settings, load_settings
 from koalabot.engine.engine import INTERRUPTED, Engine
 from koalabot.events import ThreadKey
@@ -22,14 +24,15 @@ def cut_off(slack: FakeSlack, root: Message) -> Message | None:
     return replies[0] if replies and replies[0].shown.count("Eucalyptus") >= 5 else None
 
 
+@pytest.mark.parametrize("streaming", ["off", "on"])
 async def test_an_answer_cut_off_by_a_crash_says_so_after_the_restart(
-    fake_slack: FakeSlack, fake_tgi: FakeTGI, tmp_path: Path
+    fake_slack: FakeSlack, fake_tgi: FakeTGI, tmp_path: Path, streaming: str
 ) -> None:
     slack, tgi = fake_slack, fake_tgi
     tgi.token_delay = 0.05
     tgi.replies.append(" ".join(["Eucalyptus"] * 200))
     db = tmp_path / "bot.db"
-    env = bot_env(f"sqlite:///{db}", tgi, slack=slack)
+    env = bot_env(f"sqlite:///{db}", tgi, slack=slack, slack_streaming=streaming)
 
     async with running(["slack"], env, "--mode", "http") as first:
         slack.events_url = first.url("/slack/events")
@@ -48,7 +51,12 @@ async def test_an_answer_cut_off_by_a_crash_says_so_after_the_restart(
         assert await second.stop() == 0, second.output
 
     assert answer.shown == "Once upon a time, a koala slept."
-    assert placeholder.shown == f"⚠️ {INTERRUPTED}" and not placeholder.buttons
+    if streaming == "off":  # the edit path replaces the cut-off text
+        assert placeholder.shown == f"⚠️ {INTERRUPTED}" and not placeholder.buttons
+    else:  # a stream can only grow: it is stopped with the notice under what it showed
+        said, notice = placeholder.shown.split("\n\n")
+        assert said.split() == ["Eucalyptus"] * len(said.split()) and notice == f"⚠️ {INTERRUPTED}"
+        assert placeholder.streaming_state == "completed" and not placeholder.context_actions
     assert slack.bot_replies(root.channel, root.ts) == [placeholder, answer]
     rows = sqlite_rows(db, "SELECT role, text, status FROM messages ORDER BY id")
     assert [(role, status) for role, _, status in rows] == [

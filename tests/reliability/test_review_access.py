@@ -5,6 +5,7 @@ KOALABOT_REVIEW_TOKEN is refused, and `koalabot review` serves on a loopback add
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sys
@@ -17,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from koalabot.cli import main
 from koalabot.review.access import COOKIE, token_bits
 from koalabot.review.app import review_app
-from koalabot.store.database import Database, open_database
+from koalabot.store.database import Database, open_database, upgrade
 from tests.helpers_review import review_process
 
 TOKEN = "Zq3vT8mK1pX6wR2yL9dF4hB7nC5jG0sA"
@@ -108,11 +109,13 @@ def test_token_strength(token: str, strong: bool) -> None:
     assert (token_bits(token) >= 128) is strong
 
 
-def test_koalabot_review_refuses_a_weak_token(
+async def test_koalabot_review_refuses_a_weak_token(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    await upgrade(sqlite_url)  # review reads an existing store; it never creates one
     monkeypatch.setenv("KOALABOT_REVIEW_TOKEN", "hunter2hunter2")
-    assert main(["review", "--port", "0", "--database-url", sqlite_url]) == 2
+    argv = ["review", "--port", "0", "--database-url", sqlite_url]
+    assert await asyncio.to_thread(main, argv) == 2
     err = capsys.readouterr().err
     assert "too weak" in err and "hunter2" not in err
     assert "Traceback" not in err
@@ -121,6 +124,7 @@ def test_koalabot_review_refuses_a_weak_token(
 async def test_koalabot_review_makes_a_token_for_an_empty_one_and_serves_on_its_own_address(
     sqlite_url: str,
 ) -> None:
+    await upgrade(sqlite_url)
     env = {**os.environ, "KOALABOT_REVIEW_TOKEN": ""}
     async with review_process(sqlite_url, env) as line:
         link = re.search(r"http://(127(?:\.\d+){3}):\d+/\?token=(\S+)", line)

@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from koalabot.review.app import review_app
-from koalabot.store.database import Database, open_database
+from koalabot.store.database import Database, open_database, upgrade
 from koalabot.store.models import Review
 from tests.helpers_data import Seed, table_rows
 
@@ -270,6 +270,7 @@ async def test_koalabot_review_prints_a_working_link_and_stops_on_sigterm(
 
 
 async def test_koalabot_review_uses_the_token_from_the_environment(sqlite_url: str) -> None:
+    await upgrade(sqlite_url)  # review reads an existing store; it never creates one
     env = {**os.environ, "KOALABOT_REVIEW_TOKEN": ENV_TOKEN}
     process = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "koalabot", "review", "--port", "0"],

@@ -91,8 +91,8 @@ async def test_stats_tables_and_time_window(
     assert list(later["days"]) == ["2024-05-02"]
 
 
-async def test_stats_on_an_empty_store(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert await koalabot("stats", "--database-url", sqlite_url) == 0
+async def test_stats_on_an_empty_store(db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await koalabot("stats", "--database-url", db.url) == 0
     assert capsys.readouterr().out == "no messages stored yet\n"
 
 

@@ -8,8 +8,10 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from koalabot.config import load_settings
 from koalabot.errors import ConfigError, MigrationError, SchemaBehindError, StoreError
 from koalabot.store.database import (
+    BUSY_TIMEOUT_ENV,
     Database,
     async_url,
     current_revision,
@@ -53,7 +55,42 @@ def test_a_bad_url_is_a_config_error_naming_the_setting(url: str) -> None:
         async_url(url)
 
 
-async def test_sqlite_upgrades_itself_with_wal_and_foreign_keys(sqlite_url: str) -> None:
+async def _busy_timeout(db: Database) -> int:
+    async with db.engine.connect() as conn:
+        return int(await conn.scalar(text("PRAGMA busy_timeout")) or 0)
+
+
+async def test_the_sqlite_busy_timeout_is_a_setting(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(BUSY_TIMEOUT_ENV, "0.25")
+    assert load_settings(None).sqlite_busy_timeout == 0.25
+    db = await open_database(sqlite_url)
+    try:
+        assert await _busy_timeout(db) == 250
+    finally:
+        await db.close()
+    db = await open_database(sqlite_url, busy_timeout=2)
+    try:
+        assert await _busy_timeout(db) == 2000, "an explicit value wins over the environment"
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+async def test_a_bad_sqlite_busy_timeout_is_one_clear_line(
+    value: str, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(BUSY_TIMEOUT_ENV, value)
+    with pytest.raises(ConfigError, match=f"invalid {BUSY_TIMEOUT_ENV}") as caught:
+        await open_database(sqlite_url)
+    assert "\n" not in str(caught.value)
+
+
+async def test_sqlite_upgrades_itself_with_wal_and_foreign_keys(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(BUSY_TIMEOUT_ENV)  # the default, not the test suite's short wait
     db = await open_database(sqlite_url)
     try:
         assert db.dialect == "sqlite"

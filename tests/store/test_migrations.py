@@ -70,6 +70,7 @@ COLUMNS = {
     "judgements": ["id", "a_id", "b_id", "user", "choice", "created_at", "updated_at"],
     "optouts": ["user_key", "created_at"],
     "processed_events": ["key", "message_id", "created_at"],
+    "settings": ["key", "value", "created_at"],
     "reviews": [
         "id",
         "message_id",
@@ -92,6 +93,7 @@ PRIMARY_KEYS = {
     "optouts": ("pk_optouts", ("user_key",)),
     "processed_events": ("pk_processed_events", ("key",)),
     "reviews": ("pk_reviews", ("id",)),
+    "settings": ("pk_settings", ("key",)),
 }
 
 UNIQUES = {
@@ -270,7 +272,8 @@ def test_alembic_command_line_uses_the_same_env(sqlite_url: str, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert "Running upgrade  -> 0001, initial schema" in done.stderr
     assert "Running upgrade 0001 -> 0002, review decisions" in done.stderr
-    assert "Running upgrade 0003 -> answer_models, which model answered" in done.stderr
+    assert "Running upgrade 0002 -> 0003, feedback indexed by answer and rating" in done.stderr
+    assert "Running upgrade 0004 -> answer_models, which model answered" in done.stderr
     assert asyncio.run(current_revision(sqlite_url)) == head_revision()
 
 
@@ -281,6 +284,8 @@ def test_koalabot_db_upgrade_and_current(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     shown = database_url  # no password in the test URLs, so it is printed as given
+    if database_url.startswith("sqlite:///"):
+        Path(database_url.removeprefix("sqlite:///")).touch()  # an empty file: an empty database
 
     assert main(["db", "current", "--database-url", database_url]) == 0
     assert capsys.readouterr().out == "(none) (head is answer_models: run `koalabot db upgrade`)\n"
@@ -289,12 +294,14 @@ def test_koalabot_db_upgrade_and_current(
     out = capsys.readouterr().out
     assert "applied migration 0001 (initial schema)" in out
     assert "applied migration 0002 (review decisions)" in out
+    assert "applied migration 0003 (feedback indexed by answer and rating)" in out
     assert "applied migration answer_models (which model answered, and battle judgements)" in out
     assert out.endswith(f"{shown} upgraded from (none) to answer_models (head).\n")
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
-    out = capsys.readouterr().out
-    assert out == f"{shown} is already at answer_models (head); nothing to do.\n"
+    assert (
+        capsys.readouterr().out == f"{shown} is already at answer_models (head); nothing to do.\n"
+    )
 
     assert main(["db", "current", "--database-url", database_url]) == 0
     assert capsys.readouterr().out == "answer_models (head)\n"
@@ -302,6 +309,7 @@ def test_koalabot_db_upgrade_and_current(
     assert main(["db", "downgrade", "base", "--yes", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
     assert "reverted migration answer_models (which model answered, and battle judgements)" in out
+    assert "reverted migration 0003 (feedback indexed by answer and rating)" in out
     assert "reverted migration 0002 (review decisions)" in out
     assert "reverted migration 0001 (initial schema)" in out
     assert out.endswith(f"{shown} downgraded from answer_models (head) to (none).\n")
@@ -349,9 +357,9 @@ def test_koalabot_db_current_does_not_create_a_missing_sqlite_file(
 ) -> None:
     path = tmp_path / "typo.db"
 
-    assert main(["db", "current", "--database-url", f"sqlite:///{path}"]) == 0
+    assert main(["db", "current", "--database-url", f"sqlite:///{path}"]) == 2
 
-    assert capsys.readouterr().out.startswith("(none) ")
+    assert capsys.readouterr().err.startswith(f"koalabot: error: no database at {path}")
     assert not path.exists()
 
 
@@ -362,8 +370,9 @@ def test_koalabot_db_reads_the_url_from_the_environment(
 
     assert main(["db", "upgrade"]) == 0
 
-    out = capsys.readouterr().out
-    assert out.endswith(f"{sqlite_url} upgraded from (none) to answer_models (head).\n")
+    assert capsys.readouterr().out.endswith(
+        f"{sqlite_url} upgraded from (none) to answer_models (head).\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -400,6 +409,7 @@ def test_an_unreachable_server_is_one_line_and_hides_the_password(
 
 
 def test_console_script_runs_db_current(sqlite_url: str) -> None:
+    Path(sqlite_url.removeprefix("sqlite:///")).touch()  # an empty file: an empty database
     done = subprocess.run(
         [sys.executable, "-m", "koalabot", "db", "current", "--database-url", sqlite_url],
         capture_output=True,

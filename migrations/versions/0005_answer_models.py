@@ -1,7 +1,7 @@
 """which model answered, and battle judgements
 
 Revision ID: answer_models
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-03
 
 `messages.model` names the model that made an answer (the KOALABOT_MODELS name, or the server's
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "answer_models"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
