@@ -3,13 +3,17 @@ cross-model retries are on, and the platform never learns which one answered unl
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from koalabot.cli import main
 from koalabot.engine.engine import Engine
-from koalabot.events import ThreadKey
+from koalabot.events import FeedbackEvent, ThreadKey
 from tests.engine.test_engine import ThreadView, make_settings, said
 from tests.fakes.tgi import FakeTGI
 
@@ -103,3 +107,26 @@ async def test_no_model_name_reaches_the_platform_unless_the_operator_shows_it(
         assert any(name in shown for name in names) is show
     finally:
         await engine.close()
+
+
+async def test_export_model_keeps_the_answers_of_that_named_model(
+    migrated_database_url: str, servers: dict[str, FakeTGI], tmp_path: Path
+) -> None:
+    engine = await _engine(migrated_database_url, servers)
+    try:
+        for n in range(6):
+            result = await engine.handle_message(said("Hello?", _thread(n)), ThreadView())
+            assert result.answer_id is not None
+            await engine.handle_feedback(
+                FeedbackEvent("slack", "U2", 1, answer_id=result.answer_id)
+            )
+    finally:
+        await engine.close()
+    out = tmp_path / "kto.jsonl"
+
+    args = ["export", "--format", "kto", "--out", str(out), "--model", "candidate"]
+    assert await asyncio.to_thread(main, [*args, "--database-url", migrated_database_url]) == 0
+
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and all("server two" in json.dumps(row) for row in rows)
+    assert not any("server one" in json.dumps(row) for row in rows)
