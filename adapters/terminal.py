@@ -105,6 +105,8 @@ class TerminalChat:
         self.user = user or getpass.getuser()
         self.thread = ""
         self.last_answer: int | None = None
+        #: The answer /retry asks again for (the last one, finished or failed).
+        self.to_retry: int | None = None
         self.last_user_message: int | None = None
 
     @property
@@ -153,7 +155,7 @@ class TerminalChat:
             await self._retry()
         elif name == "/new":
             self.thread = _new_thread()
-            self.last_answer = None
+            self.last_answer = self.to_retry = None
             self._print("[new thread started]")
         elif name == "/history":
             await self._history()
@@ -173,6 +175,7 @@ class TerminalChat:
     def _after(self, result: AnswerResult, sink: TerminalSink) -> None:
         if result.status == "ok":
             self.last_answer = result.answer_id
+        self.to_retry = result.answer_id or self.to_retry  # a failed answer is retried too
         if sink.shown and result.status != "ok":
             self.out.write("\n")
         if result.error == "BackendUnavailableError":
@@ -180,7 +183,8 @@ class TerminalChat:
             self._print(
                 f"[no model server answers at {urls}: start TGI there "
                 "(text-generation-launcher --model-id <koala> --port 8080), or try the chat with "
-                "a stand-in: koalabot chat --demo. Your message is saved; just send again.]"
+                "a stand-in: koalabot chat --demo. Your message is saved: type /retry, or send "
+                "it again.]"
             )
         elif sink.failure:
             self._print(f"[{sink.failure}]")
@@ -199,24 +203,21 @@ class TerminalChat:
             self._print(f"[{mark} recorded]" if result.recorded else "[vote not recorded]")
 
     async def _retry(self) -> None:
-        if self.last_answer is None:
+        answer = self.to_retry or await self.engine.latest_answer(self.where)
+        if answer is None:
             self._print("[nothing to retry yet]")
             return
         sink = self._sink()
-        result = await self.engine.regenerate(self.last_answer, self.user, sink)
+        result = await self.engine.regenerate(answer, self.user, sink)
         self._after(result, sink)
 
     async def _history(self) -> None:
         turns = await self.engine.transcript(self.where)
         if not turns:
             self._print("[this thread is empty]")
-        previous = "user"
         for turn in turns:
-            # An answer right after an answer is another answer to the same message: a retry.
-            who = {"user": "you", "assistant": "koala"}[turn.role]
-            retry = turn.role == previous == "assistant"
-            self._print(f"{who}{' (retry)' if retry else ''}: {turn.content}")
-            previous = turn.role
+            who = "you" if turn.role == "user" else "koala (retry)" if turn.retry else "koala"
+            self._print(f"{who}: {turn.content}")
 
     def _print(self, text: str) -> None:
         self.out.write(text + "\n")

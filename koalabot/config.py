@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     spool_limit: int = Field(10_000, ge=1)
     #: Seconds between attempts to reach the database while messages wait in the spool.
     spool_retry_interval: float = Field(5.0, gt=0)
+    #: /healthz reports unhealthy once the oldest kept message or vote has waited this many
+    #: seconds (the database has been away that long, or something in the spool is stuck).
+    spool_max_age: float = Field(300.0, gt=0)
 
     # --- export and review -------------------------------------------------------------
     pseudonym_secret: str | None = None

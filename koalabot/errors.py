@@ -29,6 +29,16 @@ class StoreError(KoalabotError):
     user_message = "I could not reach my memory (the database). Please try again in a moment."
 
 
+class StoreRefusedError(StoreError):
+    """The database answered but refused the statement (its data or a constraint): unlike an
+    unreachable database, trying the same write again will not help, so it is never spooled."""
+
+    user_message = (
+        "My memory (the database) refused to store this, so I could not act on it. "
+        "Please send it again in other words."
+    )
+
+
 class SchemaBehindError(StoreError):
     """The database schema is older than this koalabot; PostgreSQL is never upgraded implicitly."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,16 @@ class AnswerResult:
     message_ids: tuple[str, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class Said:
+    """One line of a thread as the bot remembers it (for /history)."""
+
+    role: str  # "user" or "assistant"
+    content: str
+    #: An answer to a message that had an answer before (a retry, or 🔄 on a finished one).
+    retry: bool = False
+
+
 class ReplySink(Protocol):
     """The platform side of one answer: the adapter posts and edits; the engine decides what.
 
@@ -107,6 +117,16 @@ class ReplySink(Protocol):
 
     async def thinking(self, on: bool) -> None:
         """Show or clear a 'thinking' status while waiting for the first token (may be a no-op)."""
+        ...
+
+
+@runtime_checkable
+class RetryOffer(Protocol):
+    """A sink that can show a 🔄 button under a failure notice (Slack, Discord)."""
+
+    async def offer_retry(self, message_id: str, text: str, answer_id: int) -> None:
+        """Final edit of a failed answer's last message, with a 🔄 for ``answer_id`` under it
+        (the regenerate button of a finished answer)."""
         ...
 
 

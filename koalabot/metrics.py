@@ -54,6 +54,17 @@ class Metrics:
             "Votes kept on local disk while the database is unreachable",
             registry=r,
         )
+        self.spool_age = Gauge(
+            "koalabot_spool_oldest_age_seconds",
+            "How long the oldest kept message or vote has waited (as of the last /healthz)",
+            registry=r,
+        )
+        self.set_aside = Counter(
+            "koalabot_spool_set_aside",
+            "Kept messages and votes the database kept refusing, moved out of the spool's way",
+            ["kind"],
+            registry=r,
+        )
         self.backend_errors = Counter(
             "koalabot_backend_errors", "Backend failures by type", ["type"], registry=r
         )

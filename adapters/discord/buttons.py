@@ -68,6 +68,13 @@ def feedback_view(answer_id: int) -> discord.ui.View:
     return view
 
 
+def retry_view(answer_id: int) -> discord.ui.View:
+    """The 🔄 alone, under the notice of a failed answer (it regenerates that answer)."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(FeedbackButton("regen", answer_id))
+    return view
+
+
 def reaction_rating(emoji: discord.PartialEmoji) -> int | None:
     """+1 for 👍, -1 for 👎 (any skin tone), None for every other reaction."""
     if emoji.id is not None:  # a server's custom emoji

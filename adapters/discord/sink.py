@@ -7,7 +7,7 @@ import logging
 import discord
 from discord.abc import Messageable
 
-from .buttons import feedback_view
+from .buttons import feedback_view, retry_view
 
 #: Discord rejects message content longer than this (Create/Edit Message).
 MAX_CHARS = 2000
@@ -60,6 +60,10 @@ class DiscordReplySink:
         """The final text with the 👍 👎 🔄 buttons for ``answer_id`` under it."""
         view = feedback_view(answer_id)
         await self._message(message_id).edit(content=_nonempty(text), view=view)
+
+    async def offer_retry(self, message_id: str, text: str, answer_id: int) -> None:
+        """A failure notice with a 🔄 under it that retries answer ``answer_id``."""
+        await self._message(message_id).edit(content=_nonempty(text), view=retry_view(answer_id))
 
     async def notice(self, text: str) -> None:
         """A plain message in the conversation (errors, limits)."""

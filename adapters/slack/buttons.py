@@ -10,6 +10,12 @@ ACTION_DOWN = "koalabot_vote_down"
 ACTION_REGENERATE = "koalabot_regenerate"
 
 
+def retry_button(answer_id: int) -> ActionsBlock:
+    """The 🔄 under a failure notice: the regenerate action, for the failed answer."""
+    again = ButtonElement(text="🔄 Try again", action_id=ACTION_REGENERATE, value=str(answer_id))
+    return ActionsBlock(block_id=f"koalabot_retry_{answer_id}", elements=[again])
+
+
 def feedback_buttons(answer_id: int) -> ActionsBlock:
     """The 👍 / 👎 / 🔄 row under a finished answer."""
     value = str(answer_id)

@@ -8,13 +8,14 @@ thread, ``chat.update``, the feedback buttons on the final edit, and the Assista
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import Block, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 from slack_sdk.web.async_client import AsyncWebClient
 
-from .buttons import feedback_buttons
+from .buttons import feedback_buttons, retry_button
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 MAX_CHARS = 3000
 SECTION_CHARS = 3000
 THINKING_STATUS = "is thinking…"
+Buttons = Callable[[int], Block]
 
 
 def escape(text: str) -> str:
@@ -45,10 +47,11 @@ def _sections(text: str) -> list[str]:
     return [*pieces, text] if text.strip() else pieces
 
 
-def answer_blocks(text: str, answer_id: int) -> list[Block]:
-    """An answer's final body and its 👍 / 👎 / 🔄 buttons (the value is the answer id)."""
+def answer_blocks(text: str, answer_id: int, buttons: Buttons = feedback_buttons) -> list[Block]:
+    """An answer's final body and its 👍 / 👎 / 🔄 buttons (the value is the answer id); a
+    failed one's notice gets ``retry_button`` instead."""
     body: list[Block] = [SectionBlock(text=MarkdownTextObject(text=s)) for s in _sections(text)]
-    return [*body, feedback_buttons(answer_id)]
+    return [*body, buttons(answer_id)]
 
 
 class SlackReplySink:
@@ -83,15 +86,21 @@ class SlackReplySink:
         """Replace a posted message's text (chat.update)."""
         await self.client.chat_update(channel=self.channel, ts=message_id, text=escape(text) or "…")
 
-    async def finish(self, message_id: str, text: str, answer_id: int) -> None:
+    async def finish(
+        self, message_id: str, text: str, answer_id: int, buttons: Buttons = feedback_buttons
+    ) -> None:
         """The final text with the feedback buttons under it."""
         escaped = escape(text) or "…"
         await self.client.chat_update(
             channel=self.channel,
             ts=message_id,
             text=escaped,
-            blocks=answer_blocks(escaped, answer_id),
+            blocks=answer_blocks(escaped, answer_id, buttons),
         )
+
+    async def offer_retry(self, message_id: str, text: str, answer_id: int) -> None:
+        """A failure notice with a 🔄 under it that retries answer ``answer_id``."""
+        await self.finish(message_id, text, answer_id, retry_button)
 
     async def notice(self, text: str) -> None:
         """A plain-words note in the thread (errors, limits, cut history)."""

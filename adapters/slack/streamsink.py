@@ -148,6 +148,13 @@ class SlackStreamingSink:
             return
         self._streams.pop(message_id, None)
 
+    async def offer_retry(self, message_id: str, text: str, answer_id: int) -> None:
+        """A failure notice with a 🔄 under it: the stream stops, then chat.update."""
+        self._cancel_closing(message_id)
+        if (stream := self._streams.pop(message_id, None)) is not None:
+            await self._end_quietly(stream)
+        await self.edits.offer_retry(message_id, text, answer_id)
+
     async def notice(self, text: str) -> None:
         """A plain-words note in the thread (a message of its own)."""
         await self.edits.notice(text)

@@ -6,16 +6,19 @@ import argparse
 import asyncio
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from koalabot.cli.options import add_common, existing_store_settings
 from koalabot.store.database import open_database
 from koalabot.store.forget import ForgetCounts, forget_user, purge_idle
+from koalabot.store.spool import Spool
 
 DESCRIPTION = """\
 --user PLATFORM:ID deletes that user's messages, every answer to them (with their generation
 records and the votes on them) and every vote the user cast; later answers in the same threads
-stay, but their stored prompt strings, which quote the user, are emptied. An opt-out record is
+stay, but their stored prompt strings, which quote the user, are emptied. Their messages and
+votes kept in the spool file (while the database was away) are deleted too. An opt-out record is
 kept, so the user's future messages stay out of training data.
 --older-than DAYS deletes whole conversations with no message in the last DAYS days, with
 everything in them; a conversation still in use is kept whole.
@@ -69,6 +72,7 @@ def describe(counts: ForgetCounts) -> str:
         (counts.conversations, "conversation", "conversations"),
         (counts.message_refs, "platform message link", "platform message links"),
         (counts.processed_events, "delivery id", "delivery ids"),
+        (counts.spooled, "kept message or vote", "kept messages and votes"),
     ]
     words = [f"{n:,} {one if n == 1 else many}" for n, one, many in parts]
     return ", ".join(words)
@@ -77,7 +81,12 @@ def describe(counts: ForgetCounts) -> str:
 def run(args: argparse.Namespace) -> int:
     """Delete (or count, with --dry-run) and print what went."""
     settings = existing_store_settings(args)
-    counts, what = asyncio.run(_forget(settings.database_url, args))
+    spool = Spool(Path(settings.spool_path), settings.spool_limit) if settings.spool_path else None
+    try:
+        counts, what = asyncio.run(_forget(settings.database_url, args, spool))
+    finally:
+        if spool is not None:
+            spool.close()
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{what}: {verb} {describe(counts)}")
     if args.dry_run:
@@ -85,12 +94,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _forget(url: str, args: argparse.Namespace) -> tuple[ForgetCounts, str]:
+async def _forget(
+    url: str, args: argparse.Namespace, spool: Spool | None
+) -> tuple[ForgetCounts, str]:
     db = await open_database(url)
     try:
         if args.user is not None:
             platform, user = args.user
-            counts = await forget_user(db, platform, user, dry_run=args.dry_run)
+            counts = await forget_user(db, platform, user, dry_run=args.dry_run, spool=spool)
             return counts, f"forget {platform}:{user}"
         cutoff = datetime.now(UTC) - timedelta(days=args.older_than)
         counts = await purge_idle(db, cutoff, dry_run=args.dry_run)

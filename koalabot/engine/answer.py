@@ -25,6 +25,7 @@ from koalabot.engine.notices import (
     UNEXPECTED,
     notify,
     refuse,
+    retry_notice,
     shown_answer,
 )
 from koalabot.engine.streaming import ReplyStreamer
@@ -243,14 +244,22 @@ class Answerer:
             a.conversation_id,
             a.elapsed(),
         )
-        result = await self._failed(a, status, partial, exc.user_message)
+        # A store that failed, or a prompt too long, would fail the same way again at once.
+        retry = not isinstance(exc, (PromptTooLongError, StoreError))
+        result = await self._failed(a, status, partial, exc.user_message, retry)
         return dataclasses.replace(result, error=type(exc).__name__)
 
-    async def _failed(self, a: _Attempt, status: str, partial: str, notice: str) -> AnswerResult:
-        """Store the partial answer as `failed` and turn the placeholder into ``notice``."""
+    async def _failed(
+        self, a: _Attempt, status: str, partial: str, notice: str, retry: bool = True
+    ) -> AnswerResult:
+        """Store the partial answer as `failed` and turn the placeholder into ``notice`` (with
+        the way to retry it, when ``retry``)."""
         await self._give_up(a, "failed", partial, notice)
+        again = a.answer_id if retry else None
+        if again is not None:
+            notice = retry_notice(notice, a.where.platform)
         try:
-            await a.streamer.fail(notice, partial.strip())
+            await a.streamer.fail(notice, partial.strip(), again)
         except Exception:
             log.warning("could not show the failure notice", exc_info=True)
             await notify(a.streamer.sink, notice)

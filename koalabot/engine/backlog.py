@@ -5,6 +5,11 @@ each message back to the engine to be answered in its thread.
 The backlog talks to the engine through one small Protocol, `KeptWork` (answer a kept message
 once stored; record a kept vote), which the Engine satisfies: the backlog knows nothing of how
 an answer is made or tracked for the shutdown.
+
+Only an unreachable store makes the backlog wait: a kept message or vote the store refuses (its
+data, not the connection) is set aside at once, one that fails for any other reason after a few
+tries, so none holds up the others. Setting aside logs the item's kind and age, never its text,
+and counts it in the `koalabot_spool_set_aside` metric; a set-aside message's thread is told.
 """
 
 from __future__ import annotations
@@ -12,17 +17,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
-from koalabot.errors import StoreError
+from koalabot.engine.notices import notify
+from koalabot.errors import StoreError, StoreRefusedError
 from koalabot.events import ChatMessage, FeedbackEvent, ReplySink, ThreadKey
 from koalabot.metrics import Metrics
 from koalabot.store.repository import Repository
-from koalabot.store.spool import Spool, Spooled
+from koalabot.store.spool import Spool, Spooled, SpooledVote
 
 log = logging.getLogger(__name__)
+
+#: Tries of a kept item that fails for a reason other than the store (a bug, a bad sink) before
+#: it is set aside; one the store refuses is set aside at the first try.
+MAX_TRIES = 3
 
 
 class KeptWork(Protocol):
@@ -68,6 +79,9 @@ class Backlog:
         self._storing: dict[str, asyncio.Event] = {}
         self._drainer: asyncio.Task[None] | None = None
         self._stopped = False
+        #: Failed tries of kept items (by spool key, or "vote:<seq>") for reasons other than an
+        #: unreachable or refusing store.
+        self._failures: Counter[str] = Counter()
 
     # --- keeping -----------------------------------------------------------------------------
 
@@ -112,6 +126,15 @@ class Backlog:
         async with self._votes:
             await self._replay_votes()
             yield
+
+    def late(self, max_age: float) -> str | None:
+        """Why the spool is unhealthy: its oldest item has waited over ``max_age`` seconds."""
+        oldest = self.spool.oldest()
+        waited = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+        self.metrics.spool_age.set(waited)
+        if waited <= max_age:
+            return None
+        return f"the oldest kept message or vote has waited {waited:.0f} s (over {max_age:g} s)"
 
     # --- the background task -------------------------------------------------------------------
 
@@ -167,8 +190,10 @@ class Backlog:
                 await self._replay(entry, sink)
             except StoreError:
                 raise
-            except Exception:  # this one waits for the next round; the rest go on
+            except Exception:  # this one waits for the next round, a few times; the rest go on
                 log.exception("could not replay a message kept in the spool")
+                if self._failed_again(entry.key):
+                    await self._set_aside(entry, sink)
 
     # --- replaying -------------------------------------------------------------------------------
 
@@ -187,6 +212,9 @@ class Backlog:
         storing = self._storing[entry.key] = asyncio.Event()
         try:
             stored = await self._store(entry)
+        except StoreRefusedError:
+            await self._set_aside(entry, self._sinks.get(entry.key) or sink)
+            return
         finally:
             del self._storing[entry.key]
             storing.set()
@@ -218,9 +246,40 @@ class Backlog:
 
     async def _replay_votes(self) -> None:
         for kept in self.spool.pending_votes():
-            await self.work.record_vote(kept.vote, kept.received_at)
+            try:
+                await self.work.record_vote(kept.vote, kept.received_at)
+            except StoreRefusedError:
+                await self._set_aside(kept, None)
+                continue
+            except StoreError:
+                raise
+            except Exception:
+                log.exception("could not replay a vote kept in the spool")
+                if self._failed_again(f"vote:{kept.seq}"):
+                    await self._set_aside(kept, None)
+                continue
             self.spool.vote_done(kept)
         self._show()
+
+    # --- what the store keeps refusing -----------------------------------------------------------
+
+    def _failed_again(self, key: str) -> bool:
+        """Count one more failed try of a kept item; True once it has failed too often."""
+        self._failures[key] += 1
+        return self._failures[key] >= MAX_TRIES
+
+    async def _set_aside(self, kept: Spooled | SpooledVote, sink: ReplySink | None) -> None:
+        """Move a kept item the store refuses out of the others' way, and tell its thread."""
+        kind = "message" if isinstance(kept, Spooled) else "vote"
+        self.spool.set_aside(kept)
+        self.metrics.set_aside.labels(kind).inc()
+        self._failures.pop(kept.key if isinstance(kept, Spooled) else f"vote:{kept.seq}", None)
+        self._show()
+        # Its kind and age only: the text stays out of the log.
+        log.warning("a %s kept since %s was set aside", kind, kept.received_at.isoformat())
+        if isinstance(kept, Spooled) and sink is not None:
+            self._sinks.pop(kept.key, None)
+            await notify(sink, StoreRefusedError.user_message)
 
     def _show(self) -> None:
         self.metrics.spooled.set(len(self.spool))

@@ -47,12 +47,13 @@ from koalabot.events import (
     FeedbackEvent,
     FeedbackResult,
     ReplySink,
+    Said,
     ThreadKey,
 )
 from koalabot.metrics import Metrics
 from koalabot.prompt.budget import CachedCounter
 from koalabot.prompt.history import HistoryPrompter, ThreadPage
-from koalabot.prompt.templates import TEMPLATES, Turn
+from koalabot.prompt.templates import TEMPLATES
 from koalabot.store.database import Database, open_database
 from koalabot.store.judgements import CHOICES, record_judgement
 from koalabot.store.repository import Repository
@@ -244,16 +245,32 @@ class Engine:
         """The thread id of the newest conversation in a channel (a DM's current one)."""
         return await self.repo.latest_thread(platform, workspace, channel)
 
-    async def transcript(self, where: ThreadKey, limit: int = 200) -> list[Turn]:
-        """The newest ``limit`` messages of a thread as the bot remembers them (for /history)."""
+    async def transcript(self, where: ThreadKey, limit: int = 200) -> list[Said]:
+        """The newest ``limit`` messages of a thread as the bot remembers them (for /history),
+        answers that retried an earlier one marked."""
         conversation_id = await self.repo.conversation_id(where)
         if conversation_id is None:
             return []
         page = await self.repo.history(conversation_id, limit=limit)
-        visible = [m for m in page if m.role == "user" or m.status == "ok"]
-        return [
-            Turn("user" if m.role == "user" else "assistant", m.text) for m in reversed(visible)
-        ]
+        answered: set[int | None] = set()
+        lines: list[Said] = []
+        for m in reversed(page):
+            if m.role == "user":
+                lines.append(Said("user", m.text))
+                continue
+            if m.status == "ok":
+                lines.append(Said("assistant", m.text, retry=m.parent_id in answered))
+            answered.add(m.parent_id)
+        return lines
+
+    async def latest_answer(self, where: ThreadKey) -> int | None:
+        """The id of the thread's newest message if it is an answer, finished or failed (what
+        a retry retries); None if the thread is empty or ends with an unanswered message."""
+        conversation_id = await self.repo.conversation_id(where)
+        if conversation_id is None:
+            return None
+        page = await self.repo.history(conversation_id, limit=1)
+        return page[0].id if page and page[0].role == "assistant" else None
 
     async def opt_out(self, platform: str, user: str) -> None:
         """Keep answering the user, but never export anything of theirs."""
@@ -295,12 +312,15 @@ class Engine:
         return await self._inflight.finish(grace)
 
     async def health(self) -> dict[str, str]:
-        """What is wrong, if anything: {"database": reason, "backend": reason}; empty when fine."""
+        """What is wrong, if anything: {"database": …, "spool": …, "backend": …}; empty when
+        fine."""
         problems: dict[str, str] = {}
         try:
             await self.repo.ping()
         except StoreError as exc:
             problems["database"] = f"unreachable ({exc.__cause__.__class__.__name__})"
+        if self.backlog is not None and (late := self.backlog.late(self.settings.spool_max_age)):
+            problems["spool"] = late
         states = await self.models.health()
         if not any(states.values()):
             problems["backend"] = "no healthy TGI endpoint: " + ", ".join(states)

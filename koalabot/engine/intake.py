@@ -4,7 +4,8 @@ can fail, and the reasons not to answer a stored message (shutting down, no word
 The store comes first: access is checked before (a denied message is not kept), everything else
 after, so a message is never lost because a later step broke. When the store cannot take it,
 the message goes to the spool (`backlog`) and the person is told it will be answered; without a
-spool they are asked to send it again.
+spool they are asked to send it again. A message the database refuses (rather than cannot take)
+is never kept: it would fail again and hold its thread up, so the person is asked to resend it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from koalabot.engine.answer import Answerer
 from koalabot.engine.backlog import Backlog
 from koalabot.engine.notices import EMPTY_MESSAGE, ONLY_ATTACHMENTS, SHUTTING_DOWN, SPOOLED, refuse
 from koalabot.engine.orphans import Orphans
-from koalabot.errors import AccessDeniedError, RateLimitedError, StoreError
+from koalabot.errors import AccessDeniedError, RateLimitedError, StoreError, StoreRefusedError
 from koalabot.events import AnswerResult, ChatMessage, ReplySink, has_words
 from koalabot.store.repository import Repository
 from koalabot.store.spool import SpoolError
@@ -53,6 +54,10 @@ class Intake:
         arrived = datetime.now(UTC)
         try:
             stored = await self._store(msg, sink)
+        except StoreRefusedError as exc:
+            # Kept, it would fail again and hold its thread up: the person is asked instead.
+            log.warning("the database refused a message: %s", exc.__cause__.__class__.__name__)
+            return await refuse(sink, "refused", exc.user_message)
         except StoreError as exc:
             log.exception("could not store a message")
             return await self._keep_for_later(msg, arrived, sink, exc)
@@ -63,8 +68,9 @@ class Intake:
             # Earlier messages of this thread wait in the spool: stored first, they keep
             # their place in the thread (and are answered first).
             await self.backlog.before_message(msg.where, sink)
+        # The same words again after a failed answer are a retry of it, not a second turn.
         return await self.repo.add_user_message(
-            msg.where, msg.user, msg.text, msg.message_id, msg.dedupe_keys
+            msg.where, msg.user, msg.text, msg.message_id, msg.dedupe_keys, resend_retries=True
         )
 
     async def answer_stored(

@@ -26,6 +26,11 @@ SPOOLED = (
     "I could not reach my memory (the database) just now. I have kept your message and will "
     "answer it here as soon as it is back: no need to send it again."
 )
+#: How to retry a failed answer in place, after why it failed: chat platforms show a 🔄
+#: button under the notice, the terminal has /retry. Either way the same words sent again are
+#: taken as the retry (koalabot/store/resends.py), not as a second question.
+RETRY_HINTS = {"terminal": "To retry, type /retry or send the same message again."}
+RETRY_BUTTON_HINT = "To retry, press 🔄 below or send the same message again."
 #: Shown in place of an answer the model left empty.
 NO_ANSWER = "(no answer)"
 
@@ -48,6 +53,11 @@ def cut_notice(dropped: int) -> str:
         f"(This thread is long: I no longer see its {dropped} oldest {noun}. "
         "Start a new thread to begin fresh.)"
     )
+
+
+def retry_notice(reason: str, platform: str) -> str:
+    """A failed answer's notice: ``reason`` (why it failed), then how to retry it."""
+    return f"{reason} {RETRY_HINTS.get(platform, RETRY_BUTTON_HINT)}"
 
 
 def shown_answer(answer: str, dropped: int, first_notice: str) -> str:
@@ -107,6 +117,8 @@ __all__ = [
     "NO_ANSWER",
     "ONLY_ATTACHMENTS",
     "REGEN_UNKNOWN",
+    "RETRY_BUTTON_HINT",
+    "RETRY_HINTS",
     "SHUTTING_DOWN",
     "SPOOLED",
     "UNEXPECTED",
@@ -114,6 +126,7 @@ __all__ = [
     "discord_vote_reply",
     "notify",
     "refuse",
+    "retry_notice",
     "shown_answer",
     "slack_vote_words",
 ]

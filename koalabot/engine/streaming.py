@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
 
-from koalabot.events import ReplySink
+from koalabot.events import ReplySink, RetryOffer
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +106,27 @@ class ReplyStreamer:
         """Stop the clock and make every part show its final text; the last gets the buttons."""
         await self._stop()
         parts = split_message(text or " ", self.sink.max_chars)
-        await self._show(parts[:-1], final=True)
-        if len(self.message_ids) < len(parts):
-            await self._post(parts[-1])
-        await self._retrying(
-            self.sink.finish, self.message_ids[len(parts) - 1], parts[-1], answer_id
-        )
+        await self._end(parts, self.sink.finish, answer_id)
 
-    async def fail(self, notice: str, partial: str = "") -> None:
-        """Turn the answer into a plain-words notice, keeping what was already said."""
+    async def fail(self, notice: str, partial: str = "", retry: int | None = None) -> None:
+        """Turn the answer into a plain-words notice, keeping what was already said; with
+        ``retry`` (the failed answer's id), a sink that can offers a 🔄 under it."""
         await self._stop()
         shown = f"{partial.rstrip()}\n\n⚠️ {notice}" if partial.strip() else f"⚠️ {notice}"
         parts = split_message(shown, self.sink.max_chars)
-        await self._show(parts, final=True)
+        if retry is None or not isinstance(self.sink, RetryOffer):
+            await self._show(parts, final=True)
+            return
+        await self._end(parts, self.sink.offer_retry, retry)
+
+    async def _end(
+        self, parts: list[str], last: Callable[[str, str, int], Awaitable[None]], answer_id: int
+    ) -> None:
+        """Show every part; the last through ``last`` (the sink's call that adds buttons)."""
+        await self._show(parts[:-1], final=True)
+        if len(self.message_ids) < len(parts):
+            await self._post(parts[-1])
+        await self._retrying(last, self.message_ids[len(parts) - 1], parts[-1], answer_id)
 
     async def _stop(self) -> None:
         self._closed.set()

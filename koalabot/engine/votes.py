@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, datetime
 
 from koalabot.engine.backlog import Backlog
-from koalabot.errors import StoreError
+from koalabot.errors import StoreError, StoreRefusedError
 from koalabot.events import FeedbackEvent, FeedbackResult
 from koalabot.metrics import Metrics
 from koalabot.store.repository import AnswerInfo, Repository
@@ -40,6 +40,9 @@ class Votes:
                 async with self.backlog.before_vote():
                     return await self.record(ev)
             return await self.record(ev)
+        except StoreRefusedError as exc:  # kept, it would fail again
+            log.warning("the database refused a vote: %s", exc.__cause__.__class__.__name__)
+            return FeedbackResult(False, reason="refused by the database")
         except StoreError:
             log.exception("could not store a vote")
             return self._keep(ev, arrived)

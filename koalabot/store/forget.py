@@ -3,7 +3,8 @@ whole in one transaction with everything that points at them.
 
 One transaction per call, so a failure leaves nothing half-forgotten; the cost is that a large
 purge holds the database's write lock until it ends. A dry run does the same work and rolls it
-back, so its counts are exactly what would go.
+back, so its counts are exactly what would go. `forget` also deletes the person's messages
+and votes kept in the spool file (a transaction of its own, in another file: done first).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from koalabot.store.models import (
     MessageRef,
     ProcessedEvent,
 )
+from koalabot.store.spool import Spool
 
 
 @dataclass
@@ -42,6 +44,8 @@ class ForgetCounts:
     conversations: int = 0
     message_refs: int = 0
     processed_events: int = 0
+    #: Messages and votes kept in the spool (the database was away when they came).
+    spooled: int = 0
 
 
 async def _delete_messages(conn: AsyncConnection, doomed: Any, counts: ForgetCounts) -> None:
@@ -83,15 +87,22 @@ def _their_messages(platform: str, user_id: str) -> Select[Any]:
 
 
 async def forget_user(
-    db: Database, platform: str, user_id: str, *, dry_run: bool = False
+    db: Database,
+    platform: str,
+    user_id: str,
+    *,
+    dry_run: bool = False,
+    spool: Spool | None = None,
 ) -> ForgetCounts:
     """Delete a user's messages, every answer to them and every vote they cast, in one
     transaction.
 
     Later answers in the same threads keep their text, but their stored prompt strings (which
     quote the user) are emptied. Empty conversations go too. The opt-out record, if any, stays:
-    it is what keeps the user's future messages out of training data.
+    it is what keeps the user's future messages out of training data. The user's messages
+    and votes waiting in ``spool`` go first, so a running bot cannot store them afterwards.
     """
+    spooled = spool.forget_user(platform, user_id, dry_run=dry_run) if spool is not None else 0
     # Every subquery reads its own alias, so none is silently correlated with a statement's
     # target table.
     theirs = _their_messages(platform, user_id)
@@ -111,7 +122,7 @@ async def forget_user(
     on_platform = select(pm.id).join(pc, pc.id == pm.conversation_id).where(pc.platform == platform)
     t = aliased(Message)
     conversations = select(t.conversation_id).where(t.id.in_(theirs)).distinct()
-    counts = ForgetCounts()
+    counts = ForgetCounts(spooled=spooled)
     try:
         async with db.engine.connect() as conn, conn.begin() as tx:
             conversation_ids = list((await conn.scalars(conversations)).all())

@@ -24,6 +24,7 @@ from koalabot.errors import StoreError
 from koalabot.events import ThreadKey
 from koalabot.store import statements as sql
 from koalabot.store.database import Database
+from koalabot.store.errors import failure
 from koalabot.store.inline import InlineLane
 from koalabot.store.locks import LockSession, try_lock_on, unlock_on
 from koalabot.store.models import Feedback, Message, MessageRef, OptOut, utcnow
@@ -33,8 +34,10 @@ from koalabot.store.records import GenerationRecord as GenerationRecord
 from koalabot.store.records import Orphan as Orphan
 from koalabot.store.records import Page as Page
 from koalabot.store.records import StoredMessage as StoredMessage
+from koalabot.store.resends import resent_message
 from koalabot.store.statements import ORDER_LOOKBACK as ORDER_LOOKBACK
 from koalabot.store.statements import ORDER_WINDOW as ORDER_WINDOW
+from koalabot.store.storable import storable, storable_row
 from koalabot.store.tails import RecentThreads
 
 __all__ = [
@@ -76,10 +79,11 @@ class Repository:
                 return await self.db.run(work)
         except IntegrityError:
             raise
-        except SQLAlchemyError as exc:
-            raise StoreError() from exc
-        except OSError as exc:  # the driver lost its socket (PostgreSQL restarted)
-            raise StoreError() from exc
+        # Unreachable (kept for later) or refused (not): OSError is a driver that lost its
+        # socket (PostgreSQL restarted); ValueError, OverflowError one that could not encode a
+        # value (sqlite3 raises them unwrapped).
+        except (SQLAlchemyError, OSError, ValueError, OverflowError) as exc:
+            raise failure(exc) from exc
 
     def _lane(self, conn: Connection) -> InlineLane | None:
         """The SQLite fast lane, when ``conn`` is its connection."""
@@ -154,28 +158,39 @@ class Repository:
         platform_message_id: str,
         dedupe_keys: Sequence[str],
         received_at: datetime | None = None,
+        *,
+        resend_retries: bool = False,
     ) -> tuple[int, int] | None:
         """Commit a user's message (and claim its delivery ids) in one transaction; stamped
-        ``received_at`` when it arrived earlier than now (kept in the spool meanwhile).
+        ``received_at`` when it arrived earlier than now (kept in the spool meanwhile). With
+        ``resend_retries``, a resend after a failed answer (`resends`) stores nothing new.
 
         Returns (conversation id, message id), or None when a delivery id was already claimed.
         """
         now = received_at or utcnow()
-        keys = list(dict.fromkeys(key[:255] for key in dedupe_keys))
+        keys = list(dict.fromkeys(storable(key[:255]) for key in dedupe_keys))
+        shown_as = {"author": author, "platform_message_id": platform_message_id}
 
         def work(conn: Connection) -> tuple[int, int]:
             conv = self._ensure_conversation(conn, where)
-            row = sql.message_row(conv, "user", text_, now, author=author)
-            msg_id = self._add_message(conn, row | {"platform_message_id": platform_message_id})
-            if keys:
-                events = [{"key": k, "message_id": msg_id, "created_at": now} for k in keys]
-                self._execute(conn, "add_events", events)
+            resent = resent_message(conn, conv, author, storable(text_)) if resend_retries else None
+            if resent:
+                self._claim(conn, keys, resent, now)
+                return conv, resent
+            row = sql.message_row(conv, "user", text_, now) | shown_as
+            msg_id = self._add_message(conn, storable_row(row))
+            self._claim(conn, keys, msg_id, now)
             return conv, msg_id
 
         try:
             return await self._run(work, write=True)
         except IntegrityError:
             return None
+
+    def _claim(self, conn: Connection, keys: list[str], message_id: int, now: datetime) -> None:
+        if keys:
+            events = [{"key": k, "message_id": message_id, "created_at": now} for k in keys]
+            self._execute(conn, "add_events", events)
 
     async def start_answer(
         self,
@@ -248,13 +263,13 @@ class Repository:
         transaction."""
         changes = {
             "answer": answer_id,
-            "new_text": text_,
+            "new_text": storable(text_),
             "new_status": status,
             "shown_as": platform_message_ids[0] if platform_message_ids else None,
             "made_by": model,
         }
         generation = (
-            {"message_id": answer_id, "created_at": utcnow(), **record.__dict__}
+            storable_row({"message_id": answer_id, "created_at": utcnow(), **record.__dict__})
             if record is not None
             else None
         )

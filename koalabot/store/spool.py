@@ -6,6 +6,10 @@ The spool is a small SQLite file of its own, through the standard library's sqli
 message or vote is one committed row, so a crash loses none, and nothing of the conversation store's
 machinery (SQLAlchemy, migrations, the network) has to work for it. Its calls block for a
 millisecond or so; they run only while the store is down.
+
+A kept item the store keeps refusing (not merely unreachable) is moved to a ``set_aside`` table of
+the same file, so it never holds up the others; `forget` deletes a person's items from every table
+of the file, set-aside ones included.
 """
 
 from __future__ import annotations
@@ -41,7 +45,23 @@ CREATE TABLE IF NOT EXISTS spooled_votes (
     received_at TEXT NOT NULL,
     vote TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS set_aside (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
 """
+
+
+#: A person's kept and set-aside messages and votes (parameters: user id, platform).
+_MINE = "json_extract({0}, '$.user') = ? AND json_extract({0}, '$.{1}') = ?"
+_FORGET = (
+    "DELETE FROM spooled WHERE " + _MINE.format("message", "where[0]"),
+    "DELETE FROM spooled_votes WHERE " + _MINE.format("vote", "platform"),
+    "DELETE FROM set_aside WHERE kind = 'message' AND " + _MINE.format("body", "where[0]"),
+    "DELETE FROM set_aside WHERE kind = 'vote' AND " + _MINE.format("body", "platform"),
+)
 
 
 class SpoolError(KoalabotError):
@@ -109,6 +129,7 @@ class Spool:
                 conn = sqlite3.connect(self.path, isolation_level=None)
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA secure_delete = ON")  # forgotten text leaves the file too
                 conn.executescript(_SCHEMA)
             except (sqlite3.Error, OSError) as exc:
                 raise SpoolError(f"cannot open the spool {self.path}: {exc}") from exc
@@ -176,6 +197,7 @@ class Spool:
     def pending_votes(self) -> list[SpooledVote]:
         """Every kept vote, in the order they were cast."""
         rows = self._rows("SELECT seq, received_at, vote FROM spooled_votes ORDER BY seq")
+        self._votes = len(rows)  # another process (`forget`) may have deleted some
         return [
             SpooledVote(seq, FeedbackEvent(**json.loads(body)), datetime.fromisoformat(when))
             for seq, when, body in rows
@@ -215,6 +237,56 @@ class Spool:
             threads[entry.message.where] -= 1
             if not threads[entry.message.where]:
                 del threads[entry.message.where]
+
+    def oldest(self) -> datetime | None:
+        """When the oldest kept message or vote arrived (None when nothing is kept)."""
+        rows = self._rows(
+            "SELECT min(received_at) FROM (SELECT received_at FROM spooled"
+            " UNION ALL SELECT received_at FROM spooled_votes)"
+        )
+        return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
+
+    def set_aside(self, kept: Spooled | SpooledVote) -> None:
+        """Move a kept message or vote the store keeps refusing out of the way of the others,
+        into the file's ``set_aside`` table (for an operator to look at; `forget` reaches it)."""
+        conn = self._open(create=False)
+        if conn is None:
+            return
+        if isinstance(kept, Spooled):
+            kind, body = "message", json.dumps(_encode(kept.message))
+            drop: tuple[str, object] = ("DELETE FROM spooled WHERE key = ?", kept.key)
+        else:
+            kind, body = "vote", json.dumps(dataclasses.asdict(kept.vote))
+            drop = ("DELETE FROM spooled_votes WHERE seq = ?", kept.seq)
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute(drop[0], (drop[1],)).rowcount:  # not stored or forgotten meanwhile
+                conn.execute(
+                    "INSERT INTO set_aside (kind, received_at, body) VALUES (?, ?, ?)",
+                    (kind, kept.received_at.isoformat(), body),
+                )
+        self._recount()
+
+    def forget_user(self, platform: str, user: str, *, dry_run: bool = False) -> int:
+        """Delete every kept and set-aside message and vote of one person (or, in a dry run,
+        count them); how many. Another process holding the spool finds them gone."""
+        conn = self._open(create=False)
+        if conn is None:
+            return 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            deleted = sum(conn.execute(sql, (user, platform)).rowcount for sql in _FORGET)
+            conn.execute("ROLLBACK" if dry_run else "COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise SpoolError(f"cannot forget in the spool {self.path}: {exc}") from exc
+        self._recount()
+        return deleted
+
+    def _recount(self) -> None:
+        """Count the kept messages and votes from the file again when next asked."""
+        self._threads = self._votes = None
 
     def _rows(self, query: str) -> list[Any]:
         conn = self._open(create=False)

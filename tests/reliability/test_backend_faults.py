@@ -8,6 +8,7 @@ import pytest
 
 from koalabot.engine.engine import Engine
 from koalabot.events import ThreadKey
+from koalabot_adapters.slack.buttons import ACTION_REGENERATE
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.tgi import FakeTGI, Fault
 from tests.fixtures.slack import StartSlackBot
@@ -56,7 +57,9 @@ async def test_a_backend_fault_is_told_in_the_thread_and_the_next_message_is_ans
     notice = await slack.wait_for(
         lambda: [m for m in slack.bot_replies(root.channel, root.ts) if "⚠️" in m.shown]
     )
-    assert words in notice[0].shown and not notice[0].buttons
+    assert words in notice[0].shown
+    # nothing to vote on: only 🔄, which tries the failed answer again
+    assert [b["action_id"] for b in notice[0].buttons] == [ACTION_REGENERATE]
     if fault is not None and fault.after_tokens:
         assert notice[0].shown.startswith("Koalas are")  # what was said stays, above the notice
 
@@ -67,7 +70,9 @@ async def test_a_backend_fault_is_told_in_the_thread_and_the_next_message_is_ans
     tgi.replies.append(" Yes, they sleep a lot.")
     follow_up = await slack.user_posts(mention(slack, "Do they sleep?"), thread_ts=root.ts)
     assert follow_up.thread_ts == root.ts
-    answer = await slack.wait_for(lambda: slack.final_answer(root.channel, root.ts))
+    answer = await slack.wait_for(
+        lambda: (m := slack.final_answer(root.channel, root.ts)) is not notice[0] and m
+    )
     assert answer.shown == "Yes, they sleep a lot."
 
     await slack.settle()

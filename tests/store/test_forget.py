@@ -56,7 +56,7 @@ async def test_forget_user_leaves_nothing_of_theirs(
     assert capsys.readouterr().out == (
         "forget slack:U0FORGET1: deleted 2 user messages, 2 answers, 2 votes, "
         "2 generation records, 1 stored prompt emptied, 1 conversation, "
-        "2 platform message links, 0 delivery ids\n"
+        "2 platform message links, 0 delivery ids, 0 kept messages and votes\n"
     )
     text = await everything(db)
     for gone in ("my secret question", "an answer to the secret", "my own thread", "only for me"):

@@ -265,8 +265,8 @@ async def test_a_model_outage_is_told_in_the_thread(discord_bot: DiscordBot) -> 
     notice = await fake.wait_for(
         lambda: [m for m in fake.bot_messages(thread.id) if m.content.startswith("⚠️")]
     )
-    assert notice[0].content == f"⚠️ {BackendUnavailableError.user_message}"
-    assert notice[0].components == []  # nothing to vote on
+    assert notice[0].content.startswith(f"⚠️ {BackendUnavailableError.user_message} To retry")
+    assert notice[0].custom_ids == [f"kb:regen:{answer_id(notice[0])}"]  # 🔄, nothing to vote on
 
 
 @sqlite_only
