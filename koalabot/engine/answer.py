@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from koalabot.backend import Backend, Completion, GenerationParams, GenerationStream
+from koalabot.backend.models import ModelSet
 from koalabot.engine.notices import (
     INTERRUPTED,
     SHUTTING_DOWN,
@@ -65,6 +66,7 @@ class _Attempt:
     #: The prompt being built and the model asked, beside the start: the stream and its first
     #: piece (None when the model said nothing).
     asking: asyncio.Task[tuple[GenerationStream, str | None]] | None = None
+    model: str = ""  # the named model asked ("" with one unnamed backend)
 
     @property
     def text(self) -> str:
@@ -89,9 +91,15 @@ class Answerer:
         turns: Turns,
         metrics: Metrics,
         first_notice: str,
+        models: ModelSet | None = None,
+        show_model: bool = False,
     ) -> None:
         self.repo = repo
         self.backend = backend
+        #: The backends by model name (just ``backend`` without KOALABOT_MODELS).
+        self.models = models or ModelSet.single(backend)
+        #: Name the model under each answer (KOALABOT_SHOW_MODEL); blind otherwise.
+        self.show_model = show_model
         self.history = history
         self.template = template
         self.params = params
@@ -99,7 +107,7 @@ class Answerer:
         self.metrics = metrics
         #: Shown under a thread's first answer (the operator's notice; "" for none).
         self.first_notice = first_notice
-        self._limits: Limits | None = None
+        self._limits: dict[str, Limits] = {}
 
     async def answer(
         self,
@@ -109,14 +117,17 @@ class Answerer:
         sink: ReplySink,
         *,
         in_order: bool = False,
+        model: str | None = None,
     ) -> AnswerResult:
-        """Answer stored message ``parent_id`` in its thread, once it is its turn."""
+        """Answer stored message ``parent_id`` in its thread, once it is its turn (by
+        ``model``, else by the model the thread is assigned)."""
         generating = False
+        chosen = self.models.for_thread(where) if model is None else model
         try:
             async with self.turns.turn(conversation_id, parent_id, in_order):
                 generating = True
                 return await self._generate(
-                    _Attempt(ReplyStreamer(sink), conversation_id, parent_id, where)
+                    _Attempt(ReplyStreamer(sink), conversation_id, parent_id, where, model=chosen)
                 )
         except StoreError as exc:
             log.exception("store failed while answering")
@@ -171,9 +182,9 @@ class Answerer:
 
     async def _ask(self, a: _Attempt) -> tuple[GenerationStream, str | None]:
         """Build the prompt, send it, and wait for the model's first piece."""
-        built = await self.prompt(a.conversation_id, a.parent_id)
+        built = await self.prompt(a.conversation_id, a.parent_id, model=a.model)
         a.prompt, a.dropped, a.prompt_tokens = built.prompt, built.dropped, built.tokens
-        stream = self.backend.stream(a.prompt, self.params)
+        stream = self.models.backend(a.model).stream(a.prompt, self.params)
         self.metrics.backend_in_flight.inc()
         try:
             return stream, await anext(aiter(stream), None)
@@ -220,8 +231,12 @@ class Answerer:
         answer = self._clean(completion.text)
         shown_so_far = list(a.streamer.message_ids)
         record = self._record(a, completion)
-        await self.repo.finish_answer(answer_id, answer, "ok", record, a.where, shown_so_far)
-        notice = consent_notice(self.first_notice, a.where.platform) if a.first else ""
+        model = a.model or completion.model_id
+        await self.repo.finish_answer(
+            answer_id, answer, "ok", record, a.where, shown_so_far, model=model
+        )
+        consent = consent_notice(self.first_notice, a.where.platform) if a.first else ""
+        notice = "\n\n".join(filter(None, [consent, self._sign(a)]))
         await a.streamer.finish(shown_answer(answer, a.dropped, notice), answer_id)
         more = a.streamer.message_ids[len(shown_so_far) :]
         await self.repo.add_refs(answer_id, a.where, more)
@@ -317,7 +332,9 @@ class Answerer:
         )
         try:
             await asyncio.shield(
-                self.repo.finish_answer(a.answer_id, partial.strip(), status, record)
+                self.repo.finish_answer(
+                    a.answer_id, partial.strip(), status, record, model=a.model or None
+                )
             )
         except Exception:
             log.exception("could not mark answer %d %s", a.answer_id, status)
@@ -334,6 +351,10 @@ class Answerer:
             if completion.generated_tokens and streaming > 0:
                 m.tokens_per_second.observe(completion.generated_tokens / streaming)
 
+    def _sign(self, a: _Attempt) -> str:
+        """Which model answered, when the operator shows it (blind by default)."""
+        return f"_(model: {a.model})_" if self.show_model and a.model else ""
+
     def _clean(self, text: str) -> str:
         """The answer as stored: stop sequences TGI leaves in the text removed, whitespace cut."""
         answer = text.strip()
@@ -343,20 +364,24 @@ class Answerer:
         return answer
 
     async def prompt(
-        self, conversation_id: int, upto_id: int, tail: ThreadPage | None = None
+        self,
+        conversation_id: int,
+        upto_id: int,
+        tail: ThreadPage | None = None,
+        model: str = "",
     ) -> ThreadPrompt:
-        """The prompt for answering message ``upto_id`` (``tail``: the thread's newest page,
-        when read already)."""
-        limits = await self._get_limits()
+        """The prompt for answering message ``upto_id`` by ``model`` (``tail``: the thread's
+        newest page, when read already)."""
+        limits = await self._get_limits(model)
         return await self.history.build(
             conversation_id, upto_id, limits, self.params.max_new_tokens, tail
         )
 
-    async def _get_limits(self) -> Limits:
-        """The model's budget, from the server's /info once."""
-        if self._limits is None:
-            self._limits = Limits.from_info(await self.backend.info())
-        return self._limits
+    async def _get_limits(self, model: str) -> Limits:
+        """The model's budget, from its server's /info once."""
+        if model not in self._limits:
+            self._limits[model] = Limits.from_info(await self.models.backend(model).info())
+        return self._limits[model]
 
 
 __all__ = ["Answerer"]
