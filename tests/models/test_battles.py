@@ -9,7 +9,7 @@ import pytest
 from koalabot.backend.assign import WeightedModel
 from koalabot.backend.models import ModelSet
 from koalabot.engine.engine import Engine
-from koalabot.events import ThreadKey
+from koalabot.events import Clicked, ThreadKey
 from koalabot.export.battles import battle_pairs
 from koalabot.store.judgements import JudgementRecord, judgements_on
 from tests.engine.test_engine import ThreadView, make_settings, said
@@ -65,7 +65,8 @@ async def test_a_person_s_latest_choice_counts_and_only_between_two_answers_to_o
     try:
         first = await engine.handle_message(said("Hello?"), ThreadView())
         assert first.answer_id is not None
-        other = await engine.regenerate(first.answer_id, "U1", ThreadView())
+        clicked = Clicked("C1", first.message_ids[-1])  # the 🔄 under the first answer
+        other = await engine.regenerate(first.answer_id, "U1", ThreadView(), clicked)
         assert other.answer_id is not None
         a, b = first.answer_id, other.answer_id
 

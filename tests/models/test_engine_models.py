@@ -13,7 +13,7 @@ import pytest
 
 from koalabot.cli import main
 from koalabot.engine.engine import Engine
-from koalabot.events import FeedbackEvent, ThreadKey
+from koalabot.events import AnswerResult, Clicked, FeedbackEvent, ThreadKey
 from tests.engine.test_engine import ThreadView, make_settings, said
 from tests.fakes.tgi import FakeTGI
 
@@ -40,6 +40,11 @@ async def _engine(url: str, servers: dict[str, FakeTGI], **extra: Any) -> Engine
 
 
 SERVER_SAYS = {"koala": "server one", "candidate": "server two"}
+
+
+def _clicked(result: AnswerResult) -> Clicked:
+    """The message the answer shows as: where its buttons are clicked."""
+    return Clicked("C1", result.message_ids[0])
 
 
 def _thread(n: int) -> ThreadKey:
@@ -76,7 +81,7 @@ async def test_regeneration_asks_the_same_model_unless_cross_model_retry(
     try:
         first = await engine.handle_message(said("Hello?", _thread(1)), ThreadView())
         assert first.answer_id is not None
-        again = await engine.regenerate(first.answer_id, "U1", ThreadView())
+        again = await engine.regenerate(first.answer_id, "U1", ThreadView(), _clicked(first))
         assert again.answer_id is not None
         before = await engine.repo.answer(first.answer_id)
         after = await engine.repo.answer(again.answer_id)
@@ -101,7 +106,7 @@ async def test_no_model_name_reaches_the_platform_unless_the_operator_shows_it(
         for n, view in enumerate(views):
             result = await engine.handle_message(said("Hello?", _thread(n)), view)
             assert result.answer_id is not None
-            await engine.regenerate(result.answer_id, "U1", view)
+            await engine.regenerate(result.answer_id, "U1", view, _clicked(result))
         shown = "\n".join(_everything_shown(v) for v in views)
         names = ["koala", "candidate", "koala-13b", "candidate-7b"]
         assert any(name in shown for name in names) is show
@@ -118,7 +123,14 @@ async def test_export_model_keeps_the_answers_of_that_named_model(
             result = await engine.handle_message(said("Hello?", _thread(n)), ThreadView())
             assert result.answer_id is not None
             await engine.handle_feedback(
-                FeedbackEvent("slack", "U2", 1, answer_id=result.answer_id)
+                FeedbackEvent(
+                    "slack",
+                    "U2",
+                    1,
+                    answer_id=result.answer_id,
+                    channel="C1",
+                    platform_message_id=result.message_ids[0],
+                )
             )
     finally:
         await engine.close()
