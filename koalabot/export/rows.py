@@ -52,7 +52,7 @@ from koalabot.export.view import (
     is_liked,
 )
 from koalabot.prompt.templates import TEMPLATES, neutralise
-from koalabot.store.threads import Thread, ThreadMessage
+from koalabot.store.threads import Thread, ThreadMessage, is_opted_out
 from koalabot.store.times import iso_utc
 
 Row = dict[str, Any]
@@ -143,7 +143,7 @@ class RowBuilder:
             return
         key = _stored_prompt if self.options.string_prompt else _context_ids
         # One label per prompt–completion (`turns.resolve_labels`).
-        for (answer, context), label, reason in resolve_labels(candidates, key):
+        for (answer, context), label, reason in resolve_labels(candidates, key, self._counts):
             if label is None:
                 self.summary.skip(reason)
                 continue
@@ -295,6 +295,10 @@ class RowBuilder:
             "completion": [self._chat_message(answer)],
             "label": label,
         }
+
+    def _counts(self, voter: str) -> bool:
+        """Whether a voter's votes count (they did not opt out)."""
+        return not self.optout_users or not is_opted_out(self._platform, voter, self.optout_users)
 
     # --- pieces (cached per thread: rows of one thread share their earlier turns) ---------------
 

@@ -11,9 +11,11 @@ export workers); an identical answer in another conversation is another row.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from koalabot.export.view import Candidate, is_liked
+from koalabot.store.ballots import ballots
 from koalabot.store.threads import ThreadMessage
 
 Messages = list[dict[str, Any]]
@@ -50,14 +52,40 @@ def squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def _score(answer: ThreadMessage) -> tuple[int, int]:
-    """(up, down) an answer brings to a vote on its text: a reviewer's correction counts as one
-    up-vote, an answer excluded on review as one down-vote, else its own votes."""
-    if is_liked(answer) and answer.up <= answer.down:
-        return 1, 0
-    if not is_liked(answer) and answer.down <= answer.up:
-        return 0, 1
-    return answer.up, answer.down
+#: Whether a voter's votes count (False for a user who opted out).
+Counts = Callable[[str], bool]
+#: One person's vote in a group: who (a user, or a stand-in unique to one answer), when, which way.
+_Vote = tuple[object, datetime, int]
+_LONG_AGO = datetime.min.replace(tzinfo=UTC)
+
+
+def _votes(answer: ThreadMessage, counts: Counts) -> Iterator[_Vote]:
+    """The votes an answer brings to a vote on its text: a reviewer's correction counts as one
+    up-vote, an answer excluded on review as one down-vote, else the votes of its voters (each
+    person as themselves, so one person voting on two identical answers is one person)."""
+    liked = is_liked(answer)
+    if (answer.up <= answer.down) if liked else (answer.down <= answer.up):
+        yield ("review", answer.id), _LONG_AGO, 1 if liked else -1
+    elif answer.ballots is None:
+        # No single votes to hand (built in memory): each vote is a person of its own.
+        yield from (((answer.id, i), _LONG_AGO, 1) for i in range(answer.up))
+        yield from (((answer.id, -i - 1), _LONG_AGO, -1) for i in range(answer.down))
+    else:
+        for user, rating, at in ballots(answer.ballots):
+            if counts(user):
+                yield user, at, rating
+
+
+def _majority(group: list[Candidate], counts: Counts) -> bool | None:
+    """Liked or not by the latest vote of each person on any answer of the group, and the
+    majority of those (None on a tie)."""
+    latest: dict[object, tuple[datetime, int]] = {}
+    for answer, _ in group:
+        for person, at, rating in _votes(answer, counts):
+            if person not in latest or latest[person][0] <= at:
+                latest[person] = at, rating
+    net = sum(rating for _, rating in latest.values())
+    return None if net == 0 else net > 0
 
 
 #: A candidate with the label its row carries, or None and why it gives no row.
@@ -65,14 +93,16 @@ Labelled = tuple[Candidate, bool | None, str]
 
 
 def resolve_labels(
-    candidates: Iterable[Candidate], key: Callable[[Candidate], object]
+    candidates: Iterable[Candidate],
+    key: Callable[[Candidate], object],
+    counts: Counts = lambda user: True,
 ) -> list[Labelled]:
     """Each candidate with the label its row carries and, when it gives no row, why.
 
     Answers with the same ``key`` (prompt) and the same text (whitespace normalised) are one
-    prompt–completion: when they carry both labels, the votes on all of them decide by majority
-    and the first answer with the winning label gives the one row (None and a reason for the
-    rest); a tie gives none.
+    prompt–completion: when they carry both labels, the latest vote of each person on any of them
+    (``counts``: whose votes count) decides by majority and the first answer with the winning
+    label gives the one row (None and a reason for the rest); a tie gives none.
     """
     found = list(candidates)
     if len(found) < 2 or len({answer.parent_id for answer, _ in found}) == len(found):
@@ -90,22 +120,22 @@ def resolve_labels(
                 text = squash(candidate[0].text)
                 groups.setdefault((key(candidate), text), []).append(candidate)
             for group in groups.values():
-                decided.update(_decide(group))
+                decided.update(_decide(group, counts))
     if not decided:
         return [(candidate, is_liked(candidate[0]), "") for candidate in found]
     return [(c, *decided.get(c[0].id, (is_liked(c[0]), ""))) for c in found]
 
 
-def _decide(group: list[Candidate]) -> Iterator[tuple[int, tuple[bool | None, str]]]:
+def _decide(
+    group: list[Candidate], counts: Counts
+) -> Iterator[tuple[int, tuple[bool | None, str]]]:
     labels = {is_liked(answer) for answer, _ in group}
     if len(labels) == 1:
         label = labels.pop()
         for answer, _ in group:
             yield answer.id, (label, "")
         return
-    up = sum(_score(answer)[0] for answer, _ in group)
-    down = sum(_score(answer)[1] for answer, _ in group)
-    winner = None if up == down else up > down
+    winner = _majority(group, counts)
     chosen = next((a.id for a, _ in group if is_liked(a) == winner), None)
     for answer, _ in group:
         if answer.id == chosen:
@@ -149,6 +179,7 @@ __all__ = [
     "JOIN",
     "RESOLVED",
     "TIED",
+    "Counts",
     "Labelled",
     "Messages",
     "alternate",
