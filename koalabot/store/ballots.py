@@ -12,7 +12,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import ColumnElement, String, case, cast, exists, func, literal, select, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    null,
+    select,
+    type_coerce,
+)
 from sqlalchemy.orm import aliased
 
 from koalabot.store.models import Conversation, Feedback, Message
@@ -118,10 +129,13 @@ def message_votes(scope: ThreadScope, dialect: str) -> Votes:
     up_: Any = select(func.count()).where(f.message_id == m.id, f.rating > 0)
     down_: Any = select(func.count()).where(f.message_id == m.id, f.rating < 0)
     text: Any = select(_joined(_ballot(f, dialect), dialect)).where(f.message_id == m.id)
+    # Single votes only matter between answers to one question: read for regenerated answers
+    # only, the check costing less than the votes' rows (it reads the parent_id index alone).
+    other = aliased(Message)
+    regenerated = exists().where(other.parent_id == m.parent_id, other.id != m.id)
+    text = case((regenerated, text.scalar_subquery()), else_=null())
     voted = exists().where(f.message_id == m.id)
-    return Votes(
-        up_.scalar_subquery(), down_.scalar_subquery(), text.scalar_subquery(), voted, None
-    )
+    return Votes(up_.scalar_subquery(), down_.scalar_subquery(), text, voted, None)
 
 
 __all__ = [

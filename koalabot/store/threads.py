@@ -96,7 +96,7 @@ class ThreadMessage(NamedTuple):
     #: The answer it should have given, for a corrected answer.
     correction: str | None = None
     #: Each vote on it, opted-out voters' too, as `koalabot.store.ballots.ballots` reads them
-    #: (None: no votes, or not read).
+    #: (None: no votes, or none read: SQLite reads them for regenerated answers only).
     ballots: str | None = None
 
     @property
