@@ -143,11 +143,16 @@ class RowBuilder:
             return
         key = _stored_prompt if self.options.string_prompt else _context_ids
         # One label per prompt–completion (`turns.resolve_labels`).
-        for (answer, context), label, reason in resolve_labels(candidates, key, self._counts):
-            if label is None:
-                self.summary.skip(reason)
-                continue
-            row = self._kto(answer, context, label)
+        found = list(candidates)
+        decided = resolve_labels(found, key, self._counts) if len(found) > 1 else {}
+        for answer, context in found:
+            label: bool | None = is_liked(answer)
+            if decided and answer.id in decided:
+                label, reason = decided[answer.id]
+                if label is None:
+                    self.summary.skip(reason)
+                    continue
+            row = self._kto(answer, context, bool(label))
             if meta is not None:
                 row["meta"] = meta(view, answer, context)
             yield row
@@ -330,7 +335,15 @@ class RowBuilder:
     def _text(self, text: str) -> str:
         """Message text as exported: redacted, mentions pseudonymised, role markers and special
         tokens neutralised as in the prompt (unless --raw-text)."""
-        return self._redacted(text) if self._raw else neutralise(self._redacted(text))
+        if self._raw:
+            return self._redacted(text)
+        if self.options.redact:
+            # `_redacted`'s common case inline: this runs for every message of every thread.
+            spans = find(text)
+            return neutralise(
+                replace(text, spans, self._mention, counts=self.summary.redacted) if spans else text
+            )
+        return neutralise(self._redacted(text))
 
     def _redacted(self, text: str) -> str:
         """Text redacted (unless --no-redact), mentions pseudonymised."""

@@ -30,9 +30,12 @@ RESOLVED = "same prompt and completion voted both ways, resolved by the majority
 def alternate(messages: Messages, key: str = "role", text: str = "content") -> Messages:
     """``messages`` with each run of one role merged into one message (texts joined by a blank
     line); the list itself when roles already alternate, which is nearly always."""
-    for i in range(1, len(messages)):
-        if messages[i][key] == messages[i - 1][key]:
+    previous: object = None
+    for message in messages:
+        role = message[key]
+        if role == previous:
             return _merged(messages, key, text)
+        previous = role
     return messages
 
 
@@ -88,31 +91,32 @@ def _majority(group: list[Candidate], counts: Counts) -> bool | None:
     return None if net == 0 else net > 0
 
 
-#: A candidate with the label its row carries, or None and why it gives no row.
-Labelled = tuple[Candidate, bool | None, str]
+#: A label its row carries, or None and why it gives no row.
+Decision = tuple[bool | None, str]
 
 
 def resolve_labels(
-    candidates: Iterable[Candidate],
+    found: list[Candidate],
     key: Callable[[Candidate], object],
     counts: Counts = lambda user: True,
-) -> list[Labelled]:
-    """Each candidate with the label its row carries and, when it gives no row, why.
+) -> dict[int, Decision]:
+    """The label, or None and why there is no row, of each answer (by id) whose prompt and
+    completion another answer of ``found`` (one thread's candidates) shares: every other answer
+    gives its row with its own label (`is_liked`), and nearly always this is empty.
 
     Answers with the same ``key`` (prompt) and the same text (whitespace normalised) are one
     prompt–completion: when they carry both labels, the latest vote of each person on any of them
     (``counts``: whose votes count) decides by majority and the first answer with the winning
     label gives the one row (None and a reason for the rest); a tie gives none.
     """
-    found = list(candidates)
+    decided: dict[int, Decision] = {}
     if len(found) < 2 or len({answer.parent_id for answer, _ in found}) == len(found):
-        return [(candidate, is_liked(candidate[0]), "") for candidate in found]
+        return decided
     # Only answers to one question can share a prompt, and only where they carry both labels is
     # there anything to resolve: most threads stop here, before any text is compared.
     by_question: dict[int | None, list[Candidate]] = {}
     for candidate in found:
         by_question.setdefault(candidate[0].parent_id, []).append(candidate)
-    decided: dict[int, tuple[bool | None, str]] = {}
     for siblings in by_question.values():
         if len(siblings) > 1 and len({is_liked(answer) for answer, _ in siblings}) > 1:
             groups: dict[tuple[object, str], list[Candidate]] = {}
@@ -121,14 +125,10 @@ def resolve_labels(
                 groups.setdefault((key(candidate), text), []).append(candidate)
             for group in groups.values():
                 decided.update(_decide(group, counts))
-    if not decided:
-        return [(candidate, is_liked(candidate[0]), "") for candidate in found]
-    return [(c, *decided.get(c[0].id, (is_liked(c[0]), ""))) for c in found]
+    return decided
 
 
-def _decide(
-    group: list[Candidate], counts: Counts
-) -> Iterator[tuple[int, tuple[bool | None, str]]]:
+def _decide(group: list[Candidate], counts: Counts) -> Iterator[tuple[int, Decision]]:
     labels = {is_liked(answer) for answer, _ in group}
     if len(labels) == 1:
         label = labels.pop()
@@ -180,7 +180,7 @@ __all__ = [
     "RESOLVED",
     "TIED",
     "Counts",
-    "Labelled",
+    "Decision",
     "Messages",
     "alternate",
     "resolve_labels",
