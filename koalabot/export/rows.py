@@ -42,7 +42,13 @@ from koalabot.export.options import ExportOptions, Format
 from koalabot.export.pseudonyms import Pseudonymizer
 from koalabot.export.redact import find, replace
 from koalabot.export.summary import Summary
-from koalabot.export.turns import alternate, resolve_labels, sharegpt_paths, squash
+from koalabot.export.turns import (
+    StoredVotes,
+    alternate,
+    resolve_labels,
+    sharegpt_paths,
+    squash,
+)
 from koalabot.export.view import (
     CORRECTION,
     Candidate,
@@ -144,7 +150,9 @@ class RowBuilder:
         key = _stored_prompt if self.options.string_prompt else _context_ids
         # One label per prompt–completion (`turns.resolve_labels`).
         found = list(candidates)
-        decided = resolve_labels(found, key, self._counts) if len(found) > 1 else {}
+        decided = {}
+        if len(found) > 1:
+            decided = resolve_labels(found, key, self._counts, _stored_votes(view.thread))
         for answer, context in found:
             label: bool | None = is_liked(answer)
             if decided and answer.id in decided:
@@ -376,6 +384,15 @@ class RowBuilder:
         if answer.review is not None:
             meta["review"] = answer.review
         return meta
+
+
+def _stored_votes(thread: Thread) -> StoredVotes:
+    """Where an answer's votes as text come from: the thread's reader looks them up (by the
+    answer's id: a correction stands in with it negated), else the answer holds them."""
+    lookup = thread.ballots_of
+    if lookup is None:
+        return attrgetter("ballots")
+    return lambda answer: lookup(abs(answer.id))
 
 
 def _stored_prompt(candidate: Candidate) -> object:

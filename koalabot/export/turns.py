@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from koalabot.export.view import Candidate, is_liked
@@ -57,34 +58,36 @@ def squash(text: str) -> str:
 
 #: Whether a voter's votes count (False for a user who opted out).
 Counts = Callable[[str], bool]
+#: An answer's votes as text (`koalabot.store.ballots`), or None where there are none to hand.
+StoredVotes = Callable[[ThreadMessage], str | None]
 #: One person's vote in a group: who (a user, or a stand-in unique to one answer), when, which way.
 _Vote = tuple[object, datetime, int]
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)
 
 
-def _votes(answer: ThreadMessage, counts: Counts) -> Iterator[_Vote]:
+def _votes(answer: ThreadMessage, counts: Counts, stored: StoredVotes) -> Iterator[_Vote]:
     """The votes an answer brings to a vote on its text: a reviewer's correction counts as one
     up-vote, an answer excluded on review as one down-vote, else the votes of its voters (each
     person as themselves, so one person voting on two identical answers is one person)."""
     liked = is_liked(answer)
     if (answer.up <= answer.down) if liked else (answer.down <= answer.up):
         yield ("review", answer.id), _LONG_AGO, 1 if liked else -1
-    elif answer.ballots is None:
+    elif (text := stored(answer)) is None:
         # No single votes to hand (built in memory): each vote is a person of its own.
         yield from (((answer.id, i), _LONG_AGO, 1) for i in range(answer.up))
         yield from (((answer.id, -i - 1), _LONG_AGO, -1) for i in range(answer.down))
     else:
-        for user, rating, at in ballots(answer.ballots):
+        for user, rating, at in ballots(text):
             if counts(user):
                 yield user, at, rating
 
 
-def _majority(group: list[Candidate], counts: Counts) -> bool | None:
+def _majority(group: list[Candidate], counts: Counts, stored: StoredVotes) -> bool | None:
     """Liked or not by the latest vote of each person on any answer of the group, and the
     majority of those (None on a tie)."""
     latest: dict[object, tuple[datetime, int]] = {}
     for answer, _ in group:
-        for person, at, rating in _votes(answer, counts):
+        for person, at, rating in _votes(answer, counts, stored):
             if person not in latest or latest[person][0] <= at:
                 latest[person] = at, rating
     net = sum(rating for _, rating in latest.values())
@@ -99,6 +102,7 @@ def resolve_labels(
     found: list[Candidate],
     key: Callable[[Candidate], object],
     counts: Counts = lambda user: True,
+    stored: StoredVotes = attrgetter("ballots"),
 ) -> dict[int, Decision]:
     """The label, or None and why there is no row, of each answer (by id) whose prompt and
     completion another answer of ``found`` (one thread's candidates) shares: every other answer
@@ -106,8 +110,9 @@ def resolve_labels(
 
     Answers with the same ``key`` (prompt) and the same text (whitespace normalised) are one
     prompt–completion: when they carry both labels, the latest vote of each person on any of them
-    (``counts``: whose votes count) decides by majority and the first answer with the winning
-    label gives the one row (None and a reason for the rest); a tie gives none.
+    (``counts``: whose votes count; ``stored``: an answer's votes as text) decides by majority
+    and the first answer with the winning label gives the one row (None and a reason for the
+    rest); a tie gives none.
     """
     decided: dict[int, Decision] = {}
     if len(found) < 2 or len({answer.parent_id for answer, _ in found}) == len(found):
@@ -124,18 +129,20 @@ def resolve_labels(
                 text = squash(candidate[0].text)
                 groups.setdefault((key(candidate), text), []).append(candidate)
             for group in groups.values():
-                decided.update(_decide(group, counts))
+                decided.update(_decide(group, counts, stored))
     return decided
 
 
-def _decide(group: list[Candidate], counts: Counts) -> Iterator[tuple[int, Decision]]:
+def _decide(
+    group: list[Candidate], counts: Counts, stored: StoredVotes
+) -> Iterator[tuple[int, Decision]]:
     labels = {is_liked(answer) for answer, _ in group}
     if len(labels) == 1:
         label = labels.pop()
         for answer, _ in group:
             yield answer.id, (label, "")
         return
-    winner = _majority(group, counts)
+    winner = _majority(group, counts, stored)
     chosen = next((a.id for a, _ in group if is_liked(a) == winner), None)
     for answer, _ in group:
         if answer.id == chosen:
@@ -182,6 +189,7 @@ __all__ = [
     "Counts",
     "Decision",
     "Messages",
+    "StoredVotes",
     "alternate",
     "resolve_labels",
     "sharegpt_paths",

@@ -11,7 +11,7 @@ this module.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncGenerator, Collection, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from koalabot.errors import StoreError
-from koalabot.store.ballots import conversation_filters, message_votes
+from koalabot.store.ballots import SQLITE_BALLOTS, conversation_filters, message_votes
 from koalabot.store.database import Database, sqlite_busy_timeout
 from koalabot.store.errors import store_error
 from koalabot.store.models import Conversation, Feedback, Generation, Message, OptOut, Review
@@ -96,7 +96,7 @@ class ThreadMessage(NamedTuple):
     #: The answer it should have given, for a corrected answer.
     correction: str | None = None
     #: Each vote on it, opted-out voters' too, as `koalabot.store.ballots.ballots` reads them
-    #: (None: no votes, or none read: SQLite reads them for regenerated answers only).
+    #: (None: no votes, or none read: a SQLite file's reader looks them up, `Thread.ballots_of`).
     ballots: str | None = None
 
     @property
@@ -112,6 +112,8 @@ class Thread:
     id: int
     platform: str
     messages: list[ThreadMessage] = field(default_factory=list)
+    #: An answer's votes as text, by its id (`ThreadMessage.ballots` where the read has them).
+    ballots_of: Callable[[int], str | None] | None = None
 
 
 def _voted_conversations(scope: ThreadScope, ranged: bool = False) -> Select[Any]:
@@ -134,7 +136,7 @@ def _in_range(column: Any, ranged: bool) -> list[ColumnElement[bool]]:
 def _thread_query(scope: ThreadScope, dialect: str, ranged: bool = False) -> Select[Any]:
     m, c, g, r = Message, Conversation, Generation, Review
     answer = m.role == "assistant"
-    up, down, ballots, voted, votes = message_votes(scope, dialect)
+    up, down, ballots, voted, votes = message_votes(scope, dialect, lazy=ranged)
     # SQLite stores times as text; parsing one per row would cost more than the rest of the row,
     # so they come raw and only rated answers' are parsed.
     created = type_coerce(m.created_at, String) if dialect == "sqlite" else m.created_at
@@ -266,8 +268,13 @@ class _Threads:
     """Rows in conversation order, a batch at a time, into whole threads (a conversation may
     span two batches)."""
 
-    def __init__(self, ignored: dict[int, tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        ignored: dict[int, tuple[int, int]],
+        ballots_of: Callable[[int], str | None] | None = None,
+    ) -> None:
         self.ignored = ignored
+        self.ballots_of = ballots_of
         self.current = Thread(0, "")
 
     def add(self, batch: Iterable[Sequence[Any]]) -> Iterator[Thread]:
@@ -282,7 +289,7 @@ class _Threads:
                 continue
             if self.current.messages:
                 yield self.current
-            self.current = Thread(conversation_id, messages[0].platform, messages)
+            self.current = Thread(conversation_id, messages[0].platform, messages, self.ballots_of)
 
     def rest(self) -> Iterator[Thread]:
         """The last thread, once every batch is in."""
@@ -346,13 +353,19 @@ class ThreadReader:
         """Conversations with votes and ids from ``first`` to ``last``, whole, in id order."""
         bounds = {_Bound.FIRST: first, _Bound.LAST: last}
         params = [bounds[p] if isinstance(p, _Bound) else p for p in self._threads.params]
-        threads = _Threads(self._threads.ignored)
+        threads = _Threads(self._threads.ignored, self._ballots)
         try:
             # The cursor as one batch: `add` yields each thread as the next one starts.
             yield from threads.add(self._conn.execute(self._threads.sql, params))
         except apsw.Error as exc:
             raise StoreError(f"database error: {exc}") from exc
         yield from threads.rest()
+
+    def _ballots(self, answer_id: int) -> str | None:
+        try:
+            return self._conn.execute(SQLITE_BALLOTS, (answer_id,)).get  # type: ignore[no-any-return]
+        except apsw.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
 
     def close(self) -> None:
         """Close the connection (on the thread that opened it)."""
