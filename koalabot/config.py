@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -35,6 +45,44 @@ def _split_commas(value: Any) -> Any:
 def _env(name: str) -> AliasChoices:
     """Accept both the KOALABOT_-prefixed name and the platform's usual bare name."""
     return AliasChoices(name.lower(), f"KOALABOT_{name}", name)
+
+
+class ModelEntry(BaseModel):
+    """One named model of KOALABOT_MODELS: its server(s), any kind the bot speaks, and its
+    share of new threads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: CommaList
+    weight: float = Field(1.0, ge=0)
+    api: Literal["auto", "tgi", "openai"] = "auto"
+    #: The model id to ask an OpenAI-compatible server for (default: the first it lists).
+    model: str | None = None
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _urls(cls, value: Any) -> Any:
+        urls = _split_commas(value)
+        for url in urls:
+            if not str(url).startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return urls
+
+
+def _parse_models(value: Any) -> Any:
+    """KOALABOT_MODELS in its environment form: "name=url,name=url" (each ``url`` may be
+    ``url|url`` for several servers of one model), or JSON like the TOML table."""
+    if not isinstance(value, str):
+        return value
+    if value.lstrip().startswith("{"):
+        return json.loads(value)
+    models: dict[str, Any] = {}
+    for part in _split_commas(value):
+        name, sep, url = part.partition("=")
+        if not sep or not name.strip() or not url.strip():
+            raise ValueError(f"{part!r} is not name=url")
+        models[name.strip()] = {"url": url.strip().replace("|", ",")}
+    return models
 
 
 class Settings(BaseSettings):
@@ -75,6 +123,22 @@ class Settings(BaseSettings):
     retries: int = Field(3, ge=0)
     retry_base_delay: float = Field(0.25, ge=0)
     health_check_interval: float = Field(5.0, gt=0)
+
+    # --- comparing models (issue 20) -----------------------------------------------------
+    #: Named models, each a backend of its own, sharing new threads by weight (empty: the one
+    #: backend above). Environment: "koala=http://a:8080,candidate=http://b:8000", weights by
+    #: KOALABOT_MODEL_WEIGHTS; TOML: a [models.NAME] table with url, weight, api, model.
+    models: Annotated[dict[str, ModelEntry], NoDecode] = Field(default_factory=dict)
+    #: Traffic weights for the environment form of KOALABOT_MODELS: "koala=3,candidate=1".
+    model_weights: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    #: 🔄 asks another model than the one that answered (default: the same model).
+    cross_model_retry: bool = False
+    #: Name the model under each answer (default: blind, no model name reaches the platform).
+    show_model: bool = False
+    #: Channels whose threads are side-by-side battles (two models' answers, A/B).
+    battle_channels: CommaList = Field(default_factory=list)
+    #: The share of other threads that are battles (0: none).
+    battle_share: float = Field(0.0, ge=0, le=1)
 
     # --- storage -----------------------------------------------------------------------
     database_url: str = "sqlite:///koalabot.db"
@@ -129,6 +193,7 @@ class Settings(BaseSettings):
     @field_validator(
         "tgi_urls",
         "model_url",
+        "battle_channels",
         "allowed_workspaces",
         "allowed_channels",
         "allowed_users",
@@ -148,6 +213,35 @@ class Settings(BaseSettings):
             if not str(url).startswith(("http://", "https://")):
                 raise ValueError(f"{url!r} is not an http:// or https:// URL")
         return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        return _parse_models(value)
+
+    @field_validator("model_weights", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs = [part.partition("=") for part in _split_commas(value)]
+        if any(not sep for _, sep, _ in pairs):
+            raise ValueError(f"{value!r} is not name=weight,name=weight")
+        return {name.strip(): weight.strip() for name, _, weight in pairs}
+
+    @model_validator(mode="after")
+    def _weighted_models(self) -> Settings:
+        unknown = set(self.model_weights) - set(self.models)
+        if unknown:
+            raise ValueError(f"KOALABOT_MODEL_WEIGHTS names no model: {', '.join(sorted(unknown))}")
+        if self.models and not any(w > 0 for _, w in self.weighted_models):
+            raise ValueError("KOALABOT_MODELS: no model has a weight above 0")
+        return self
+
+    @property
+    def weighted_models(self) -> list[tuple[str, float]]:
+        """Each named model with its traffic weight (KOALABOT_MODEL_WEIGHTS wins)."""
+        return [(n, self.model_weights.get(n, m.weight)) for n, m in self.models.items()]
 
     @field_validator("database_url")
     @classmethod
@@ -225,6 +319,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             raise ConfigError(f"unknown setting {err['loc'][0]!r} in the config file") from None
+        if not err["loc"]:  # a rule across settings names them in its message
+            raise ConfigError(f"invalid settings: {msg}") from None
         raise ConfigError(f"invalid {_setting_name(err['loc'], given)}: {msg}") from None
     finally:
         _CONFIG_FILE["path"] = None

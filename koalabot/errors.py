@@ -112,6 +112,15 @@ class GenerationFailedError(BackendError):
     user_message = "The model stopped in the middle of its answer. Please try again."
 
 
+class AnswerCutOffError(BackendError):
+    """The server went past koalabot's own cap on an answer (it ignored ``max_new_tokens``)."""
+
+    user_message = (
+        "The model did not stop at its length limit, so I cut its answer off here. "
+        "Please try again."
+    )
+
+
 class BackendPromptTooLongError(BackendError):
     """TGI rejected the input as longer than its limit (422 validation)."""
 

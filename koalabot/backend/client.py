@@ -21,7 +21,7 @@ from text_generation.errors import ValidationError as TGIValidationError
 from koalabot.backend.endpoint import Endpoint
 from koalabot.backend.local_tokenizer import LocalTokenizer
 from koalabot.backend.openai_wire import OpenAIWire
-from koalabot.backend.params import GenerationParams
+from koalabot.backend.params import AnswerCap, GenerationParams
 from koalabot.backend.pool import EndpointPool, EndpointStatus
 from koalabot.backend.stream import Completion, GenerationStream, StreamTimeouts
 from koalabot.backend.wire import TGIWire, Wire
@@ -173,7 +173,8 @@ class Backend:
 
         if self._wire is not None:
             body(self._wire)  # fail now, before any stream exists
-        return GenerationStream(self._pool, body, params.stop, self._timeouts, self.wire)
+        cap = AnswerCap.of(params)
+        return GenerationStream(self._pool, body, params.stop, self._timeouts, self.wire, cap)
 
     async def generate(self, prompt: str, params: GenerationParams) -> Completion:
         """The whole answer at once (the same stream, read to its end)."""

@@ -61,6 +61,33 @@ class GenerationParams:
         return _to_tgi(self)
 
 
+#: Stream events an answer may take beyond ``max_new_tokens``: an OpenAI-compatible server sends
+#: a few without new tokens (role, finish reason, usage).
+CAP_SPARE_EVENTS = 16
+#: Characters an answer may take per token asked for: far above any vocabulary's average (about
+#: four) and its longest tokens (runs of spaces or `=`), so only a server that does not stop
+#: reaches it, or one that sends text in huge pieces.
+CAP_CHARS_PER_TOKEN = 32
+
+
+@dataclass(frozen=True)
+class AnswerCap:
+    """koalabot's own limit on one streamed answer, so a server that ignores ``max_new_tokens``
+    (or never sends its last event) is cut off instead of streaming forever."""
+
+    #: Stream events (a token each on TGI).
+    tokens: int
+    chars: int
+
+    @classmethod
+    def of(cls, params: GenerationParams) -> AnswerCap:
+        """The cap for answers asked with ``params`` (from the same max_new_tokens setting)."""
+        return cls(
+            tokens=params.max_new_tokens + CAP_SPARE_EVENTS,
+            chars=params.max_new_tokens * CAP_CHARS_PER_TOKEN,
+        )
+
+
 @functools.lru_cache(maxsize=64)
 def _to_tgi(params: GenerationParams) -> Parameters:
     # The same settings serve every answer: validated once, not per request.

@@ -13,10 +13,12 @@ from typing import Any
 import aiohttp
 
 from koalabot.backend.endpoint import Endpoint
+from koalabot.backend.params import AnswerCap
 from koalabot.backend.pool import EndpointPool
 from koalabot.backend.sse import SSEError, SSEReader
 from koalabot.backend.wire import Piece, Wire
 from koalabot.errors import (
+    AnswerCutOffError,
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
@@ -56,7 +58,11 @@ class GenerationStream:
     Nothing is sent until iteration starts. Failures before the first token are retried (see
     EndpointPool.run); after it they raise a BackendError whose ``partial`` is ``text``. A
     stop sequence is never handed out: text that may be the start of one is held back until
-    the next token tells, and one that ends the answer is dropped.
+    the next token tells, and one that ends the answer is dropped. An answer that reaches
+    ``cap`` (a server that ignores max_new_tokens) ends with AnswerCutOffError.
+
+    Work per token does not grow with the answer: pieces are kept in a list and joined only
+    when ``text`` is read, and only the held-back tail is searched for a stop sequence.
     """
 
     def __init__(
@@ -66,11 +72,13 @@ class GenerationStream:
         stop: tuple[str, ...],
         timeouts: StreamTimeouts,
         wire: Callable[[], Awaitable[Wire]],
+        cap: AnswerCap,
     ) -> None:
         self.endpoint = ""
         self.completion: Completion | None = None
-        #: The text handed out so far.
-        self.text = ""
+        self._parts: list[str] = []  # the text handed out so far
+        self._length = 0
+        self._cap = cap
         self._pool = pool
         self._make_body = body
         self._body: dict[str, Any] = {}
@@ -80,8 +88,15 @@ class GenerationStream:
         self._stop_tail = _stop_prefixes(stop)
         self._longest_stop = max(map(len, stop), default=0)
         self._timeouts = timeouts
-        self._received = ""
+        self._held = ""  # received, not handed out: it may be the start of a stop sequence
         self._pieces = self._run()
+
+    @property
+    def text(self) -> str:
+        """The text handed out so far."""
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._pieces
@@ -112,18 +127,21 @@ class GenerationStream:
         self.endpoint = endpoint.url
         first_token_at = loop.time()
         try:
+            events = 0
             while True:
+                events += 1
                 piece = self._take(event)
                 if piece:
-                    self.text += piece
+                    self._hand(piece)
                     yield piece
+                self._check_cap(events)
                 if event.final:
                     break
                 event = await self._next_token(reader, endpoint.wire)
             finished_at = loop.time()
-            rest = self._finish(event, endpoint.wire)[len(self.text) :]
+            rest = self._finish(event, endpoint.wire)
             if rest:
-                self.text += rest
+                self._hand(rest)
                 yield rest
             await self._drain(reader, endpoint.wire)
             model_id = await self._model_id(endpoint)
@@ -152,7 +170,7 @@ class GenerationStream:
         try:
             reader = SSEReader(response.content.iter_any())
             data = await self._wait_for_event(reader, first=True)
-            event = endpoint.wire.decode(data, self.text)
+            event = self._decode(endpoint.wire, data)
         except BaseException:
             response.close()
             raise
@@ -166,7 +184,14 @@ class GenerationStream:
                     data = await self._wait_for_event(reader, first=False)
             except TimeoutError:
                 raise BackendTimeoutError(partial=self.text) from None
-        return wire.decode(data, self.text)
+        return self._decode(wire, data)
+
+    def _decode(self, wire: Wire, data: str) -> Piece:
+        try:
+            return wire.decode(data, "")
+        except BackendError as exc:  # the partial text is joined only when there is an error
+            exc.partial = self.text
+            raise
 
     async def _wait_for_event(self, reader: SSEReader, *, first: bool) -> str:
         try:
@@ -184,23 +209,37 @@ class GenerationStream:
         return data
 
     def _take(self, event: Piece) -> str:
-        """The text of ``event`` that can be handed out now."""
-        self._received += event.text
-        safe = len(self._received)
+        """The text of ``event`` that can be handed out now (within the cap's characters).
+
+        Text handed out never ends in the start of a stop sequence, so a stop sequence that
+        matches at the end begins in the held-back text: only that needs searching.
+        """
+        received = self._held + event.text
+        safe = len(received)
         if self._stop_tail is not None:
             # The leftmost match from here is the longest held-back piece.
-            held = self._stop_tail.search(self._received, max(0, safe - self._longest_stop))
+            held = self._stop_tail.search(received, max(0, safe - self._longest_stop))
             if held is not None:
                 safe = held.start()
-        return self._received[len(self.text) : safe]
+        self._held = received[safe:]
+        return received[: min(safe, self._cap.chars - self._length)]
+
+    def _hand(self, piece: str) -> None:
+        self._parts.append(piece)
+        self._length += len(piece)
+
+    def _check_cap(self, events: int) -> None:
+        if events >= self._cap.tokens or self._length >= self._cap.chars:
+            raise AnswerCutOffError(partial=self.text)
 
     def _finish(self, event: Piece, wire: Wire) -> str:
-        """The whole answer, without the stop sequence that ended it."""
+        """What is left of the answer after the last event: the held-back text, unless it is
+        the stop sequence that ended the answer."""
         if event.finish_reason in wire.stop_reasons:
             for stop in self._stop:
-                if stop and self._received.endswith(stop):
-                    return self._received[: -len(stop)]
-        return self._received
+                if stop and self._held.endswith(stop):
+                    return self._held[: -len(stop)]
+        return self._held
 
     async def _model_id(self, endpoint: Endpoint) -> str | None:
         """The endpoint's model id (``/info`` is read once per endpoint), None if it cannot say."""
@@ -222,7 +261,7 @@ class GenerationStream:
 
     def _keep_usage(self, data: str, wire: Wire) -> None:
         try:
-            piece = wire.decode(data, self.text)
+            piece = wire.decode(data, "")
         except BackendError:
             return
         if piece.prompt_tokens is not None or piece.generated_tokens is not None:

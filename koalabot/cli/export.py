@@ -95,7 +95,10 @@ def register(subparsers: Any) -> None:
         "--platform", choices=PLATFORMS, help="only this platform (slack, discord, terminal)"
     )
     parser.add_argument("--channel", help="only this channel id")
-    parser.add_argument("--model", help="only answers of this model id (as TGI's /info named it)")
+    parser.add_argument(
+        "--model",
+        help="only answers of this model (its KOALABOT_MODELS name, else the server's model id)",
+    )
     parser.add_argument(
         "--min-votes",
         type=at_least_one,

@@ -1,11 +1,18 @@
 """The turn: one answer to one stored user message.
 
-Take the thread's turn (`turns`), post a placeholder and create the answer's row before the
-model is asked (so a crash leaves a row to mark `interrupted`), build the prompt from the thread
-within the model's budget, stream the model's words into the placeholder, then commit the answer
-with the record of how it was made. Start, stream and finish are separate steps; what a failure
-must know to record and show what there was lives in one `_Attempt`, so each failure path is
-the same few lines whatever step it came from.
+Take the thread's turn (`turns`), then build the prompt from the thread within the model's
+budget and ask the model while the answer's row is created (it holds the answer's place in the
+thread, and a crash leaves a row to mark `interrupted`), the placeholder posted, its platform id
+stored and the typing indicator shown: the model's first token takes longest, so the store's and
+the platform's round trips run beside it instead of before it, and the first words show about a
+first token after the event. The price: the prompt's read of the thread no longer shares the
+row's transaction, and the placeholder's id is a second small write. Then stream the model's
+words into the placeholder, and commit the answer with the record of how it was made.
+
+A failure of the prompt or the model is raised only when the stream is read, after the start,
+so every failure path finds the row and the placeholder as before. Start, stream and finish are
+separate steps; what a failure must know to record and show what there was lives in one
+`_Attempt`, so each failure path is the same few lines whatever step it came from.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from koalabot.backend import Backend, Completion, GenerationParams
+from koalabot.backend import Backend, Completion, GenerationParams, GenerationStream
+from koalabot.backend.models import ModelSet
 from koalabot.engine.notices import (
     INTERRUPTED,
     SHUTTING_DOWN,
@@ -55,7 +63,15 @@ class _Attempt:
     prompt: str = ""
     dropped: int = 0
     prompt_tokens: int = 0
-    text: str = ""  # the model's words so far
+    #: The prompt being built and the model asked, beside the start: the stream and its first
+    #: piece (None when the model said nothing).
+    asking: asyncio.Task[tuple[GenerationStream, str | None]] | None = None
+    model: str = ""  # the named model asked ("" with one unnamed backend)
+
+    @property
+    def text(self) -> str:
+        """The model's words so far."""
+        return self.streamer.text
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -75,9 +91,15 @@ class Answerer:
         turns: Turns,
         metrics: Metrics,
         first_notice: str,
+        models: ModelSet | None = None,
+        show_model: bool = False,
     ) -> None:
         self.repo = repo
         self.backend = backend
+        #: The backends by model name (just ``backend`` without KOALABOT_MODELS).
+        self.models = models or ModelSet.single(backend)
+        #: Name the model under each answer (KOALABOT_SHOW_MODEL); blind otherwise.
+        self.show_model = show_model
         self.history = history
         self.template = template
         self.params = params
@@ -85,7 +107,7 @@ class Answerer:
         self.metrics = metrics
         #: Shown under a thread's first answer (the operator's notice; "" for none).
         self.first_notice = first_notice
-        self._limits: Limits | None = None
+        self._limits: dict[str, Limits] = {}
 
     async def answer(
         self,
@@ -95,14 +117,17 @@ class Answerer:
         sink: ReplySink,
         *,
         in_order: bool = False,
+        model: str | None = None,
     ) -> AnswerResult:
-        """Answer stored message ``parent_id`` in its thread, once it is its turn."""
+        """Answer stored message ``parent_id`` in its thread, once it is its turn (by
+        ``model``, else by the model the thread is assigned)."""
         generating = False
+        chosen = self.models.for_thread(where) if model is None else model
         try:
             async with self.turns.turn(conversation_id, parent_id, in_order):
                 generating = True
                 return await self._generate(
-                    _Attempt(ReplyStreamer(sink), conversation_id, parent_id, where)
+                    _Attempt(ReplyStreamer(sink), conversation_id, parent_id, where, model=chosen)
                 )
         except StoreError as exc:
             log.exception("store failed while answering")
@@ -135,42 +160,83 @@ class Answerer:
     # --- the three steps ----------------------------------------------------------------------
 
     async def _start(self, a: _Attempt) -> int:
-        """Post the placeholder, create the answer's row, build the prompt; the answer's id."""
-        await a.streamer.start()
-        start = await self.repo.start_answer(
-            a.conversation_id,
-            a.parent_id,
-            a.streamer.message_ids[0],
-            tail=self.history.first_page(a.conversation_id),
-        )
-        a.answer_id, a.first = start.answer_id, start.first
-        await a.streamer.sink.thinking(True)
-        built = await self.prompt(a.conversation_id, a.parent_id, start.tail)
+        """Ask the model and, meanwhile, create the answer's row, post the placeholder, store
+        where it shows and show that the bot is thinking; the answer's id."""
+        a.asking = asyncio.create_task(self._ask(a), name="ask-model")
+        try:
+            # Sent to the store before the task's first read: the row keeps its place.
+            start = await self.repo.start_answer(a.conversation_id, a.parent_id)
+            a.answer_id, a.first = start.answer_id, start.first
+            await a.streamer.start()
+            await asyncio.gather(self._shown_at(a), a.streamer.sink.thinking(True))
+        except BaseException:
+            await self._abandon(a.asking)
+            raise
+        return a.answer_id
+
+    async def _shown_at(self, a: _Attempt) -> None:
+        """Store the placeholder's platform id, so a restart after a crash can find it."""
+        assert a.answer_id is not None
+        ids = a.streamer.message_ids[:1]
+        await self.repo.finish_answer(a.answer_id, "", "streaming", None, a.where, ids)
+
+    async def _ask(self, a: _Attempt) -> tuple[GenerationStream, str | None]:
+        """Build the prompt, send it, and wait for the model's first piece."""
+        built = await self.prompt(a.conversation_id, a.parent_id, model=a.model)
         a.prompt, a.dropped, a.prompt_tokens = built.prompt, built.dropped, built.tokens
-        return start.answer_id
+        stream = self.models.backend(a.model).stream(a.prompt, self.params)
+        self.metrics.backend_in_flight.inc()
+        try:
+            return stream, await anext(aiter(stream), None)
+        except BaseException:
+            self.metrics.backend_in_flight.dec()
+            await stream.aclose()
+            raise
+
+    async def _abandon(self, asking: asyncio.Task[tuple[GenerationStream, str | None]]) -> None:
+        """Stop asking the model (the start failed): its request is cut, its stream closed."""
+        if asking.done() and not asking.cancelled() and asking.exception() is None:
+            stream, _ = asking.result()
+            self.metrics.backend_in_flight.dec()
+            await stream.aclose()
+            return
+        asking.cancel()
+        await asyncio.wait([asking])
+        if not asking.cancelled():
+            asking.exception()  # retrieved: the start's own failure is the one to report
 
     async def _stream(self, a: _Attempt) -> Completion:
         """The model's words into the placeholder as they come; how the model finished."""
-        stream = self.backend.stream(a.prompt, self.params)
-        self.metrics.backend_in_flight.inc()
+        assert a.asking is not None
+        stream, first = await a.asking
         try:
-            async for piece in stream:
-                if not a.text:
-                    await a.streamer.sink.thinking(False)
-                a.text += piece
-                a.streamer.update(a.text.strip())
+            async with stream:
+                if first is not None:
+                    await self._show(a, first)
+                    async for piece in stream:
+                        await self._show(a, piece)
         finally:
             self.metrics.backend_in_flight.dec()
         assert stream.completion is not None
         return stream.completion
+
+    async def _show(self, a: _Attempt, piece: str) -> None:
+        first = not a.streamer.has_text
+        a.streamer.add(piece)  # first: the streamer shows it while the status is cleared
+        if first:
+            await a.streamer.sink.thinking(False)
 
     async def _finish(self, a: _Attempt, answer_id: int, completion: Completion) -> AnswerResult:
         """Commit the answer and its record, then show it whole (with its notes)."""
         answer = self._clean(completion.text)
         shown_so_far = list(a.streamer.message_ids)
         record = self._record(a, completion)
-        await self.repo.finish_answer(answer_id, answer, "ok", record, a.where, shown_so_far)
-        notice = consent_notice(self.first_notice, a.where.platform) if a.first else ""
+        model = a.model or completion.model_id
+        await self.repo.finish_answer(
+            answer_id, answer, "ok", record, a.where, shown_so_far, model=model
+        )
+        consent = consent_notice(self.first_notice, a.where.platform) if a.first else ""
+        notice = "\n\n".join(filter(None, [consent, self._sign(a)]))
         await a.streamer.finish(shown_answer(answer, a.dropped, notice), answer_id)
         more = a.streamer.message_ids[len(shown_so_far) :]
         await self.repo.add_refs(answer_id, a.where, more)
@@ -266,7 +332,9 @@ class Answerer:
         )
         try:
             await asyncio.shield(
-                self.repo.finish_answer(a.answer_id, partial.strip(), status, record)
+                self.repo.finish_answer(
+                    a.answer_id, partial.strip(), status, record, model=a.model or None
+                )
             )
         except Exception:
             log.exception("could not mark answer %d %s", a.answer_id, status)
@@ -283,6 +351,10 @@ class Answerer:
             if completion.generated_tokens and streaming > 0:
                 m.tokens_per_second.observe(completion.generated_tokens / streaming)
 
+    def _sign(self, a: _Attempt) -> str:
+        """Which model answered, when the operator shows it (blind by default)."""
+        return f"_(model: {a.model})_" if self.show_model and a.model else ""
+
     def _clean(self, text: str) -> str:
         """The answer as stored: stop sequences TGI leaves in the text removed, whitespace cut."""
         answer = text.strip()
@@ -292,20 +364,24 @@ class Answerer:
         return answer
 
     async def prompt(
-        self, conversation_id: int, upto_id: int, tail: ThreadPage | None = None
+        self,
+        conversation_id: int,
+        upto_id: int,
+        tail: ThreadPage | None = None,
+        model: str = "",
     ) -> ThreadPrompt:
-        """The prompt for answering message ``upto_id`` (``tail``: the thread's newest page,
-        when read already)."""
-        limits = await self._get_limits()
+        """The prompt for answering message ``upto_id`` by ``model`` (``tail``: the thread's
+        newest page, when read already)."""
+        limits = await self._get_limits(model)
         return await self.history.build(
             conversation_id, upto_id, limits, self.params.max_new_tokens, tail
         )
 
-    async def _get_limits(self) -> Limits:
-        """The model's budget, from the server's /info once."""
-        if self._limits is None:
-            self._limits = Limits.from_info(await self.backend.info())
-        return self._limits
+    async def _get_limits(self, model: str) -> Limits:
+        """The model's budget, from its server's /info once."""
+        if model not in self._limits:
+            self._limits[model] = Limits.from_info(await self.models.backend(model).info())
+        return self._limits[model]
 
 
 __all__ = ["Answerer"]

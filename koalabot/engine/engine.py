@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from koalabot.backend import Backend, GenerationParams
+from koalabot.backend.models import ModelSet
 from koalabot.config import Settings
 from koalabot.engine.access import AccessPolicy
 from koalabot.engine.answer import Answerer
@@ -59,6 +60,7 @@ from koalabot.prompt.budget import CachedCounter
 from koalabot.prompt.history import HistoryPrompter, ThreadPage
 from koalabot.prompt.templates import TEMPLATES
 from koalabot.store.database import Database, open_database
+from koalabot.store.judgements import CHOICES, record_judgement
 from koalabot.store.repository import Repository
 from koalabot.store.spool import Spool
 from koalabot.store.waiting import find_unanswered
@@ -69,10 +71,18 @@ log = logging.getLogger(__name__)
 class Engine:
     """Turns ChatMessages into stored, streamed answers and FeedbackEvents into votes."""
 
-    def __init__(self, settings: Settings, db: Database, backend: Backend) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        backend: Backend,
+        models: ModelSet | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.backend = backend
+        #: Every model that may answer, by name (``backend`` alone without KOALABOT_MODELS).
+        self.models = models or ModelSet.single(backend)
         self.repo = Repository(db)
         self.policy = AccessPolicy(settings)
         self.template = TEMPLATES[settings.template]
@@ -112,15 +122,18 @@ class Engine:
             turns=turns,
             metrics=self.metrics,
             first_notice=self.settings.notice,
+            models=self.models,
+            show_model=self.settings.show_model,
         )
 
     @classmethod
     async def open(cls, settings: Settings) -> Engine:
         """Open the store (SQLite upgrades itself) and the backend; recover crashed answers."""
         db = await open_database(settings.database_url, busy_timeout=settings.sqlite_busy_timeout)
-        engine = cls(settings, db, Backend.from_settings(settings))
+        models = ModelSet.from_settings(settings)
+        engine = cls(settings, db, models.default, models)
         try:
-            await engine.backend.check()  # a missing model setting stops the start (one line)
+            await engine.models.check()  # a missing model setting stops the start (one line)
             orphans = await engine.repo.recover_interrupted()
             engine.unanswered = Unanswered(await find_unanswered(db, SETTLED))
         except BaseException:
@@ -156,7 +169,7 @@ class Engine:
             await self.backlog.stop()
         if self.spool is not None:
             self.spool.close()
-        await self.backend.close()
+        await self.models.close()
         await self.repo.close()
         await self.db.close()
 
@@ -205,9 +218,12 @@ class Engine:
             self.policy.check_rate(info.where.platform, user)
         except (AccessDeniedError, RateLimitedError) as exc:
             return await refuse(sink, "denied", exc.user_message)
-        return await self._tracked(
-            self.answerer.answer(info.conversation_id, info.parent_id, info.where, sink)
+        cross = self.settings.cross_model_retry
+        model = self.models.for_retry(info.where, info.model, str(answer_id), cross)
+        answering = self.answerer.answer(
+            info.conversation_id, info.parent_id, info.where, sink, model=model
         )
+        return await self._tracked(answering)
 
     def _count(self, platform: str, result: AnswerResult) -> None:
         """A message answered, or why not (a redelivery dropped counts as neither)."""
@@ -337,7 +353,7 @@ class Engine:
             problems["database"] = f"unreachable ({exc.__cause__.__class__.__name__})"
         if self.backlog is not None and (late := self.backlog.late(self.settings.spool_max_age)):
             problems["spool"] = late
-        states = await self.backend.health()
+        states = await self.models.health()
         if not any(states.values()):
             problems["backend"] = "no healthy TGI endpoint: " + ", ".join(states)
         return problems
@@ -365,6 +381,17 @@ class Engine:
                 self._count(msg.where.platform, done.result())
 
         task.add_done_callback(counted)
+
+    async def judge(self, a_id: int, b_id: int, user: str, choice: str) -> bool:
+        """Store a person's latest choice in a battle (a, b, tie, both_bad); False when the two
+        ids are not two answers to one message."""
+        a, b = await self.repo.answer(a_id), await self.repo.answer(b_id)
+        if a is None or b is None or a_id == b_id or a.role != "assistant":
+            return False
+        if a.parent_id is None or a.parent_id != b.parent_id or choice not in CHOICES:
+            return False
+        await record_judgement(self.db, a_id, b_id, user, choice)
+        return True
 
     async def record_vote(self, vote: FeedbackEvent, cast: datetime) -> FeedbackResult:
         """Record a kept vote, stamped with when it was cast."""

@@ -84,11 +84,15 @@ def build_report(answers: Iterable[StatsCell], questions: Iterable[UserMessageCe
 
 
 async def gather(
-    db: Database, since: datetime | None = None, until: datetime | None = None
+    db: Database,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model: str | None = None,
 ) -> Report:
-    """Read the counts from the store (answers by their creation time, UTC days)."""
+    """Read the counts from the store (answers by their creation time, UTC days; only
+    ``model``'s answers when given)."""
     return build_report(
-        await answer_stats(db, since, until), await user_message_stats(db, since, until)
+        await answer_stats(db, since, until, model), await user_message_stats(db, since, until)
     )
 
 
@@ -196,19 +200,26 @@ def plot(report: Report, path: str | Path) -> None:
     plt.close(figure)
 
 
-def draw(report: Report) -> Any:
-    """Approval (top: a rolling line, daily dots) and answers per day (bottom) per model, on
-    daily ticks; a matplotlib Figure (Any: matplotlib is an optional dependency)."""
+def pyplot() -> Any:
+    """matplotlib's pyplot drawing to files, or a one-line error saying how to get it."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.dates as mdates
         import matplotlib.pyplot as plt
     except ImportError:
         raise PlotUnavailableError(
             "--plot needs matplotlib: pip install 'koalabot[plot]'"
         ) from None
+    return plt
+
+
+def draw(report: Report) -> Any:
+    """Approval (top: a rolling line, daily dots) and answers per day (bottom) per model, on
+    daily ticks; a matplotlib Figure (Any: matplotlib is an optional dependency)."""
+    plt = pyplot()
+    import matplotlib.dates as mdates
+
     fig, (top, bottom) = plt.subplots(
         2, 1, sharex=True, figsize=(11, 7), height_ratios=(3, 2), layout="constrained"
     )

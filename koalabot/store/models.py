@@ -70,6 +70,7 @@ class Message(Base):
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
         Index("ix_messages_parent_id", "parent_id"),
         Index("ix_messages_author", "author"),
+        Index("ix_messages_model", "model"),
         NEVER_REUSED,
     )
 
@@ -85,6 +86,8 @@ class Message(Base):
         ForeignKey("messages.id", ondelete="CASCADE"), nullable=True
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: The model that made an answer (a KOALABOT_MODELS name, else the server's model id).
+    model: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class MessageRef(Base):
@@ -145,6 +148,26 @@ class Feedback(Base):
     user: Mapped[str] = mapped_column(String(64))
     rating: Mapped[int] = mapped_column(SmallInteger)  # +1 | -1
     reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Judgement(Base):
+    """One person's choice between the two answers of a side-by-side battle (latest counts):
+    ``choice`` is a, b, tie or bad (both bad)."""
+
+    __tablename__ = "judgements"
+    __table_args__ = (
+        UniqueConstraint("a_id", "b_id", "user", name="uq_judgements_pair_user"),
+        Index("ix_judgements_b_id", "b_id"),
+        NEVER_REUSED,
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    a_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    b_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    user: Mapped[str] = mapped_column(String(64))
+    choice: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -50,6 +50,7 @@ class AnswerInfo:
     parent_id: int | None
     role: str
     where: ThreadKey
+    model: str | None = None  # the model that made it
 
 
 @dataclass(frozen=True)

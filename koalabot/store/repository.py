@@ -255,14 +255,18 @@ class Repository:
         record: GenerationRecord | None,
         where: ThreadKey | None = None,
         platform_message_ids: Sequence[str] = (),
+        *,
+        model: str | None = None,
     ) -> None:
         """Commit an answer's final text and status with its generation record (and, when
-        given, the platform messages it shows as) in one transaction."""
+        given, the platform messages it shows as, and the model that made it) in one
+        transaction."""
         changes = {
             "answer": answer_id,
             "new_text": storable(text_),
             "new_status": status,
             "shown_as": platform_message_ids[0] if platform_message_ids else None,
+            "made_by": model,
         }
         generation = (
             storable_row({"message_id": answer_id, "created_at": utcnow(), **record.__dict__})
@@ -357,7 +361,7 @@ class Repository:
         row = await self._run(lambda conn: conn.execute(query).first())
         if row is None:
             return None
-        return AnswerInfo(int(row[0]), int(row[1]), row[2], row[3], ThreadKey(*row[4:8]))
+        return AnswerInfo(int(row[0]), int(row[1]), row[2], row[3], ThreadKey(*row[4:8]), row[8])
 
     async def generation(self, answer_id: int) -> GenerationRecord | None:
         """How an answer was produced, as stored with it."""

@@ -194,11 +194,11 @@ def unanswered(delivery_ids: Sequence[str]) -> Select[int, int]:
 
 
 def answer_with_thread(answer_id: int) -> Select[Any]:
-    """A message's id, conversation, parent and role, then its thread's four keys."""
+    """A message's id, conversation, parent and role, its thread's four keys, its model."""
     m, c = Message, Conversation
     return (
         select(m.id, m.conversation_id, m.parent_id, m.role)
-        .add_columns(c.platform, c.workspace, c.channel, c.thread)
+        .add_columns(c.platform, c.workspace, c.channel, c.thread, m.model)
         .join(c, c.id == m.conversation_id)
         .where(m.id == answer_id)
     )
@@ -251,6 +251,7 @@ class Statements:
                 text=bindparam("new_text"),
                 status=bindparam("new_status"),
                 platform_message_id=func.coalesce(bindparam("shown_as"), m.platform_message_id),
+                model=func.coalesce(bindparam("made_by"), m.model),
             )
         )
         self.add_generation = upsert(dialect, table(Generation)).on_conflict_do_nothing()

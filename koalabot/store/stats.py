@@ -71,9 +71,13 @@ def _time_filters(
 
 
 async def answer_stats(
-    db: Database, since: datetime | None = None, until: datetime | None = None
+    db: Database,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model: str | None = None,
 ) -> list[StatsCell]:
-    """Answers and their votes grouped by platform, channel, model and day (all votes count)."""
+    """Answers and their votes grouped by platform, channel, model and day (all votes count;
+    only ``model``'s answers when given)."""
     m, c, g, f = Message, Conversation, Generation, Feedback
     votes = (
         select(
@@ -85,11 +89,15 @@ async def answer_stats(
         .subquery("votes")
     )
     day = _day(db, m.created_at).label("day")
+    named = func.coalesce(m.model, g.model_id)  # the KOALABOT_MODELS name where there is one
+    filters = [m.role == "assistant", *_time_filters(m.created_at, since, until)]
+    if model is not None:
+        filters.append(named == model)
     query = (
         select(
             c.platform,
             c.channel,
-            g.model_id,
+            named,
             day,
             func.count(m.id),
             func.coalesce(func.sum(votes.c.n), 0),
@@ -100,8 +108,8 @@ async def answer_stats(
         .join(c, c.id == m.conversation_id)
         .outerjoin(g, g.message_id == m.id)
         .outerjoin(votes, votes.c.message_id == m.id)
-        .where(m.role == "assistant", *_time_filters(m.created_at, since, until))
-        .group_by(c.platform, c.channel, g.model_id, day)
+        .where(*filters)
+        .group_by(c.platform, c.channel, named, day)
     )
     try:
         async with db.engine.connect() as conn:

@@ -152,7 +152,7 @@ def _thread_query(scope: ThreadScope, dialect: str, ranged: bool = False) -> Sel
         created,
         case((answer, up), else_=0),
         case((answer, down), else_=0),
-        g.model_id,
+        func.coalesce(m.model, g.model_id),  # the KOALABOT_MODELS name where there is one
         g.template,
         g.prompt if scope.with_prompts else null(),
         literal(0),  # ignored: opted-out voters are taken off in Python

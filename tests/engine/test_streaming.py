@@ -114,10 +114,10 @@ async def test_the_first_words_show_at_once_not_on_the_next_beat_of_the_clock() 
         if platform.messages["1"] != "…":
             break
         await asyncio.sleep(0.01)
-    assert platform.messages["1"] == " Hello" + CURSOR
+    assert platform.messages["1"] == "Hello" + CURSOR  # shown without the model's leading space
     streamer.update(" Hello there")
     await asyncio.sleep(0.1)  # the next words wait for the clock
-    assert platform.messages["1"] == " Hello" + CURSOR
+    assert platform.messages["1"] == "Hello" + CURSOR
     await streamer.finish(" Hello there", answer_id=1)
     assert platform.messages["1"] == " Hello there"
 

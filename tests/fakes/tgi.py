@@ -10,6 +10,7 @@ texts for inputs that are too long. Replies are scripted; faults are injected.
     await fake.start()                   # fake.url is http://127.0.0.1:<port>
     fake.replies.append("Hello there!")  # the next answer (else a reply derived from the prompt)
     fake.fault = Fault("stall", after_tokens=3)
+    fake.fault = Fault("endless")        # streams the reply again and again, never a last event
     ...
     fake.prompts                         # the exact `inputs` received, in order
     await fake.stop()                    # the port closes: connections are refused
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import itertools
 import json
 import re
 import signal
@@ -44,6 +46,7 @@ FaultKind = Literal[
     "error",  # after `after_tokens` tokens, a `generation` error event (424 when not streaming)
     "incomplete",  # after `after_tokens` tokens, HEAD's `incomplete_generation_stream` event
     "disconnect",  # after `after_tokens` tokens, the TCP connection is cut
+    "endless",  # a server that ignores max_new_tokens and EOS: the reply's tokens, forever
 ]
 
 
@@ -529,6 +532,8 @@ class FakeTGI:
         self, request: web.Request, plan: _Plan, fault: Fault | None
     ) -> web.StreamResponse:
         response = await self._start_sse(request)
+        if fault is not None and fault.kind == "endless":
+            return await self._stream_forever(response, plan)
         # With no delay the first token goes out as soon as it is ready, as TGI sends it, and
         # the others, ready at once, in one write.
         ready: list[bytes] = []
@@ -546,6 +551,22 @@ class FakeTGI:
             return await self._break_stream(request, response, fault)
         await response.write_eof()
         return response
+
+    async def _stream_forever(
+        self, response: web.StreamResponse, plan: _Plan
+    ) -> web.StreamResponse:
+        """Never a last event: the reply's words again and again, as fast as `token_delay` lets
+        (batched, yielding to the loop after each write), until the client goes away."""
+        words = [t for t in plan.tokens if not t.special] or list(tokenize(" again"))
+        ready: list[bytes] = []
+        for index, token in enumerate(itertools.cycle(words)):
+            if self.token_delay:
+                await self._pause(response, self.token_delay)
+            ready.append(_token_frame(index, token))
+            if self.token_delay or len(ready) >= 64:
+                await _flush(response, ready)
+                await asyncio.sleep(0)
+        return response  # pragma: no cover - the loop above ends only by an exception
 
     async def _break_stream(
         self, request: web.Request, response: web.StreamResponse, fault: Fault
@@ -640,10 +661,7 @@ def _compact(value: Any) -> str:
 def _frame(plan: _Plan, index: int, token: Token) -> bytes:
     """The SSE frame of the token at `index`; the last one carries the text and details."""
     if index < len(plan.tokens) - 1:  # the common case, without building a dict
-        return b'data:{"index":%d,"token":%s,"generated_text":null,"details":null}\n\n' % (
-            index + 1,
-            _compact_token(token),
-        )
+        return _token_frame(index, token)
     event: dict[str, Any] = {
         "index": index + 1,
         "token": _token_json(token),
@@ -658,6 +676,14 @@ def _frame(plan: _Plan, index: int, token: Token) -> bytes:
             "input_length": plan.input_length,
         }
     return b"data:" + _compact(event).encode() + b"\n\n"
+
+
+def _token_frame(index: int, token: Token) -> bytes:
+    """The SSE frame of a token that is not the last one."""
+    return b'data:{"index":%d,"token":%s,"generated_text":null,"details":null}\n\n' % (
+        index + 1,
+        _compact_token(token),
+    )
 
 
 @functools.lru_cache(maxsize=4096)

@@ -31,7 +31,8 @@ from koalabot.store.models import Base
 
 T = TypeVar("T")
 
-HEAD = "0005_ids_never_reused"
+HEAD = "0006_answer_models"
+IDS = "0005_ids_never_reused"
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 COLUMNS = {
@@ -66,7 +67,9 @@ COLUMNS = {
         "status",
         "parent_id",
         "created_at",
+        "model",
     ],
+    "judgements": ["id", "a_id", "b_id", "user", "choice", "created_at", "updated_at"],
     "optouts": ["user_key", "created_at"],
     "processed_events": ["key", "message_id", "created_at"],
     "settings": ["key", "value", "created_at"],
@@ -86,6 +89,7 @@ PRIMARY_KEYS = {
     "conversations": ("pk_conversations", ("id",)),
     "feedback": ("pk_feedback", ("id",)),
     "generations": ("pk_generations", ("id",)),
+    "judgements": ("pk_judgements", ("id",)),
     "message_refs": ("pk_message_refs", ("id",)),
     "messages": ("pk_messages", ("id",)),
     "optouts": ("pk_optouts", ("user_key",)),
@@ -98,6 +102,7 @@ UNIQUES = {
     ("conversations", "uq_conversations_key", ("platform", "workspace", "channel", "thread")),
     ("feedback", "uq_feedback_message_user", ("message_id", "user")),
     ("generations", "uq_generations_message_id", ("message_id",)),
+    ("judgements", "uq_judgements_pair_user", ("a_id", "b_id", "user")),
     ("message_refs", "uq_message_refs_key", ("platform", "channel", "platform_message_id")),
     ("reviews", "uq_reviews_message_id", ("message_id",)),
 }
@@ -107,6 +112,8 @@ FOREIGN_KEYS = {
     ("feedback", "fk_feedback_message_id_messages", ("message_id",), "messages", ("id",)),
     ("generations", "fk_generations_message_id_messages", ("message_id",), "messages", ("id",)),
     ("message_refs", "fk_message_refs_message_id_messages", ("message_id",), "messages", ("id",)),
+    ("judgements", "fk_judgements_a_id_messages", ("a_id",), "messages", ("id",)),
+    ("judgements", "fk_judgements_b_id_messages", ("b_id",), "messages", ("id",)),
     (
         "messages",
         "fk_messages_conversation_id_conversations",
@@ -126,7 +133,15 @@ FOREIGN_KEYS = {
 }
 
 #: Tables whose integer ids SQLite gives out once only (AUTOINCREMENT).
-ID_TABLES = ("conversations", "feedback", "generations", "message_refs", "messages", "reviews")
+ID_TABLES = (
+    "conversations",
+    "feedback",
+    "generations",
+    "judgements",
+    "message_refs",
+    "messages",
+    "reviews",
+)
 
 
 def _primary_keys(url: str) -> dict[str, tuple[str | None, tuple[str, ...]]]:
@@ -140,6 +155,8 @@ INDEXES = {  # (table, name, columns, unique)
     ("message_refs", "ix_message_refs_message_id", ("message_id",), False),
     ("feedback", "ix_feedback_message_id_rating", ("message_id", "rating"), False),
     ("messages", "ix_messages_author", ("author",), False),
+    ("messages", "ix_messages_model", ("model",), False),
+    ("judgements", "ix_judgements_b_id", ("b_id",), False),
     ("processed_events", "ix_processed_events_message_id", ("message_id",), False),
     ("messages", "ix_messages_conversation_id_id", ("conversation_id", "id"), False),
     ("messages", "ix_messages_parent_id", ("parent_id",), False),
@@ -278,7 +295,8 @@ def test_alembic_command_line_uses_the_same_env(sqlite_url: str, tmp_path: Path)
     assert "Running upgrade 0001 -> 0002, review decisions" in done.stderr
     assert "Running upgrade 0002 -> 0003, feedback indexed by answer and rating" in done.stderr
     assert "Running upgrade 0003 -> 0004, settings kept with the database" in done.stderr
-    assert f"Running upgrade 0004 -> {HEAD}, row ids never reused on SQLite" in done.stderr
+    assert f"Running upgrade 0004 -> {IDS}, row ids never reused on SQLite" in done.stderr
+    assert f"Running upgrade {IDS} -> {HEAD}, which model answered" in done.stderr
     assert asyncio.run(current_revision(sqlite_url)) == head_revision()
 
 
@@ -301,7 +319,8 @@ def test_koalabot_db_upgrade_and_current(
     assert "applied migration 0002 (review decisions)" in out
     assert "applied migration 0003 (feedback indexed by answer and rating)" in out
     assert "applied migration 0004 (settings kept with the database)" in out
-    assert f"applied migration {HEAD} (row ids never reused on SQLite)" in out
+    assert f"applied migration {IDS} (row ids never reused on SQLite)" in out
+    assert f"applied migration {HEAD} (which model answered, and battle judgements)" in out
     assert out.endswith(f"{shown} upgraded from (none) to {HEAD} (head).\n")
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
@@ -312,7 +331,8 @@ def test_koalabot_db_upgrade_and_current(
 
     assert main(["db", "downgrade", "base", "--yes", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
-    assert f"reverted migration {HEAD} (row ids never reused on SQLite)" in out
+    assert f"reverted migration {HEAD} (which model answered, and battle judgements)" in out
+    assert f"reverted migration {IDS} (row ids never reused on SQLite)" in out
     assert "reverted migration 0004 (settings kept with the database)" in out
     assert "reverted migration 0003 (feedback indexed by answer and rating)" in out
     assert "reverted migration 0002 (review decisions)" in out
@@ -474,7 +494,7 @@ async def test_upgrade_keeps_every_row_and_a_deleted_id_never_comes_back(
     await _on(database_url, _fill)
     before = await _on(database_url, _rows)
 
-    await upgrade(database_url)
+    await upgrade(database_url, IDS)
 
     assert await _on(database_url, _rows) == before
     assert await _on(database_url, _schema) == await _fresh_schema(database_url)
@@ -486,7 +506,7 @@ async def _fresh_schema(database_url: str) -> dict[str, Any]:
     if not database_url.startswith("sqlite"):
         return await _on(database_url, _schema)  # PostgreSQL: the migration changes nothing
     fresh = database_url.replace(".db", "-fresh.db")
-    await upgrade(fresh)
+    await upgrade(fresh, IDS)
     return await _on(fresh, _schema)
 
 
