@@ -42,7 +42,13 @@ from koalabot.export.options import ExportOptions, Format
 from koalabot.export.pseudonyms import Pseudonymizer
 from koalabot.export.redact import find, replace
 from koalabot.export.summary import Summary
-from koalabot.export.turns import alternate, resolve_labels, sharegpt_paths, squash
+from koalabot.export.turns import (
+    StoredVotes,
+    alternate,
+    resolve_labels,
+    sharegpt_paths,
+    squash,
+)
 from koalabot.export.view import (
     CORRECTION,
     Candidate,
@@ -52,7 +58,7 @@ from koalabot.export.view import (
     is_liked,
 )
 from koalabot.prompt.templates import TEMPLATES, neutralise
-from koalabot.store.threads import Thread, ThreadMessage
+from koalabot.store.threads import Thread, ThreadMessage, is_opted_out
 from koalabot.store.times import iso_utc
 
 Row = dict[str, Any]
@@ -143,11 +149,18 @@ class RowBuilder:
             return
         key = _stored_prompt if self.options.string_prompt else _context_ids
         # One label per prompt–completion (`turns.resolve_labels`).
-        for (answer, context), label, reason in resolve_labels(candidates, key):
-            if label is None:
-                self.summary.skip(reason)
-                continue
-            row = self._kto(answer, context, label)
+        found = list(candidates)
+        decided = {}
+        if len(found) > 1:
+            decided = resolve_labels(found, key, self._counts, _stored_votes(view.thread))
+        for answer, context in found:
+            label: bool | None = is_liked(answer)
+            if decided and answer.id in decided:
+                label, reason = decided[answer.id]
+                if label is None:
+                    self.summary.skip(reason)
+                    continue
+            row = self._kto(answer, context, bool(label))
             if meta is not None:
                 row["meta"] = meta(view, answer, context)
             yield row
@@ -296,6 +309,10 @@ class RowBuilder:
             "label": label,
         }
 
+    def _counts(self, voter: str) -> bool:
+        """Whether a voter's votes count (they did not opt out)."""
+        return not self.optout_users or not is_opted_out(self._platform, voter, self.optout_users)
+
     # --- pieces (cached per thread: rows of one thread share their earlier turns) ---------------
 
     def _chat_message(self, message: ThreadMessage) -> dict[str, Any]:
@@ -326,7 +343,15 @@ class RowBuilder:
     def _text(self, text: str) -> str:
         """Message text as exported: redacted, mentions pseudonymised, role markers and special
         tokens neutralised as in the prompt (unless --raw-text)."""
-        return self._redacted(text) if self._raw else neutralise(self._redacted(text))
+        if self._raw:
+            return self._redacted(text)
+        if self.options.redact:
+            # `_redacted`'s common case inline: this runs for every message of every thread.
+            spans = find(text)
+            return neutralise(
+                replace(text, spans, self._mention, counts=self.summary.redacted) if spans else text
+            )
+        return neutralise(self._redacted(text))
 
     def _redacted(self, text: str) -> str:
         """Text redacted (unless --no-redact), mentions pseudonymised."""
@@ -359,6 +384,15 @@ class RowBuilder:
         if answer.review is not None:
             meta["review"] = answer.review
         return meta
+
+
+def _stored_votes(thread: Thread) -> StoredVotes:
+    """Where an answer's votes as text come from: the thread's reader looks them up (by the
+    answer's id: a correction stands in with it negated), else the answer holds them."""
+    lookup = thread.ballots_of
+    if lookup is None:
+        return attrgetter("ballots")
+    return lambda answer: lookup(abs(answer.id))
 
 
 def _stored_prompt(candidate: Candidate) -> object:

@@ -11,9 +11,12 @@ export workers); an identical answer in another conversation is another row.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from koalabot.export.view import Candidate, is_liked
+from koalabot.store.ballots import ballots
 from koalabot.store.threads import ThreadMessage
 
 Messages = list[dict[str, Any]]
@@ -28,9 +31,12 @@ RESOLVED = "same prompt and completion voted both ways, resolved by the majority
 def alternate(messages: Messages, key: str = "role", text: str = "content") -> Messages:
     """``messages`` with each run of one role merged into one message (texts joined by a blank
     line); the list itself when roles already alternate, which is nearly always."""
-    for i in range(1, len(messages)):
-        if messages[i][key] == messages[i - 1][key]:
+    previous: object = None
+    for message in messages:
+        role = message[key]
+        if role == previous:
             return _merged(messages, key, text)
+        previous = role
     return messages
 
 
@@ -50,39 +56,72 @@ def squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def _score(answer: ThreadMessage) -> tuple[int, int]:
-    """(up, down) an answer brings to a vote on its text: a reviewer's correction counts as one
-    up-vote, an answer excluded on review as one down-vote, else its own votes."""
-    if is_liked(answer) and answer.up <= answer.down:
-        return 1, 0
-    if not is_liked(answer) and answer.down <= answer.up:
-        return 0, 1
-    return answer.up, answer.down
+#: Whether a voter's votes count (False for a user who opted out).
+Counts = Callable[[str], bool]
+#: An answer's votes as text (`koalabot.store.ballots`), or None where there are none to hand.
+StoredVotes = Callable[[ThreadMessage], str | None]
+#: One person's vote in a group: who (a user, or a stand-in unique to one answer), when, which way.
+_Vote = tuple[object, datetime, int]
+_LONG_AGO = datetime.min.replace(tzinfo=UTC)
 
 
-#: A candidate with the label its row carries, or None and why it gives no row.
-Labelled = tuple[Candidate, bool | None, str]
+def _votes(answer: ThreadMessage, counts: Counts, stored: StoredVotes) -> Iterator[_Vote]:
+    """The votes an answer brings to a vote on its text: a reviewer's correction counts as one
+    up-vote, an answer excluded on review as one down-vote, else the votes of its voters (each
+    person as themselves, so one person voting on two identical answers is one person)."""
+    liked = is_liked(answer)
+    if (answer.up <= answer.down) if liked else (answer.down <= answer.up):
+        yield ("review", answer.id), _LONG_AGO, 1 if liked else -1
+    elif (text := stored(answer)) is None:
+        # No single votes to hand (built in memory): each vote is a person of its own.
+        yield from (((answer.id, i), _LONG_AGO, 1) for i in range(answer.up))
+        yield from (((answer.id, -i - 1), _LONG_AGO, -1) for i in range(answer.down))
+    else:
+        for user, rating, at in ballots(text):
+            if counts(user):
+                yield user, at, rating
+
+
+def _majority(group: list[Candidate], counts: Counts, stored: StoredVotes) -> bool | None:
+    """Liked or not by the latest vote of each person on any answer of the group, and the
+    majority of those (None on a tie)."""
+    latest: dict[object, tuple[datetime, int]] = {}
+    for answer, _ in group:
+        for person, at, rating in _votes(answer, counts, stored):
+            if person not in latest or latest[person][0] <= at:
+                latest[person] = at, rating
+    net = sum(rating for _, rating in latest.values())
+    return None if net == 0 else net > 0
+
+
+#: A label its row carries, or None and why it gives no row.
+Decision = tuple[bool | None, str]
 
 
 def resolve_labels(
-    candidates: Iterable[Candidate], key: Callable[[Candidate], object]
-) -> list[Labelled]:
-    """Each candidate with the label its row carries and, when it gives no row, why.
+    found: list[Candidate],
+    key: Callable[[Candidate], object],
+    counts: Counts = lambda user: True,
+    stored: StoredVotes = attrgetter("ballots"),
+) -> dict[int, Decision]:
+    """The label, or None and why there is no row, of each answer (by id) whose prompt and
+    completion another answer of ``found`` (one thread's candidates) shares: every other answer
+    gives its row with its own label (`is_liked`), and nearly always this is empty.
 
     Answers with the same ``key`` (prompt) and the same text (whitespace normalised) are one
-    prompt–completion: when they carry both labels, the votes on all of them decide by majority
+    prompt–completion: when they carry both labels, the latest vote of each person on any of them
+    (``counts``: whose votes count; ``stored``: an answer's votes as text) decides by majority
     and the first answer with the winning label gives the one row (None and a reason for the
     rest); a tie gives none.
     """
-    found = list(candidates)
+    decided: dict[int, Decision] = {}
     if len(found) < 2 or len({answer.parent_id for answer, _ in found}) == len(found):
-        return [(candidate, is_liked(candidate[0]), "") for candidate in found]
+        return decided
     # Only answers to one question can share a prompt, and only where they carry both labels is
     # there anything to resolve: most threads stop here, before any text is compared.
     by_question: dict[int | None, list[Candidate]] = {}
     for candidate in found:
         by_question.setdefault(candidate[0].parent_id, []).append(candidate)
-    decided: dict[int, tuple[bool | None, str]] = {}
     for siblings in by_question.values():
         if len(siblings) > 1 and len({is_liked(answer) for answer, _ in siblings}) > 1:
             groups: dict[tuple[object, str], list[Candidate]] = {}
@@ -90,22 +129,20 @@ def resolve_labels(
                 text = squash(candidate[0].text)
                 groups.setdefault((key(candidate), text), []).append(candidate)
             for group in groups.values():
-                decided.update(_decide(group))
-    if not decided:
-        return [(candidate, is_liked(candidate[0]), "") for candidate in found]
-    return [(c, *decided.get(c[0].id, (is_liked(c[0]), ""))) for c in found]
+                decided.update(_decide(group, counts, stored))
+    return decided
 
 
-def _decide(group: list[Candidate]) -> Iterator[tuple[int, tuple[bool | None, str]]]:
+def _decide(
+    group: list[Candidate], counts: Counts, stored: StoredVotes
+) -> Iterator[tuple[int, Decision]]:
     labels = {is_liked(answer) for answer, _ in group}
     if len(labels) == 1:
         label = labels.pop()
         for answer, _ in group:
             yield answer.id, (label, "")
         return
-    up = sum(_score(answer)[0] for answer, _ in group)
-    down = sum(_score(answer)[1] for answer, _ in group)
-    winner = None if up == down else up > down
+    winner = _majority(group, counts, stored)
     chosen = next((a.id for a, _ in group if is_liked(a) == winner), None)
     for answer, _ in group:
         if answer.id == chosen:
@@ -149,8 +186,10 @@ __all__ = [
     "JOIN",
     "RESOLVED",
     "TIED",
-    "Labelled",
+    "Counts",
+    "Decision",
     "Messages",
+    "StoredVotes",
     "alternate",
     "resolve_labels",
     "sharegpt_paths",

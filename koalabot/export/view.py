@@ -233,7 +233,8 @@ class Selection:
 
     def _reject_text(self, answer: ThreadMessage) -> str:
         """Why this answer's text gives no row ("" when it does)."""
-        if not answer.text.strip():
+        text = answer.text
+        if not text or text.isspace():  # as `not text.strip()`, without copying the text
             return "empty answer"
         if self.options.string_prompt and not answer.prompt:
             return "no stored prompt string (--string-prompt)"

@@ -78,6 +78,8 @@ class Turn:
 # change survives tokenization. The replacement holds no ASCII colon, so it can neither form a
 # new marker with its neighbours ("USUSER:ER:") nor be changed again (idempotent).
 _MARKER = re.compile(r"(USER|GPT|An\s+Unhelpful\s+Answer)(\s*):", re.IGNORECASE)
+#: The last letters of every marker, casefolded as IGNORECASE compares them ("uſer" is "user").
+_MARKER_TAILS = frozenset({"ser", "gpt", "wer"})
 # LLaMA's BOS/EOS strings, which TGI's tokenizer turns into the special ids: "</s>" -> "< /s>".
 _SPECIAL = re.compile(r"<(/?s>)", re.IGNORECASE)
 
@@ -88,10 +90,28 @@ def neutralise(text: str) -> str:
     Text without a marker comes back unchanged, and ``neutralise(neutralise(t)) ==
     neutralise(t)``.
     """
-    if ":" not in text and "<" not in text:
-        return text  # every marker ends in an ASCII colon, every special token starts with "<"
-    text = _SPECIAL.sub(r"< \1", text)
-    return _MARKER.sub(r"\1\2：", text)
+    # Every special token starts with "<", every marker ends in an ASCII colon.
+    if "<" in text:
+        text = _SPECIAL.sub(r"< \1", text)
+    if ":" in text and _may_hold_marker(text):
+        text = _MARKER.sub(r"\1\2：", text)
+    return text
+
+
+def _may_hold_marker(text: str) -> bool:
+    """Whether a colon in ``text`` follows a marker's last letters (False: no marker is there).
+
+    Hand-written around str methods: the regex reads every character through its alternation,
+    several microseconds on a paragraph, where most texts hold a few colons, none after those
+    letters (an export neutralises millions of messages).
+    """
+    at = text.find(":")
+    while at != -1:
+        before = text[max(0, at - 16) : at].rstrip()
+        if before[-3:].casefold() in _MARKER_TAILS or (not before and at > 16):
+            return True  # a marker's letters, or more space than looked at: the regex decides
+        at = text.find(":", at + 1)
+    return False
 
 
 def clean(text: str) -> str:

@@ -11,7 +11,7 @@ this module.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncGenerator, Collection, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from koalabot.errors import StoreError
+from koalabot.store.ballots import SQLITE_BALLOTS, conversation_filters, message_votes
 from koalabot.store.database import Database, sqlite_busy_timeout
 from koalabot.store.errors import store_error
 from koalabot.store.models import Conversation, Feedback, Generation, Message, OptOut, Review
@@ -94,6 +95,9 @@ class ThreadMessage(NamedTuple):
     review_reason: str | None = None
     #: The answer it should have given, for a corrected answer.
     correction: str | None = None
+    #: Each vote on it, opted-out voters' too, as `koalabot.store.ballots.ballots` reads them
+    #: (None: no votes, or none read: a SQLite file's reader looks them up, `Thread.ballots_of`).
+    ballots: str | None = None
 
     @property
     def net(self) -> int:
@@ -108,35 +112,8 @@ class Thread:
     id: int
     platform: str
     messages: list[ThreadMessage] = field(default_factory=list)
-
-
-def _conversation_filters(c: Any, scope: ThreadScope) -> list[ColumnElement[bool]]:
-    filters: list[ColumnElement[bool]] = []
-    if scope.platform is not None:
-        filters.append(c.platform == scope.platform)
-    if scope.channel is not None:
-        filters.append(c.channel == scope.channel)
-    if scope.until is not None:
-        filters.append(c.created_at < scope.until)
-    return filters
-
-
-def _vote_totals(scope: ThreadScope) -> Any:
-    """Per answer: all up-votes and down-votes (opted-out voters are taken off in Python)."""
-    f = Feedback
-    query = select(
-        f.message_id.label("message_id"),
-        func.sum(case((f.rating > 0, 1), else_=0)).label("up"),
-        func.sum(case((f.rating < 0, 1), else_=0)).label("down"),
-    )
-    if scope.platform is not None or scope.channel is not None:
-        fm, fc = aliased(Message), aliased(Conversation)
-        query = (
-            query.join(fm, fm.id == f.message_id)
-            .join(fc, fc.id == fm.conversation_id)
-            .where(*_conversation_filters(fc, scope))
-        )
-    return query.group_by(f.message_id).subquery("votes")
+    #: An answer's votes as text, by its id (`ThreadMessage.ballots` where the read has them).
+    ballots_of: Callable[[int], str | None] | None = None
 
 
 def _voted_conversations(scope: ThreadScope, ranged: bool = False) -> Select[Any]:
@@ -145,7 +122,7 @@ def _voted_conversations(scope: ThreadScope, ranged: bool = False) -> Select[Any
         select(vm.conversation_id)
         .join(Feedback, Feedback.message_id == vm.id)
         .join(vc, vc.id == vm.conversation_id)
-        .where(*_conversation_filters(vc, scope), *_in_range(vm.conversation_id, ranged))
+        .where(*conversation_filters(vc, scope), *_in_range(vm.conversation_id, ranged))
     )
 
 
@@ -156,36 +133,10 @@ def _in_range(column: Any, ranged: bool) -> list[ColumnElement[bool]]:
     return [column.between(bindparam(_Bound.FIRST.value), bindparam(_Bound.LAST.value))]
 
 
-class _Votes(NamedTuple):
-    """Each message's up-votes and down-votes, whether it has any, and the table of vote totals
-    to join (None where they are looked up per message)."""
-
-    up: Any
-    down: Any
-    voted: Any
-    table: Any
-
-
-def _message_votes(scope: ThreadScope, dialect: str) -> _Votes:
-    m = Message
-    if dialect != "sqlite":
-        votes = _vote_totals(scope)
-        up, down = func.coalesce(votes.c.up, 0), func.coalesce(votes.c.down, 0)
-        return _Votes(up, down, votes.c.message_id.is_not(None), votes)
-    # Each answer's votes looked up through feedback's (message_id, user) index: on SQLite that
-    # costs less than grouping every vote into a table first, and nothing is built up before the
-    # first row streams.
-    f = aliased(Feedback)
-    up_: Any = select(func.count()).where(f.message_id == m.id, f.rating > 0)
-    down_: Any = select(func.count()).where(f.message_id == m.id, f.rating < 0)
-    voted = exists().where(f.message_id == m.id)
-    return _Votes(up_.scalar_subquery(), down_.scalar_subquery(), voted, None)
-
-
 def _thread_query(scope: ThreadScope, dialect: str, ranged: bool = False) -> Select[Any]:
     m, c, g, r = Message, Conversation, Generation, Review
     answer = m.role == "assistant"
-    up, down, voted, votes = _message_votes(scope, dialect)
+    up, down, ballots, voted, votes = message_votes(scope, dialect, lazy=ranged)
     # SQLite stores times as text; parsing one per row would cost more than the rest of the row,
     # so they come raw and only rated answers' are parsed.
     created = type_coerce(m.created_at, String) if dialect == "sqlite" else m.created_at
@@ -208,6 +159,7 @@ def _thread_query(scope: ThreadScope, dialect: str, ranged: bool = False) -> Sel
         r.decision,
         r.reason,
         r.correction,
+        case((answer, ballots), else_=null()),
     )
     if dialect == "sqlite":
         # Conversations in the outer loop, each checked once for a vote; SQLite would otherwise
@@ -226,7 +178,7 @@ def _thread_query(scope: ThreadScope, dialect: str, ranged: bool = False) -> Sel
         query.outerjoin(g, g.message_id == m.id)
         .outerjoin(r, r.message_id == m.id)
         .where(
-            *_conversation_filters(c, scope),
+            *conversation_filters(c, scope),
             *in_range,
             has_votes,
             # Context needs user messages and shown answers; other answers only if voted on.
@@ -256,7 +208,7 @@ async def _optout_votes(
             .where(
                 f.user.in_(ids[start : start + 500]),
                 fm.role == "assistant",
-                *_conversation_filters(fc, scope),
+                *conversation_filters(fc, scope),
             )
         )
         for message_id, rating, platform, user in rows:
@@ -316,8 +268,13 @@ class _Threads:
     """Rows in conversation order, a batch at a time, into whole threads (a conversation may
     span two batches)."""
 
-    def __init__(self, ignored: dict[int, tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        ignored: dict[int, tuple[int, int]],
+        ballots_of: Callable[[int], str | None] | None = None,
+    ) -> None:
         self.ignored = ignored
+        self.ballots_of = ballots_of
         self.current = Thread(0, "")
 
     def add(self, batch: Iterable[Sequence[Any]]) -> Iterator[Thread]:
@@ -332,7 +289,7 @@ class _Threads:
                 continue
             if self.current.messages:
                 yield self.current
-            self.current = Thread(conversation_id, messages[0].platform, messages)
+            self.current = Thread(conversation_id, messages[0].platform, messages, self.ballots_of)
 
     def rest(self) -> Iterator[Thread]:
         """The last thread, once every batch is in."""
@@ -396,13 +353,19 @@ class ThreadReader:
         """Conversations with votes and ids from ``first`` to ``last``, whole, in id order."""
         bounds = {_Bound.FIRST: first, _Bound.LAST: last}
         params = [bounds[p] if isinstance(p, _Bound) else p for p in self._threads.params]
-        threads = _Threads(self._threads.ignored)
+        threads = _Threads(self._threads.ignored, self._ballots)
         try:
             # The cursor as one batch: `add` yields each thread as the next one starts.
             yield from threads.add(self._conn.execute(self._threads.sql, params))
         except apsw.Error as exc:
             raise StoreError(f"database error: {exc}") from exc
         yield from threads.rest()
+
+    def _ballots(self, answer_id: int) -> str | None:
+        try:
+            return self._conn.execute(SQLITE_BALLOTS, (answer_id,)).get  # type: ignore[no-any-return]
+        except apsw.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
 
     def close(self) -> None:
         """Close the connection (on the thread that opened it)."""

@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,9 +19,11 @@ from koalabot.export.run import export
 from koalabot.export.summary import Summary
 from koalabot.export.turns import RESOLVED, TIED
 from koalabot.store.database import Database
+from koalabot.store.models import Feedback
 from tests.export.records import Build
 from tests.export.seeded import BAD, BETTER, FORGED, seed_feedback
 from tests.export.test_rows import rows as built_rows
+from tests.helpers_data import Seed
 
 pytestmark = pytest.mark.compiled_build
 
@@ -141,6 +144,60 @@ def test_kto_resolves_a_prompt_and_completion_voted_both_ways_by_the_majority() 
         ("Eucalyptus.", True)
     ]
     assert summary.skipped == {RESOLVED: 1}
+
+
+async def disputed_regeneration(db: Database, bob: bool) -> None:
+    """Alice likes an answer, then dislikes its identical regeneration (her vote on it is the
+    later one, though stored first); Bob, if there, likes the first answer."""
+    seed = Seed(db)
+    thread = await seed.thread()
+    await thread.ask("Do koalas drink water?", author="U0ALICE")
+    first = await thread.answer("Rarely: leaves hold most of what they need.")
+    again = await thread.answer("Rarely: leaves hold most of what they need.")
+    at = seed.tick()
+    feedback = {"created_at": at, "updated_at": at + timedelta(minutes=9)}
+    await seed.insert(Feedback, message_id=again, user="U0ALICE", rating=-1, **feedback)
+    feedback = {"created_at": at, "updated_at": at + timedelta(minutes=5)}
+    await seed.insert(Feedback, message_id=first, user="U0ALICE", rating=1, **feedback)
+    if bob:
+        await thread.vote(first, "U0BOB", 1)
+
+
+async def test_kto_counts_the_latest_vote_of_each_person_once(db: Database) -> None:
+    await disputed_regeneration(db, bob=False)
+
+    rows, summary = await rows_of(db, "kto")
+
+    # Alice's latest vote is her down-vote: the completion is disliked, once.
+    assert [row["label"] for row in rows] == [False]
+    assert summary.skipped == {RESOLVED: 1}
+
+
+async def test_kto_skips_a_tie_between_two_people_one_of_whom_voted_twice(db: Database) -> None:
+    await disputed_regeneration(db, bob=True)
+
+    rows, summary = await rows_of(db, "kto")
+
+    # Alice down (her latest), Bob up: a tie, though the answers hold two up-votes and one down.
+    assert rows == []
+    assert summary.skipped == {TIED: 2}
+
+
+async def test_kto_leaves_an_opted_out_voter_out_of_the_majority(db: Database) -> None:
+    seed = Seed(db)
+    await seed.opt_out("slack:U0CAROL")
+    thread = await seed.thread()
+    await thread.ask("Do koalas drink water?", author="U0ALICE")
+    first = await thread.answer("Rarely.")
+    again = await thread.answer("Rarely.")
+    await thread.votes(first, {"U0BOB": 1, "U0CAROL": 1})
+    await thread.votes(again, {"U0DAVE": -1, "U0CAROL": -1})
+
+    rows, summary = await rows_of(db, "kto")
+
+    # Bob up, Dave down; Carol's latest (down) would have decided it, but she opted out.
+    assert rows == []
+    assert summary.skipped == {TIED: 2}
 
 
 def reviewed(decision: str, reason: str | None, **votes: int) -> Build:
