@@ -26,6 +26,7 @@ from koalabot.config import Settings
 from koalabot.engine.access import AccessPolicy
 from koalabot.engine.answer import Answerer
 from koalabot.engine.backlog import Backlog
+from koalabot.engine.battle import BattleRule, Battles
 from koalabot.engine.inflight import InFlight
 from koalabot.engine.intake import Intake
 from koalabot.engine.notices import (
@@ -101,7 +102,9 @@ class Engine:
         )
         self.backlog = self._backlog(self.spool)
         self.answerer = self._answerer()
-        self.intake = Intake(self.repo, self.policy, self.answerer, self.orphans, self.backlog)
+        rule = BattleRule(self.models, tuple(settings.battle_channels), settings.battle_share)
+        self.battles = Battles(self.answerer, rule, db)
+        self.intake = Intake(self.repo, self.policy, self.battles, self.orphans, self.backlog)
         self.votes = Votes(self.repo, self.metrics, self.backlog, self.policy)
 
     def _backlog(self, spool: Spool | None) -> Backlog | None:
