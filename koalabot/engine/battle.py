@@ -16,13 +16,21 @@ answer later than they could.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from koalabot.backend.models import ModelSet
+from koalabot.engine.access import AccessPolicy
 from koalabot.engine.answer import Answerer
-from koalabot.events import AnswerResult, ReplySink, ThreadKey
+from koalabot.engine.notices import BATTLE_UNKNOWN, NOT_THIS_ANSWER, chose, too_many_votes
+from koalabot.engine.votes import shows_answer
+from koalabot.errors import AccessDeniedError, RateLimitedError, StoreError
+from koalabot.events import AnswerResult, Clicked, ReplySink, ThreadKey
 from koalabot.prompt.history import LATEST, AnswerChoice
 from koalabot.store.battles import judged_out
-from koalabot.store.database import Database
+from koalabot.store.judgements import CHOICES, record_judgement
+from koalabot.store.repository import Repository
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +52,14 @@ class BattleRule:
 class Battles:
     """Answers a stored message once, or twice in a battle thread; knows which answer counts."""
 
-    def __init__(self, answerer: Answerer, rule: BattleRule, db: Database) -> None:
+    def __init__(
+        self, answerer: Answerer, rule: BattleRule, repo: Repository, policy: AccessPolicy
+    ) -> None:
         self.answerer = answerer
         self.rule = rule
-        self.db = db
+        self.repo = repo
+        self.db = repo.db
+        self.policy = policy
         answerer.choosing = self.choice
 
     async def choice(self, conversation_id: int, where: ThreadKey) -> AnswerChoice:
@@ -81,6 +93,50 @@ class Battles:
             conversation_id, parent_id, where, sink, model=sides[1], label="B", rival=a.answer_id
         )
         return dataclasses.replace(a, rival=b)
+
+    async def judge(self, a_id: int, b_id: int, user: str, choice: str) -> bool:
+        """Store a person's latest choice (a, b, tie, both_bad); False when the two ids are not
+        two answers to one message."""
+        a, b = await self.repo.answer(a_id), await self.repo.answer(b_id)
+        if a is None or b is None or a_id == b_id or a.role != "assistant":
+            return False
+        if a.parent_id is None or a.parent_id != b.parent_id or choice not in CHOICES:
+            return False
+        await record_judgement(self.db, a_id, b_id, user, choice)
+        return True
+
+    async def choose(
+        self, a_id: int, b_id: int, user: str, choice: str, clicked: Clicked | None
+    ) -> str:
+        """A click on a battle's choice: recorded when the clicked message shows one of the two
+        answers and the person may vote; the words for the person who chose."""
+        try:
+            return await self._choose(a_id, b_id, user, choice, clicked)
+        except StoreError as exc:
+            return exc.user_message
+
+    async def _choose(
+        self, a_id: int, b_id: int, user: str, choice: str, clicked: Clicked | None
+    ) -> str:
+        a, b = await self.repo.answer(a_id), await self.repo.answer(b_id)
+        if a is None or b is None or choice not in CHOICES:
+            return BATTLE_UNKNOWN
+        if not (
+            await shows_answer(self.repo, a, clicked) or await shows_answer(self.repo, b, clicked)
+        ):
+            log.info("battle choice on %d/%d from another message refused", a_id, b_id)
+            return NOT_THIS_ANSWER
+        try:
+            self.policy.check_place(a.where, user)
+            self.policy.check_rate(a.where.platform, user, "votes")
+        except AccessDeniedError as exc:
+            return exc.user_message
+        except RateLimitedError as exc:
+            return too_many_votes(exc)
+        if not await self.judge(a_id, b_id, user, choice):
+            return BATTLE_UNKNOWN
+        log.info("battle choice %s on answers %d/%d", choice, a_id, b_id)
+        return chose(choice)
 
 
 __all__ = ["BattleRule", "Battles"]
