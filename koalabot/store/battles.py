@@ -10,13 +10,14 @@ with A, and the export has no pair to train on.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from sqlalchemy import select
 
 from koalabot.store.database import Database
 from koalabot.store.judgements import JudgementRecord, _run, judgements_on
-from koalabot.store.models import Judgement, Message
+from koalabot.store.models import Conversation, Judgement, Message
+from koalabot.store.threads import is_opted_out
 
 
 def battle_pairs(judgements: Iterable[JudgementRecord]) -> list[tuple[int, int]]:
@@ -56,4 +57,29 @@ async def preferences(db: Database, answer_ids: Sequence[int]) -> list[tuple[int
     return [p for p in battle_pairs(judged) if wanted.issuperset(p)]
 
 
-__all__ = ["battle_pairs", "judged_out", "preferences"]
+async def battle_preferences(
+    db: Database, optout_users: Collection[str] = ()
+) -> dict[int, list[tuple[int, int]]]:
+    """Per conversation, its battles' (chosen id, rejected id) by majority, counting no choice of
+    an opted-out person (``optout_users`` as for `stream_threads`)."""
+    j = Judgement
+    query = (
+        select(Message.conversation_id, Conversation.platform, j.a_id, j.b_id, j.user, j.choice)
+        .join(Message, Message.id == j.a_id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .order_by(j.id)
+    )
+    rows = await _run(db, lambda conn: conn.execute(query).all())
+    judged: dict[int, list[JudgementRecord]] = {}
+    for conversation, platform, a, b, user, choice in rows:
+        if not is_opted_out(platform, user, optout_users):
+            judged.setdefault(conversation, []).append(JudgementRecord(a, b, user, choice))
+    return {c: pairs for c, records in judged.items() if (pairs := battle_pairs(records))}
+
+
+__all__ = [
+    "battle_pairs",
+    "battle_preferences",
+    "judged_out",
+    "preferences",
+]
