@@ -58,11 +58,13 @@ async def test_a_kept_vote_the_database_refuses_is_set_aside_and_the_others_go_o
         assert engine.spool is not None
         then = datetime.now(UTC) - timedelta(minutes=1)
         engine.spool.add_vote(FeedbackEvent("slack", "U9", 1, answer_id=2**70), then)
-        engine.spool.add_vote(FeedbackEvent("slack", "U2", -1, answer_id=answer_id), then)
+        # A click counts only from the message that shows the answer (issue 16, item 2).
+        shown = {"channel": THREAD.channel, "platform_message_id": asked.message_ids[0]}
+        engine.spool.add_vote(FeedbackEvent("slack", "U2", -1, answer_id=answer_id, **shown), then)
 
         with caplog.at_level(logging.INFO):
             result = await engine.handle_feedback(
-                FeedbackEvent("slack", "U3", 1, answer_id=answer_id)
+                FeedbackEvent("slack", "U3", 1, answer_id=answer_id, **shown)
             )
 
         assert result.recorded
