@@ -20,6 +20,7 @@ from tests.models.test_battle_threads import battle_engine, sides
 from tests.models.test_engine_models import servers
 
 __all__ = ["servers"]  # the two model servers, as a fixture
+pytestmark = pytest.mark.compiled_build
 
 
 def battle_thread(n: int) -> ThreadKey:
