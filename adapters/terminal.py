@@ -33,8 +33,12 @@ HELP = (
     "Type a message and press Enter. Commands: /good and /bad vote on the last answer, "
     "/retry asks for another answer, /new starts a new thread, /history shows this thread, "
     "/optout keeps your messages out of training data (/optin undoes it), /quit or Ctrl-D "
-    "leaves."
+    "leaves. After a battle (answers A and B): /a, /b, /tie or /both (both bad) says which "
+    "is better."
 )
+#: A battle's choice by command; /bad stays the 👎 on the last answer (both answers take votes).
+CHOICES = {"/a": "a", "/b": "b", "/tie": "tie", "/both": "both_bad"}
+WHICH = "[Which answer is better? /a, /b, /tie or /both (both bad)]"
 
 
 @dataclass
@@ -70,6 +74,10 @@ class TerminalSink:
         self.out.write("\n")
         self.out.flush()
         self.answer_id = answer_id
+
+    async def offer_choice(self, message_id: str, text: str, a_id: int, b_id: int) -> None:
+        await self.finish(message_id, text, b_id)
+        self.out.write(WHICH + "\n")
 
     async def notice(self, text: str) -> None:
         if self.shown:
@@ -108,6 +116,8 @@ class TerminalChat:
         #: The answer /retry asks again for (the last one, finished or failed).
         self.to_retry: int | None = None
         self.last_user_message: int | None = None
+        #: The last battle's (answer A, answer B), for /a, /b, /tie and /both.
+        self.battle: tuple[int, int] | None = None
 
     @property
     def where(self) -> ThreadKey:
@@ -151,11 +161,13 @@ class TerminalChat:
             return False
         if name in ("/good", "/bad"):
             await self._vote(1 if name == "/good" else -1)
+        elif name in CHOICES:
+            await self._choose(CHOICES[name])
         elif name == "/retry":
             await self._retry()
         elif name == "/new":
             self.thread = _new_thread()
-            self.last_answer = self.to_retry = None
+            self.last_answer = self.to_retry = self.battle = None
             self._print("[new thread started]")
         elif name == "/history":
             await self._history()
@@ -172,6 +184,11 @@ class TerminalChat:
     def _after(self, result: AnswerResult, sink: TerminalSink) -> None:
         if result.status == "ok":
             self.last_answer = result.answer_id
+            rival = result.rival
+            self.battle = None
+            if rival is not None and rival.answer_id is not None and result.answer_id:
+                self.battle = (result.answer_id, rival.answer_id)
+                self.last_answer = rival.answer_id
         self.to_retry = result.answer_id or self.to_retry  # a failed answer is retried too
         if sink.shown and result.status != "ok":
             self.out.write("\n")
@@ -198,6 +215,12 @@ class TerminalChat:
             self._print(f"[{mark} kept: recorded once the database is back]")
         else:
             self._print(f"[{mark} recorded]" if result.recorded else "[vote not recorded]")
+
+    async def _choose(self, choice: str) -> None:
+        if self.battle is None:
+            self._print("[no battle to choose in: /a, /b, /tie and /both follow answers A and B]")
+            return
+        self._print(f"[{await self.engine.choose(*self.battle, self.user, choice)}]")
 
     async def _retry(self) -> None:
         answer = self.to_retry or await self.engine.latest_answer(self.where)

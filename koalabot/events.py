@@ -90,6 +90,8 @@ class AnswerResult:
     #: The class name of the error behind a failure ("BackendUnavailableError"...), or "".
     error: str = ""
     message_ids: tuple[str, ...] = field(default_factory=tuple)
+    #: In a battle, this is answer A's result and ``rival`` answer B's (None otherwise).
+    rival: AnswerResult | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,16 @@ class ReplySink(Protocol):
 
     async def thinking(self, on: bool) -> None:
         """Show or clear a 'thinking' status while waiting for the first token (may be a no-op)."""
+        ...
+
+
+@runtime_checkable
+class BattleOffer(Protocol):
+    """A sink that can show a battle's one choice (A / B / tie / both bad) under answer B."""
+
+    async def offer_choice(self, message_id: str, text: str, a_id: int, b_id: int) -> None:
+        """Final edit of answer B's last message: the feedback controls for ``b_id`` and the
+        choice between answers ``a_id`` and ``b_id``."""
         ...
 
 

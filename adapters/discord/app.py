@@ -267,6 +267,18 @@ class DiscordAdapter:
                 else:
                     await self._vote(interaction, RATINGS[action], answer_id)
 
+    async def choose(
+        self, interaction: discord.Interaction[Any], a_id: int, b_id: int, choice: str
+    ) -> None:
+        """A battle's choice: recorded (acknowledged at once), confirmed privately."""
+        with self._inflight.track():
+            async with boundary("a Discord battle choice", _privately(interaction)):
+                await interaction.response.defer(ephemeral=True, thinking=True)
+                user = str(interaction.user.id)
+                clicked = _clicked(interaction)
+                words = await self.engine.choose(a_id, b_id, user, choice, clicked)
+                await interaction.followup.send(words, ephemeral=True)
+
     async def _vote(
         self, interaction: discord.Interaction[Any], rating: int, answer_id: int
     ) -> None:

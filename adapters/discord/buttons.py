@@ -18,6 +18,9 @@ ACTIONS = {"up": "👍", "down": "👎", "regen": "🔄"}
 TEMPLATE = r"kb:(?P<action>up|down|regen):(?P<answer>[0-9]+)"
 CONSENT_TEMPLATE = r"kb:(?P<choice>optout|optin)"
 RATINGS = {"up": 1, "down": -1}
+#: A battle's one choice under answer B: `kb:battle:<choice>:<answer A id>:<answer B id>`.
+CHOICE_TEMPLATE = r"kb:battle:(?P<choice>a|b|tie|both_bad):(?P<a>[0-9]+):(?P<b>[0-9]+)"
+CHOICE_LABELS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 
 _THUMBS = {"👍": 1, "👎": -1}
 _MODIFIERS = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f]")  # skin tones, emoji presentation
@@ -101,12 +104,57 @@ class ConsentButton(
             await client.on_consent_button(interaction, opt_out=self.choice == "optout")
 
 
-def feedback_view(answer_id: int, *, opt_out: bool = False) -> discord.ui.View:
+@runtime_checkable
+class ChoiceTarget(Protocol):
+    """What a client offers a battle's choice buttons: one coroutine that handles a click."""
+
+    async def on_choice_button(
+        self, interaction: discord.Interaction[Any], a_id: int, b_id: int, choice: str
+    ) -> None: ...
+
+
+class ChoiceButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=CHOICE_TEMPLATE
+):
+    """One of A is better / B is better / Tie / Both bad under a battle's answer B."""
+
+    def __init__(self, choice: str, a_id: int, b_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                style=discord.ButtonStyle.primary,
+                label=CHOICE_LABELS[choice],
+                custom_id=f"kb:battle:{choice}:{a_id}:{b_id}",
+                row=1,
+            )
+        )
+        self.choice, self.a_id, self.b_id = choice, a_id, b_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> ChoiceButton:
+        return cls(match["choice"], int(match["a"]), int(match["b"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        client = interaction.client
+        if isinstance(client, ChoiceTarget):
+            await client.on_choice_button(interaction, self.a_id, self.b_id, self.choice)
+
+
+def feedback_view(
+    answer_id: int, *, opt_out: bool = False, rival: int | None = None
+) -> discord.ui.View:
     """The row of buttons attached to the last message of a finished answer (with Opt out when
-    its text offers it)."""
+    its text offers it; with ``rival``, answer A's id, a battle's choice on a row of its own)."""
     view = discord.ui.View(timeout=None)
     for action in ACTIONS:
         view.add_item(FeedbackButton(action, answer_id))
+    for choice in CHOICE_LABELS if rival is not None else ():
+        view.add_item(ChoiceButton(choice, rival or 0, answer_id))
     if opt_out:
         view.add_item(ConsentButton("optout"))
     return view

@@ -21,7 +21,7 @@ from koalabot.config import Settings
 from koalabot.errors import KoalabotError
 
 from ..boundary import describe
-from .buttons import ConsentButton, FeedbackButton
+from .buttons import ChoiceButton, ConsentButton, FeedbackButton
 
 if TYPE_CHECKING:
     from .app import DiscordAdapter
@@ -85,7 +85,7 @@ class KoalaClient(discord.Client):
             self.tree.add_command(_consent_command(opt_out=opt_out))
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(FeedbackButton, ConsentButton)
+        self.add_dynamic_items(FeedbackButton, ConsentButton, ChoiceButton)
         if self.shard_id in (None, 0):  # one process registers the commands
             try:
                 await self.tree.sync()
@@ -109,6 +109,11 @@ class KoalaClient(discord.Client):
         self, interaction: discord.Interaction[Any], action: str, answer_id: int
     ) -> None:
         await self.adapter.on_button(interaction, action, answer_id)
+
+    async def on_choice_button(
+        self, interaction: discord.Interaction[Any], a_id: int, b_id: int, choice: str
+    ) -> None:
+        await self.adapter.choose(interaction, a_id, b_id, choice)
 
     async def on_consent_button(
         self, interaction: discord.Interaction[Any], *, opt_out: bool

@@ -63,6 +63,11 @@ class DiscordReplySink:
         view = feedback_view(answer_id, opt_out=offers_opt_out(text, "discord"))
         await self._message(message_id).edit(content=_nonempty(text), view=view)
 
+    async def offer_choice(self, message_id: str, text: str, a_id: int, b_id: int) -> None:
+        """Answer B's final text: its 👍 👎 🔄 and the battle's choice between A and B."""
+        view = feedback_view(b_id, opt_out=offers_opt_out(text, "discord"), rival=a_id)
+        await self._message(message_id).edit(content=_nonempty(text), view=view)
+
     async def offer_retry(self, message_id: str, text: str, answer_id: int) -> None:
         """A failure notice with a 🔄 under it that retries answer ``answer_id``."""
         await self._message(message_id).edit(content=_nonempty(text), view=retry_view(answer_id))

@@ -10,6 +10,7 @@ and ``app_mention`` — carry the same dedupe keys, and the engine answers them 
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -38,7 +39,14 @@ from koalabot.errors import ConfigError
 from koalabot.events import Clicked, FeedbackEvent, ThreadKey
 
 from ..boundary import boundary
-from .buttons import ACTION_DOWN, ACTION_OPT_OUT, ACTION_REGENERATE, ACTION_UP
+from .buttons import (
+    ACTION_CHOICE,
+    ACTION_DOWN,
+    ACTION_OPT_OUT,
+    ACTION_REGENERATE,
+    ACTION_UP,
+    parse_choice,
+)
 from .events import (
     button_vote,
     chat_message,
@@ -256,6 +264,7 @@ class SlackAdapter:
         app.action(ACTION_FEEDBACK)(self._on_vote)  # Slack's feedback_buttons under a stream
         app.action(ACTION_REGENERATE)(self._on_regenerate)
         app.action(ACTION_OPT_OUT)(self._on_opt_out)
+        app.action(re.compile("^" + re.escape(ACTION_CHOICE)))(self._on_choice)
         return app
 
     def sink_for(self, where: ThreadKey) -> SlackStreamingSink:
@@ -387,6 +396,20 @@ class SlackAdapter:
                 result = await self.engine.regenerate(vote.answer_id, vote.user, sink, clicked)
                 if result.status == "not_this_answer":
                     await self._acknowledge(vote.channel, vote.user, result.notice, vote.thread_ts)
+
+    async def _on_choice(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """A battle's choice under answer B: recorded, and the chooser told privately."""
+        await ack()
+        parsed = parse_choice(str(action.get("action_id", "")), str(action.get("value", "")))
+        click = button_vote(body, {**action, "value": "0"})
+        if parsed is None or click is None:
+            return
+        a_id, b_id, choice = parsed
+        with self._inflight.track():
+            async with boundary("a Slack battle choice"):
+                clicked = Clicked(click.channel, click.message_ts)
+                words = await self.engine.choose(a_id, b_id, click.user, choice, clicked)
+                await self._acknowledge(click.channel, click.user, words, click.thread_ts)
 
     async def _on_opt_out(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()

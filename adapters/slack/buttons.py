@@ -9,6 +9,10 @@ ACTION_UP = "koalabot_vote_up"
 ACTION_DOWN = "koalabot_vote_down"
 ACTION_REGENERATE = "koalabot_regenerate"
 ACTION_OPT_OUT = "koalabot_optout"
+#: A battle's one choice: one action id per choice (Slack wants them unique in a block), the
+#: value "<answer A id>:<answer B id>".
+ACTION_CHOICE = "koalabot_battle_"
+CHOICE_LABELS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 
 
 def retry_button(answer_id: int) -> ActionsBlock:
@@ -28,6 +32,27 @@ def feedback_buttons(answer_id: int) -> ActionsBlock:
             ButtonElement(text="🔄 Regenerate", action_id=ACTION_REGENERATE, value=value),
         ],
     )
+
+
+def choice_buttons(a_id: int, b_id: int) -> ActionsBlock:
+    """Under a battle's answer B: A is better / B is better / Tie / Both bad."""
+    value = f"{a_id}:{b_id}"
+    return ActionsBlock(
+        block_id=f"koalabot_battle_{a_id}_{b_id}",
+        elements=[
+            ButtonElement(text=label, action_id=ACTION_CHOICE + choice, value=value)
+            for choice, label in CHOICE_LABELS.items()
+        ],
+    )
+
+
+def parse_choice(action_id: str, value: str) -> tuple[int, int, str] | None:
+    """(answer A id, answer B id, choice) of a click on a battle's choice; None if malformed."""
+    choice = action_id.removeprefix(ACTION_CHOICE)
+    a, _, b = value.partition(":")
+    if choice not in CHOICE_LABELS or not (a.isdigit() and b.isdigit()):
+        return None
+    return int(a), int(b), choice
 
 
 def opt_out_button() -> ActionsBlock:

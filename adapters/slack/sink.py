@@ -8,7 +8,7 @@ thread, ``chat.update``, the feedback buttons on the final edit, and the Assista
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import Block, SectionBlock
@@ -17,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from koalabot.engine.notices import offers_opt_out
 
-from .buttons import feedback_buttons, opt_out_button, retry_button
+from .buttons import choice_buttons, feedback_buttons, opt_out_button, retry_button
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,14 @@ def _sections(text: str) -> list[str]:
     return [*pieces, text] if text.strip() else pieces
 
 
-def answer_blocks(text: str, answer_id: int, buttons: Buttons = feedback_buttons) -> list[Block]:
+def answer_blocks(
+    text: str, answer_id: int, buttons: Buttons = feedback_buttons, extra: Sequence[Block] = ()
+) -> list[Block]:
     """An answer's final body and its 👍 / 👎 / 🔄 buttons (the value is the answer id); a
-    failed one's notice gets ``retry_button`` instead."""
+    failed one's notice gets ``retry_button`` instead; ``extra`` (a battle's choice) below."""
     body: list[Block] = [SectionBlock(text=MarkdownTextObject(text=s)) for s in _sections(text)]
     consent = [opt_out_button()] if offers_opt_out(text, "slack") else []
-    return [*body, buttons(answer_id), *consent]
+    return [*body, buttons(answer_id), *extra, *consent]
 
 
 class SlackReplySink:
@@ -90,7 +92,12 @@ class SlackReplySink:
         await self.client.chat_update(channel=self.channel, ts=message_id, text=escape(text) or "…")
 
     async def finish(
-        self, message_id: str, text: str, answer_id: int, buttons: Buttons = feedback_buttons
+        self,
+        message_id: str,
+        text: str,
+        answer_id: int,
+        buttons: Buttons = feedback_buttons,
+        extra: Sequence[Block] = (),
     ) -> None:
         """The final text with the feedback buttons under it."""
         escaped = escape(text) or "…"
@@ -98,8 +105,12 @@ class SlackReplySink:
             channel=self.channel,
             ts=message_id,
             text=escaped,
-            blocks=answer_blocks(escaped, answer_id, buttons),
+            blocks=answer_blocks(escaped, answer_id, buttons, extra),
         )
+
+    async def offer_choice(self, message_id: str, text: str, a_id: int, b_id: int) -> None:
+        """Answer B's final text: its feedback buttons, then the battle's choice."""
+        await self.finish(message_id, text, b_id, extra=[choice_buttons(a_id, b_id)])
 
     async def offer_retry(self, message_id: str, text: str, answer_id: int) -> None:
         """A failure notice with a 🔄 under it that retries answer ``answer_id``."""

@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from slack_sdk.models.blocks import Block
 from slack_sdk.web.async_client import AsyncWebClient
 
 from koalabot.engine.notices import offers_opt_out
 from koalabot.engine.streaming import CURSOR, PLACEHOLDER
 
-from .buttons import opt_out_button
+from .buttons import choice_buttons, opt_out_button
 from .sink import MAX_CHARS, SlackReplySink
 from .stream import SlackStream, StreamRefused, stop_with
 
@@ -132,24 +134,31 @@ class SlackStreamingSink:
         except StreamRefused as exc:
             await self._lost(message_id, exc, body)
 
-    async def finish(self, message_id: str, text: str, answer_id: int) -> None:
-        """The last text, then the stream stops with the feedback buttons under it."""
+    async def finish(
+        self, message_id: str, text: str, answer_id: int, extra: Sequence[Block] = ()
+    ) -> None:
+        """The last text, then the stream stops with the feedback buttons (and ``extra``, a
+        battle's choice) under it."""
         self._cancel_closing(message_id)
         stream = self._streams.get(message_id)
         if stream is None or not stream.replace(text):
             if stream is not None:
                 await self._end_quietly(self._streams.pop(message_id))
-            await self.edits.finish(message_id, text, answer_id)
+            await self.edits.finish(message_id, text, answer_id, extra=extra)
             return
         consent = [opt_out_button()] if offers_opt_out(text, "slack") else []
         try:  # another error leaves the stream open for the streamer's retry of finish()
-            await stream.finish(answer_id, consent)
+            await stream.finish(answer_id, [*extra, *consent])
         except StreamRefused as exc:
             self._streams.pop(message_id, None)
             self.choice.refusal(self.channel, exc)
-            await self.edits.finish(message_id, text, answer_id)
+            await self.edits.finish(message_id, text, answer_id, extra=extra)
             return
         self._streams.pop(message_id, None)
+
+    async def offer_choice(self, message_id: str, text: str, a_id: int, b_id: int) -> None:
+        """Answer B's last text: the stream stops with its buttons and the battle's choice."""
+        await self.finish(message_id, text, b_id, [choice_buttons(a_id, b_id)])
 
     async def offer_retry(self, message_id: str, text: str, answer_id: int) -> None:
         """A failure notice with a 🔄 under it: the stream stops, then chat.update."""

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from koalabot.backend import Backend, Completion, GenerationParams, GenerationStream
@@ -42,7 +43,7 @@ from koalabot.errors import BackendError, KoalabotError, PromptTooLongError, Sto
 from koalabot.events import AnswerResult, ReplySink, ThreadKey
 from koalabot.metrics import Metrics
 from koalabot.prompt.budget import Limits
-from koalabot.prompt.history import HistoryPrompter, ThreadPage, ThreadPrompt
+from koalabot.prompt.history import LATEST, AnswerChoice, HistoryPrompter, ThreadPage, ThreadPrompt
 from koalabot.prompt.templates import Template
 from koalabot.store.repository import GenerationRecord, Repository
 
@@ -67,6 +68,8 @@ class _Attempt:
     #: piece (None when the model said nothing).
     asking: asyncio.Task[tuple[GenerationStream, str | None]] | None = None
     model: str = ""  # the named model asked ("" with one unnamed backend)
+    label: str = ""  # "A" or "B" in a battle
+    rival: int | None = None  # answer A's id, for a battle's answer B
 
     @property
     def text(self) -> str:
@@ -108,6 +111,8 @@ class Answerer:
         #: Shown under a thread's first answer (the operator's notice; "" for none).
         self.first_notice = first_notice
         self._limits: dict[str, Limits] = {}
+        #: Which of a message's answers a thread's prompt takes (engine/battle.py sets it).
+        self.choosing: Callable[[int, ThreadKey], Awaitable[AnswerChoice]] | None = None
 
     async def answer(
         self,
@@ -118,17 +123,20 @@ class Answerer:
         *,
         in_order: bool = False,
         model: str | None = None,
+        label: str = "",
+        rival: int | None = None,
     ) -> AnswerResult:
         """Answer stored message ``parent_id`` in its thread, once it is its turn (by
-        ``model``, else by the model the thread is assigned)."""
+        ``model``, else by the model the thread is assigned; ``label`` and ``rival``: a
+        battle's side and, for B, answer A's id)."""
         generating = False
         chosen = self.models.for_thread(where) if model is None else model
         try:
             async with self.turns.turn(conversation_id, parent_id, in_order):
                 generating = True
-                return await self._generate(
-                    _Attempt(ReplyStreamer(sink), conversation_id, parent_id, where, model=chosen)
-                )
+                attempt = _Attempt(ReplyStreamer(sink), conversation_id, parent_id, where)
+                attempt.model, attempt.label, attempt.rival = chosen, label, rival
+                return await self._generate(attempt)
         except StoreError as exc:
             log.exception("store failed while answering")
             return await refuse(sink, "failed", exc.user_message, parent_id)
@@ -182,7 +190,7 @@ class Answerer:
 
     async def _ask(self, a: _Attempt) -> tuple[GenerationStream, str | None]:
         """Build the prompt, send it, and wait for the model's first piece."""
-        built = await self.prompt(a.conversation_id, a.parent_id, model=a.model)
+        built = await self.prompt(a.conversation_id, a.parent_id, model=a.model, where=a.where)
         a.prompt, a.dropped, a.prompt_tokens = built.prompt, built.dropped, built.tokens
         stream = self.models.backend(a.model).stream(a.prompt, self.params)
         self.metrics.backend_in_flight.inc()
@@ -236,8 +244,9 @@ class Answerer:
             answer_id, answer, "ok", record, a.where, shown_so_far, model=model
         )
         consent = consent_notice(self.first_notice, a.where.platform) if a.first else ""
-        notice = "\n\n".join(filter(None, [consent, self._sign(a)]))
-        await a.streamer.finish(shown_answer(answer, a.dropped, notice), answer_id)
+        label = f"*Answer {a.label}*" if a.label else ""
+        notice = "\n\n".join(filter(None, [label, consent, self._sign(a)]))
+        await a.streamer.finish(shown_answer(answer, a.dropped, notice), answer_id, a.rival)
         more = a.streamer.message_ids[len(shown_so_far) :]
         await self.repo.add_refs(answer_id, a.where, more)
         self._observe(a, completion)
@@ -369,12 +378,16 @@ class Answerer:
         upto_id: int,
         tail: ThreadPage | None = None,
         model: str = "",
+        where: ThreadKey | None = None,
     ) -> ThreadPrompt:
         """The prompt for answering message ``upto_id`` by ``model`` (``tail``: the thread's
-        newest page, when read already)."""
+        newest page, when read already; ``where``: its thread, for a battle's choice)."""
         limits = await self._get_limits(model)
+        choice = LATEST
+        if self.choosing is not None and where is not None:
+            choice = await self.choosing(conversation_id, where)
         return await self.history.build(
-            conversation_id, upto_id, limits, self.params.max_new_tokens, tail
+            conversation_id, upto_id, limits, self.params.max_new_tokens, tail, choice
         )
 
     async def _get_limits(self, model: str) -> Limits:

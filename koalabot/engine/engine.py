@@ -26,6 +26,7 @@ from koalabot.config import Settings
 from koalabot.engine.access import AccessPolicy
 from koalabot.engine.answer import Answerer
 from koalabot.engine.backlog import Backlog
+from koalabot.engine.battle import BattleRule, Battles
 from koalabot.engine.inflight import InFlight
 from koalabot.engine.intake import Intake
 from koalabot.engine.notices import (
@@ -60,7 +61,6 @@ from koalabot.prompt.budget import CachedCounter
 from koalabot.prompt.history import HistoryPrompter, ThreadPage
 from koalabot.prompt.templates import TEMPLATES
 from koalabot.store.database import Database, open_database
-from koalabot.store.judgements import CHOICES, record_judgement
 from koalabot.store.repository import Repository
 from koalabot.store.spool import Spool
 from koalabot.store.waiting import find_unanswered
@@ -101,7 +101,9 @@ class Engine:
         )
         self.backlog = self._backlog(self.spool)
         self.answerer = self._answerer()
-        self.intake = Intake(self.repo, self.policy, self.answerer, self.orphans, self.backlog)
+        rule = BattleRule(self.models, tuple(settings.battle_channels), settings.battle_share)
+        self.battles = Battles(self.answerer, rule, self.repo, self.policy)
+        self.intake = Intake(self.repo, self.policy, self.battles, self.orphans, self.backlog)
         self.votes = Votes(self.repo, self.metrics, self.backlog, self.policy)
 
     def _backlog(self, spool: Spool | None) -> Backlog | None:
@@ -385,13 +387,14 @@ class Engine:
     async def judge(self, a_id: int, b_id: int, user: str, choice: str) -> bool:
         """Store a person's latest choice in a battle (a, b, tie, both_bad); False when the two
         ids are not two answers to one message."""
-        a, b = await self.repo.answer(a_id), await self.repo.answer(b_id)
-        if a is None or b is None or a_id == b_id or a.role != "assistant":
-            return False
-        if a.parent_id is None or a.parent_id != b.parent_id or choice not in CHOICES:
-            return False
-        await record_judgement(self.db, a_id, b_id, user, choice)
-        return True
+        return await self.battles.judge(a_id, b_id, user, choice)
+
+    async def choose(
+        self, a_id: int, b_id: int, user: str, choice: str, clicked: Clicked | None = None
+    ) -> str:
+        """A battle's choice clicked on ``clicked`` (the ownership check, access and the vote
+        rate apply): the words for the person who chose."""
+        return await self.battles.choose(a_id, b_id, user, choice, clicked)
 
     async def record_vote(self, vote: FeedbackEvent, cast: datetime) -> FeedbackResult:
         """Record a kept vote, stamped with when it was cast."""

@@ -14,8 +14,8 @@ import logging
 from datetime import UTC, datetime
 
 from koalabot.engine.access import AccessPolicy
-from koalabot.engine.answer import Answerer
 from koalabot.engine.backlog import Backlog
+from koalabot.engine.battle import Battles
 from koalabot.engine.notices import EMPTY_MESSAGE, ONLY_ATTACHMENTS, SHUTTING_DOWN, SPOOLED, refuse
 from koalabot.engine.orphans import Orphans
 from koalabot.errors import AccessDeniedError, RateLimitedError, StoreError, StoreRefusedError
@@ -33,7 +33,7 @@ class Intake:
         self,
         repo: Repository,
         policy: AccessPolicy,
-        answerer: Answerer,
+        answerer: Battles,
         orphans: Orphans,
         backlog: Backlog | None,
     ) -> None:

@@ -42,12 +42,20 @@ VOTE_FAILED = "I could not save your vote just now. Please try again in a moment
 REGEN_UNKNOWN = "I could not find that answer any more, so I cannot try again."
 #: A button that names an answer other than the one of the message it is on (an old button
 #: whose answer was deleted, or a forged click): nothing is changed.
+#: A battle's choices as the person who chose reads them back.
+CHOICE_WORDS = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both bad"}
+BATTLE_UNKNOWN = "I could not find that pair of answers any more, so I changed nothing."
 NOT_THIS_ANSWER = "That button no longer belongs to an answer here, so I changed nothing."
 VOTE_KEPT = {
     1: "Thanks! My database is away for a moment: I'll record your 👍 as soon as it is back.",
     -1: "Thanks! My database is away for a moment: I'll record your 👎 as soon as it is back.",
     0: "My database is away for a moment: I'll remove your vote as soon as it is back.",
 }
+
+
+def chose(choice: str) -> str:
+    """The note to a person whose battle choice was recorded."""
+    return f"Thanks, I noted your choice: {CHOICE_WORDS[choice]}."
 
 
 def too_many_votes(exc: RateLimitedError) -> str:

@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 
-from koalabot.events import ReplySink, RetryOffer
+from koalabot.events import BattleOffer, ReplySink, RetryOffer
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +133,19 @@ class ReplyStreamer:
             self._pieces[:] = ["".join(self._pieces)]
         return self._pieces[0] if self._pieces else ""
 
-    async def finish(self, text: str, answer_id: int) -> None:
-        """Stop the clock and make every part show its final text; the last gets the buttons."""
+    async def finish(self, text: str, answer_id: int, rival: int | None = None) -> None:
+        """Stop the clock and make every part show its final text; the last gets the buttons
+        (with ``rival``, answer A's id, and a sink that can: the battle's choice too)."""
         await self._stop()
         parts = split_message(text or " ", self.sink.max_chars)
+        sink = self.sink
+        if rival is not None and isinstance(sink, BattleOffer):
+
+            async def choice(message_id: str, shown: str, b_id: int) -> None:
+                await sink.offer_choice(message_id, shown, rival, b_id)
+
+            await self._end(parts, choice, answer_id)
+            return
         await self._end(parts, self.sink.finish, answer_id)
 
     async def fail(self, notice: str, partial: str = "", retry: int | None = None) -> None:

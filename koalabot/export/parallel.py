@@ -22,9 +22,9 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from koalabot.export.options import ExportOptions
 from koalabot.export.rows import RowBuilder, encode_row
@@ -48,6 +48,8 @@ class Job:
     threads: SqliteThreads
     options: ExportOptions
     optouts: frozenset[str]
+    #: Per conversation, its battles' (chosen, rejected) answer ids (dpo).
+    battles: Mapping[int, list[tuple[int, int]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,7 +78,9 @@ class RangeExporter:
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.builder = RowBuilder(job.options, Summary(str(job.options.format)), job.optouts)
+        self.builder = RowBuilder(
+            job.options, Summary(str(job.options.format)), job.optouts, job.battles
+        )
         self._reader: ThreadReader | None = None
 
     def export(self, first: int, last: int) -> Block:

@@ -32,12 +32,13 @@ caches below); that sharing is why rows are dicts built here and not dataclasses
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from operator import attrgetter
 from typing import Any
 
 import orjson
 
+from koalabot.export.battles import battle_answers
 from koalabot.export.options import ExportOptions, Format
 from koalabot.export.pseudonyms import Pseudonymizer
 from koalabot.export.redact import find, replace
@@ -84,8 +85,11 @@ class RowBuilder:
         options: ExportOptions,
         summary: Summary,
         optout_users: Collection[str] = (),
+        battles: Mapping[int, list[tuple[int, int]]] | None = None,
     ) -> None:
         self.options = options
+        #: Per conversation, its battles' (chosen, rejected) answer ids (dpo rows).
+        self.battles = battles or {}
         self.selection = Selection(options, summary)
         self.pseudo = Pseudonymizer(options.pseudonym_secret)
         self.optout_users = frozenset(optout_users)
@@ -224,6 +228,11 @@ class RowBuilder:
                         yield row
         for correction in corrections:
             row = self._pair(view, correction, self.selection.corrected[correction.id])
+            if row is not None:
+                yield row
+        battles = self.battles.get(view.thread.id, ())
+        for chosen, rejected in battle_answers(view, battles, self.selection):  # export/battles
+            row = self._pair(view, chosen, rejected)
             if row is not None:
                 yield row
 

@@ -17,10 +17,11 @@ import io
 from collections.abc import AsyncGenerator, Callable, Collection
 from typing import BinaryIO, TextIO, cast
 
-from koalabot.export.options import ExportOptions
+from koalabot.export.options import ExportOptions, Format
 from koalabot.export.parallel import Job, export_ranges
 from koalabot.export.rows import RowBuilder, encode_row
 from koalabot.export.summary import Progress, Summary
+from koalabot.store.battles import battle_preferences
 from koalabot.store.database import Database
 from koalabot.store.threads import (
     Thread,
@@ -57,6 +58,7 @@ async def export(
     is a terminal.
     """
     optouts = set(optout_users) | await optout_keys(db)
+    battles = await battle_preferences(db, optouts) if options.format is Format.DPO else {}
     scope = ThreadScope(
         platform=options.platform,
         channel=options.channel,
@@ -70,10 +72,10 @@ async def export(
     try:
         ranged = await sqlite_threads(db, scope, optouts)
         if ranged is not None:
-            job = Job(ranged, options, frozenset(optouts))
+            job = Job(ranged, options, frozenset(optouts), battles)
             await export_ranges(job, workers, write, summary, bar)
         else:
-            builder = RowBuilder(options, summary, optouts)
+            builder = RowBuilder(options, summary, optouts, battles)
             await _stream(stream_threads(db, scope, optouts), builder, write, bar)
     finally:
         bar.close()

@@ -75,6 +75,19 @@ class ThreadReader(Protocol):
 
 
 @dataclass(frozen=True)
+class AnswerChoice:
+    """Which of a message's answers the thread continues with: the latest (a 🔄 replaces the
+    answer before it) or, in a battle thread, the first (the battle's A), never one of
+    ``passed_over`` (the answers that lost their battle)."""
+
+    passed_over: frozenset[int] = frozenset()
+    first: bool = False
+
+
+LATEST = AnswerChoice()
+
+
+@dataclass(frozen=True)
 class ThreadPrompt:
     """The prompt for an answer and what fitting it took."""
 
@@ -114,6 +127,7 @@ class HistoryPrompter:
         limits: Limits,
         max_new_tokens: int,
         first: ThreadPage | None = None,
+        choice: AnswerChoice = LATEST,
     ) -> ThreadPrompt:
         """The prompt for answering message ``upto_id``, from as much of the thread as fits.
 
@@ -141,7 +155,7 @@ class HistoryPrompter:
             read += len(messages)
             limit = _next_page(budget - tokens, tokens, read)
         self._remember_span(conversation_id, span or read)
-        chosen = _turns(loaded, upto_id, seen)
+        chosen = _turns(loaded, upto_id, seen, choice)
         unseen = older if tokens > budget else 0
         fitted = await fit(
             [c.turn for c in chosen],
@@ -228,15 +242,19 @@ def _visible(
     return positions, visible
 
 
-def _turns(newest_first: list[StoredTurn], upto_id: int, seen: dict[int, _Seen]) -> list[_Seen]:
-    """Chronological turns: each user message followed by its latest successful answer."""
+def _turns(
+    newest_first: list[StoredTurn], upto_id: int, seen: dict[int, _Seen], choice: AnswerChoice
+) -> list[_Seen]:
+    """Chronological turns: each user message followed by its chosen successful answer."""
     answers: dict[int, StoredTurn] = {}
     users: list[StoredTurn] = []
     for message in newest_first:
         if message.role == "user":
             users.append(message)
-        elif message.parent_id is not None and message.parent_id not in answers:
-            answers[message.parent_id] = message  # newest first: the first seen is the latest
+        elif message.parent_id is None or message.id in choice.passed_over:
+            continue
+        elif choice.first or message.parent_id not in answers:
+            answers[message.parent_id] = message  # newest first: the last seen is the first
     chosen: list[_Seen] = []
     for user in reversed(users):
         chosen.append(seen[user.id])
@@ -248,6 +266,8 @@ def _turns(newest_first: list[StoredTurn], upto_id: int, seen: dict[int, _Seen])
 
 __all__ = [
     "HISTORY_PAGE",
+    "LATEST",
+    "AnswerChoice",
     "HistoryPrompter",
     "StoredTurn",
     "ThreadPage",

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, Select, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from koalabot.store.database import Database
 from koalabot.store.errors import store_error
-from koalabot.store.models import Judgement, utcnow
+from koalabot.store.models import Judgement, Message, utcnow
 
 T = TypeVar("T")
 
@@ -63,6 +63,11 @@ async def judgements_on(db: Database, answer_ids: Sequence[int]) -> list[Judgeme
     return [JudgementRecord(int(r[0]), int(r[1]), r[2], r[3]) for r in rows]
 
 
+def judged_conversations() -> Select[Any]:
+    """The conversations holding a judged battle (the export reads them as voted ones)."""
+    return select(Message.conversation_id).join(Judgement, Judgement.a_id == Message.id)
+
+
 async def _run(db: Database, work: Callable[[Connection], T]) -> T:
     try:
         return await db.run(work)
@@ -70,4 +75,10 @@ async def _run(db: Database, work: Callable[[Connection], T]) -> T:
         raise store_error(exc) from exc
 
 
-__all__ = ["CHOICES", "JudgementRecord", "judgements_on", "record_judgement"]
+__all__ = [
+    "CHOICES",
+    "JudgementRecord",
+    "judged_conversations",
+    "judgements_on",
+    "record_judgement",
+]

@@ -43,6 +43,7 @@ from koalabot.errors import StoreError
 from koalabot.store.ballots import SQLITE_BALLOTS, conversation_filters, message_votes
 from koalabot.store.database import Database, sqlite_busy_timeout
 from koalabot.store.errors import store_error
+from koalabot.store.judgements import judged_conversations
 from koalabot.store.models import Conversation, Feedback, Generation, Message, OptOut, Review
 
 #: Rows fetched per round trip while streaming (a server-side cursor on PostgreSQL).
@@ -166,10 +167,12 @@ def _thread_query(scope: ThreadScope, dialect: str, ranged: bool = False) -> Sel
         # join every vote of the range to its message up front.
         vm, vf = aliased(Message), aliased(Feedback)
         has_votes: Any = exists().where(vm.conversation_id == c.id, vf.message_id == vm.id)
+        has_votes = or_(has_votes, c.id.in_(judged_conversations()))  # battles (store/battles)
         query = query.select_from(c).join(m, m.conversation_id == c.id)
         in_range, order = _in_range(c.id, ranged), c.id
     else:
-        has_votes = m.conversation_id.in_(_voted_conversations(scope, ranged))
+        voted_or_judged = _voted_conversations(scope, ranged).union(judged_conversations())
+        has_votes = m.conversation_id.in_(voted_or_judged)  # judged: battles (store/battles)
         query = query.join(c, c.id == m.conversation_id)
         in_range, order = _in_range(m.conversation_id, ranged), m.conversation_id
     if votes is not None:

@@ -1,0 +1,142 @@
+"""Side-by-side battles: two models answer one message, labelled A and B, one after the other.
+
+A battle thread (a battle channel's, or a share of the others: `ModelSet.battle`) answers each
+message twice, with the two models the message's key draws in random A/B order. Both answers
+are stored as siblings with their model and take 👍/👎 like any answer; B's carries the one
+choice (A better, B better, tie, both bad) where the sink can show it. The thread continues
+with A until the people who chose prefer B by majority: the prompt takes each message's first
+answer not judged out (`AnswerChoice`). The trade-off: a 🔄 in a battle thread is stored and
+voted on, but the thread keeps remembering the battle's answer, not the retry.
+
+A and B are sequential rather than concurrent: one turn of the thread at a time keeps the
+per-thread lock's meaning (one answer streaming per thread), and B's words come a model's
+answer later than they could.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from koalabot.backend.models import ModelSet
+from koalabot.engine.access import AccessPolicy
+from koalabot.engine.answer import Answerer
+from koalabot.engine.notices import BATTLE_UNKNOWN, NOT_THIS_ANSWER, chose, too_many_votes
+from koalabot.engine.votes import shows_answer
+from koalabot.errors import AccessDeniedError, RateLimitedError, StoreError
+from koalabot.events import AnswerResult, Clicked, ReplySink, ThreadKey
+from koalabot.prompt.history import LATEST, AnswerChoice
+from koalabot.store.battles import judged_out
+from koalabot.store.judgements import CHOICES, record_judgement
+from koalabot.store.repository import Repository
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class BattleRule:
+    """Which threads fight and with which models (KOALABOT_BATTLE_CHANNELS / _SHARE)."""
+
+    models: ModelSet
+    channels: tuple[str, ...]
+    share: float
+
+    def sides(self, where: ThreadKey, message_id: int) -> tuple[str, str] | None:
+        """The (A, B) models answering stored message ``message_id``, None outside battles."""
+        return self.models.battle(where, str(message_id), list(self.channels), self.share)
+
+    def fights(self, where: ThreadKey) -> bool:
+        return self.sides(where, 0) is not None
+
+
+class Battles:
+    """Answers a stored message once, or twice in a battle thread; knows which answer counts."""
+
+    def __init__(
+        self, answerer: Answerer, rule: BattleRule, repo: Repository, policy: AccessPolicy
+    ) -> None:
+        self.answerer = answerer
+        self.rule = rule
+        self.repo = repo
+        self.db = repo.db
+        self.policy = policy
+        answerer.choosing = self.choice
+
+    async def choice(self, conversation_id: int, where: ThreadKey) -> AnswerChoice:
+        """Which answers the thread's prompt takes: the latest, or in a battle thread each
+        message's first answer that did not lose its battle."""
+        if not self.rule.fights(where):
+            return LATEST
+        return AnswerChoice(await judged_out(self.db, conversation_id), first=True)
+
+    async def answer(
+        self,
+        conversation_id: int,
+        parent_id: int,
+        where: ThreadKey,
+        sink: ReplySink,
+        *,
+        in_order: bool = False,
+    ) -> AnswerResult:
+        """Answer ``parent_id``; in a battle, A's result with B's as its ``rival``."""
+        sides = self.rule.sides(where, parent_id)
+        if sides is None:
+            return await self.answerer.answer(
+                conversation_id, parent_id, where, sink, in_order=in_order
+            )
+        a = await self.answerer.answer(
+            conversation_id, parent_id, where, sink, in_order=in_order, model=sides[0], label="A"
+        )
+        if a.status != "ok" or a.answer_id is None:
+            return a
+        b = await self.answerer.answer(
+            conversation_id, parent_id, where, sink, model=sides[1], label="B", rival=a.answer_id
+        )
+        return dataclasses.replace(a, rival=b)
+
+    async def judge(self, a_id: int, b_id: int, user: str, choice: str) -> bool:
+        """Store a person's latest choice (a, b, tie, both_bad); False when the two ids are not
+        two answers to one message."""
+        a, b = await self.repo.answer(a_id), await self.repo.answer(b_id)
+        if a is None or b is None or a_id == b_id or a.role != "assistant":
+            return False
+        if a.parent_id is None or a.parent_id != b.parent_id or choice not in CHOICES:
+            return False
+        await record_judgement(self.db, a_id, b_id, user, choice)
+        return True
+
+    async def choose(
+        self, a_id: int, b_id: int, user: str, choice: str, clicked: Clicked | None
+    ) -> str:
+        """A click on a battle's choice: recorded when the clicked message shows one of the two
+        answers and the person may vote; the words for the person who chose."""
+        try:
+            return await self._choose(a_id, b_id, user, choice, clicked)
+        except StoreError as exc:
+            return exc.user_message
+
+    async def _choose(
+        self, a_id: int, b_id: int, user: str, choice: str, clicked: Clicked | None
+    ) -> str:
+        a, b = await self.repo.answer(a_id), await self.repo.answer(b_id)
+        if a is None or b is None or choice not in CHOICES:
+            return BATTLE_UNKNOWN
+        if not (
+            await shows_answer(self.repo, a, clicked) or await shows_answer(self.repo, b, clicked)
+        ):
+            log.info("battle choice on %d/%d from another message refused", a_id, b_id)
+            return NOT_THIS_ANSWER
+        try:
+            self.policy.check_place(a.where, user)
+            self.policy.check_rate(a.where.platform, user, "votes")
+        except AccessDeniedError as exc:
+            return exc.user_message
+        except RateLimitedError as exc:
+            return too_many_votes(exc)
+        if not await self.judge(a_id, b_id, user, choice):
+            return BATTLE_UNKNOWN
+        log.info("battle choice %s on answers %d/%d", choice, a_id, b_id)
+        return chose(choice)
+
+
+__all__ = ["BattleRule", "Battles"]

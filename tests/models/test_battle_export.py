@@ -1,0 +1,85 @@
+"""Battles export as `dpo` rows with the human choice: the chosen answer is the side most people
+preferred; ties, both-bad and even splits give no row, and an opted-out person's choice does
+not count."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from koalabot.engine.engine import Engine
+from koalabot.events import ThreadKey
+from koalabot.export.options import ExportOptions, Format
+from koalabot.export.run import export
+from tests.engine.test_engine import ThreadView, said
+from tests.fakes.tgi import FakeTGI
+from tests.models.test_battle_threads import battle_engine, sides
+from tests.models.test_engine_models import servers
+
+__all__ = ["servers"]  # the two model servers, as a fixture
+pytestmark = pytest.mark.compiled_build
+
+
+def battle_thread(n: int) -> ThreadKey:
+    return ThreadKey("slack", "T1", "CB", f"1700000{n:03d}.000200")
+
+
+async def fight(engine: Engine, n: int, question: str) -> tuple[int, int, str, str]:
+    """One battle in a thread of its own: A's and B's ids and texts."""
+    a, b = sides(await engine.handle_message(said(question, battle_thread(n)), ThreadView()))
+    assert a.answer_id is not None and b.answer_id is not None
+    return a.answer_id, b.answer_id, a.text, b.text
+
+
+async def dpo_rows(engine: Engine, workers: int = 1, **options: Any) -> list[dict[str, Any]]:
+    out = io.StringIO()
+    opts = ExportOptions(Format.DPO, **options)
+    await export(engine.db, opts, out, optout_users=("U0OPT",), workers=workers)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_battles_become_dpo_rows_with_the_majority_s_choice(
+    migrated_database_url: str, servers: dict[str, FakeTGI], workers: int
+) -> None:
+    engine = await battle_engine(migrated_database_url, servers)
+    try:
+        a1, b1, a1_text, b1_text = await fight(engine, 1, "Koalas or wombats?")
+        a2, b2, _, _ = await fight(engine, 2, "Tea or coffee?")
+        a3, b3, _, _ = await fight(engine, 3, "Left or right?")
+        a4, b4, a4_text, b4_text = await fight(engine, 4, "Sun or moon?")
+        for user, choice in [("U1", "b"), ("U2", "b"), ("U3", "a")]:
+            assert await engine.judge(a1, b1, user, choice)  # B by majority
+        assert await engine.judge(a2, b2, "U1", "tie")
+        assert await engine.judge(a3, b3, "U1", "both_bad")
+        assert await engine.judge(a4, b4, "U1", "a")
+        assert await engine.judge(a4, b4, "U0OPT", "b")  # opted out: not counted
+
+        rows = await dpo_rows(engine, workers)
+
+        assert [
+            (r["prompt"][-1]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"])
+            for r in rows
+        ] == [
+            ("Koalas or wombats?", b1_text, a1_text),
+            ("Sun or moon?", a4_text, b4_text),
+        ]
+    finally:
+        await engine.close()
+
+
+async def test_a_battle_outside_the_model_filter_gives_no_row(
+    migrated_database_url: str, servers: dict[str, FakeTGI]
+) -> None:
+    engine = await battle_engine(migrated_database_url, servers)
+    try:
+        a, b, _, _ = await fight(engine, 5, "Which?")
+        assert await engine.judge(a, b, "U1", "b")
+
+        assert len(await dpo_rows(engine)) == 1
+        assert await dpo_rows(engine, model="no-such-model") == []
+    finally:
+        await engine.close()
