@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from koalabot.export.options import ExportOptions
 from koalabot.export.rows import RowBuilder, encode_row
 from koalabot.export.summary import Progress, Summary
+from koalabot.store.battles import ThreadBattles
 from koalabot.store.threads import SqliteThreads, ThreadReader
 
 #: Conversation ids per range: a range's rows wait in memory until their turn to be written.
@@ -48,8 +49,8 @@ class Job:
     threads: SqliteThreads
     options: ExportOptions
     optouts: frozenset[str]
-    #: Per conversation, its battles' (chosen, rejected) answer ids (dpo).
-    battles: Mapping[int, list[tuple[int, int]]] = field(default_factory=dict)
+    #: Per conversation, its judged battles.
+    battles: Mapping[int, ThreadBattles] = field(default_factory=dict)
 
 
 @dataclass

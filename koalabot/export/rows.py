@@ -59,6 +59,7 @@ from koalabot.export.view import (
     is_liked,
 )
 from koalabot.prompt.templates import TEMPLATES, neutralise
+from koalabot.store.battles import ThreadBattles
 from koalabot.store.threads import Thread, ThreadMessage, is_opted_out
 from koalabot.store.times import iso_utc
 
@@ -85,10 +86,10 @@ class RowBuilder:
         options: ExportOptions,
         summary: Summary,
         optout_users: Collection[str] = (),
-        battles: Mapping[int, list[tuple[int, int]]] | None = None,
+        battles: Mapping[int, ThreadBattles] | None = None,
     ) -> None:
         self.options = options
-        #: Per conversation, its battles' (chosen, rejected) answer ids (dpo rows).
+        #: Per conversation, its judged battles (the thread shown, and dpo rows).
         self.battles = battles or {}
         self.selection = Selection(options, summary)
         self.pseudo = Pseudonymizer(options.pseudonym_secret)
@@ -137,7 +138,7 @@ class RowBuilder:
                     self.pseudo.user, thread.platform
                 )
             self._mention = mention
-        view = ThreadView(thread, self.optout_users)
+        view = ThreadView(thread, self.optout_users, self.battles.get(thread.id))
         return self._rows(view, self.selection.candidates(view))
 
     # --- per format ------------------------------------------------------------------------
@@ -230,7 +231,7 @@ class RowBuilder:
             row = self._pair(view, correction, self.selection.corrected[correction.id])
             if row is not None:
                 yield row
-        battles = self.battles.get(view.thread.id, ())
+        battles = view.battles.pairs if view.battles is not None else ()
         for chosen, rejected in battle_answers(view, battles, self.selection):  # export/battles
             row = self._pair(view, chosen, rejected)
             if row is not None:

@@ -17,11 +17,11 @@ import io
 from collections.abc import AsyncGenerator, Callable, Collection
 from typing import BinaryIO, TextIO, cast
 
-from koalabot.export.options import ExportOptions, Format
+from koalabot.export.options import ExportOptions
 from koalabot.export.parallel import Job, export_ranges
 from koalabot.export.rows import RowBuilder, encode_row
 from koalabot.export.summary import Progress, Summary
-from koalabot.store.battles import battle_preferences
+from koalabot.store.battles import thread_battles
 from koalabot.store.database import Database
 from koalabot.store.threads import (
     Thread,
@@ -58,7 +58,7 @@ async def export(
     is a terminal.
     """
     optouts = set(optout_users) | await optout_keys(db)
-    battles = await battle_preferences(db, optouts) if options.format is Format.DPO else {}
+    battles = await thread_battles(db, optouts)
     scope = ThreadScope(
         platform=options.platform,
         channel=options.channel,

@@ -1,11 +1,13 @@
 """The thread as the export sees it, and which of its voted answers become rows.
 
 `ThreadView` indexes one conversation so that each rated answer's thread is cheap to rebuild: the
-conversation's user messages in order, each followed by the answer shown last before the rated
-answer was written, ending with the user message the rated answer answers. `Selection` applies
-the filters, votes, opt-outs and review decisions (`koalabot review`): an excluded answer never
-becomes a row, one excluded as unsafe or private is shown in no thread, and a correction becomes
-an answer of its own (`CORRECTION`). Every voted answer left out is counted with its reason.
+conversation's user messages in order, each followed by the answer the thread continued with
+when the rated answer was written (the one shown last, or for a judged battle the first that did
+not lose, as the bot's memory has it), ending with the user message the rated answer answers.
+`Selection` applies the filters, votes, opt-outs and review decisions (`koalabot review`): an
+excluded answer never becomes a row, one excluded as unsafe or private is shown in no thread, and
+a correction becomes an answer of its own (`CORRECTION`). Every voted answer left out is counted
+with its reason.
 
 Both run once per conversation and once per voted answer, millions of times in an export, so
 they index with plain dicts and compare review decisions as plain strings.
@@ -18,6 +20,7 @@ from collections.abc import Collection, Iterator
 from koalabot.export.dedupe import Deduper, question_key
 from koalabot.export.options import ExportOptions, Format
 from koalabot.export.summary import Summary
+from koalabot.store.battles import ThreadBattles
 from koalabot.store.models import REASONS, WITHHELD_REASONS, Decision
 from koalabot.store.threads import Thread, ThreadMessage, is_opted_out
 from koalabot.store.times import as_utc
@@ -33,6 +36,7 @@ class ThreadView:
     """One conversation, indexed so each rated answer's thread is cheap to rebuild."""
 
     __slots__ = (
+        "battles",
         "first_opted_out",
         "position",
         "questions",
@@ -42,8 +46,15 @@ class ThreadView:
         "withheld",
     )
 
-    def __init__(self, thread: Thread, optout_users: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        thread: Thread,
+        optout_users: Collection[str] = (),
+        battles: ThreadBattles | None = None,
+    ) -> None:
         self.thread = thread
+        #: The thread's judged battles, if any.
+        self.battles = battles
         self.questions: list[ThreadMessage] = []
         self.position: dict[int, int] = {}
         self.shown: dict[int, list[ThreadMessage]] = {}
@@ -77,16 +88,19 @@ class ThreadView:
 
     def context(self, parent_id: int, before_id: int) -> list[ThreadMessage]:
         """User messages up to ``parent_id`` (which must be in this thread), each followed by
-        the answer to it shown last before ``before_id``."""
-        questions, shown = self.questions, self.shown
+        the answer to it the thread continued with before ``before_id``."""
+        questions, shown, battles = self.questions, self.shown, self.battles
         end = self.position[parent_id]
         turns: list[ThreadMessage] = []
         for question in questions[:end]:
             turns.append(question)
-            for answer in reversed(shown.get(question.id, ())):
-                if answer.id < before_id:
-                    turns.append(answer)
-                    break
+            answers = shown.get(question.id, ())
+            if battles is not None and any(a.id in battles.fought for a in answers):
+                answer = _preferred(answers, before_id, battles.lost)
+            else:
+                answer = next((a for a in reversed(answers) if a.id < before_id), None)
+            if answer is not None:
+                turns.append(answer)
         turns.append(questions[end])
         return turns
 
@@ -97,6 +111,13 @@ class ThreadView:
     def reaches_opted_out(self, parent_id: int) -> bool:
         """Whether the thread up to this user message holds an opted-out user's message."""
         return self.first_opted_out is not None and self.first_opted_out <= parent_id
+
+
+def _preferred(
+    answers: Collection[ThreadMessage], before_id: int, lost: Collection[int]
+) -> ThreadMessage | None:
+    """A battle's answer the thread continued with: the first that did not lose (A on a tie)."""
+    return next((a for a in answers if a.id < before_id and a.id not in lost), None)
 
 
 #: A rated answer that may become a row, with its thread.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
@@ -57,11 +58,24 @@ async def preferences(db: Database, answer_ids: Sequence[int]) -> list[tuple[int
     return [p for p in battle_pairs(judged) if wanted.issuperset(p)]
 
 
-async def battle_preferences(
+@dataclass(frozen=True)
+class ThreadBattles:
+    """One thread's judged battles, as plain ids for the export."""
+
+    #: (chosen id, rejected id) per battle with a majority, no opted-out person's choice counted.
+    pairs: tuple[tuple[int, int], ...]
+    #: Every answer of a judged battle: its question's thread continues with the first answer
+    #: that did not lose (as `AnswerChoice` in prompt/history.py).
+    fought: frozenset[int]
+    #: The answers that lost, as the thread's memory has them (`judged_out`: every choice).
+    lost: frozenset[int]
+
+
+async def thread_battles(
     db: Database, optout_users: Collection[str] = ()
-) -> dict[int, list[tuple[int, int]]]:
-    """Per conversation, its battles' (chosen id, rejected id) by majority, counting no choice of
-    an opted-out person (``optout_users`` as for `stream_threads`)."""
+) -> dict[int, ThreadBattles]:
+    """Per conversation, its judged battles; ``optout_users`` (as for `stream_threads`) do not
+    count towards the pairs to train on."""
     j = Judgement
     query = (
         select(Message.conversation_id, Conversation.platform, j.a_id, j.b_id, j.user, j.choice)
@@ -70,16 +84,29 @@ async def battle_preferences(
         .order_by(j.id)
     )
     rows = await _run(db, lambda conn: conn.execute(query).all())
-    judged: dict[int, list[JudgementRecord]] = {}
+    judged: dict[int, list[tuple[str, JudgementRecord]]] = {}
     for conversation, platform, a, b, user, choice in rows:
-        if not is_opted_out(platform, user, optout_users):
-            judged.setdefault(conversation, []).append(JudgementRecord(a, b, user, choice))
-    return {c: pairs for c, records in judged.items() if (pairs := battle_pairs(records))}
+        record = JudgementRecord(a, b, user, choice)
+        judged.setdefault(conversation, []).append((platform, record))
+    return {c: _battles(records, optout_users) for c, records in judged.items()}
+
+
+def _battles(
+    judged: list[tuple[str, JudgementRecord]], optout_users: Collection[str]
+) -> ThreadBattles:
+    counted = [r for platform, r in judged if not is_opted_out(platform, r.user, optout_users)]
+    records = [r for _, r in judged]
+    return ThreadBattles(
+        pairs=tuple(battle_pairs(counted)),
+        fought=frozenset(i for r in records for i in (r.a_id, r.b_id)),
+        lost=frozenset(rejected for _, rejected in battle_pairs(records)),
+    )
 
 
 __all__ = [
+    "ThreadBattles",
     "battle_pairs",
-    "battle_preferences",
     "judged_out",
     "preferences",
+    "thread_battles",
 ]

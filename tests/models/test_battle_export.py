@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from koalabot.engine.engine import Engine
-from koalabot.events import ThreadKey
+from koalabot.events import FeedbackEvent, ThreadKey
 from koalabot.export.options import ExportOptions, Format
 from koalabot.export.run import export
 from tests.engine.test_engine import ThreadView, said
@@ -81,5 +81,42 @@ async def test_a_battle_outside_the_model_filter_gives_no_row(
 
         assert len(await dpo_rows(engine)) == 1
         assert await dpo_rows(engine, model="no-such-model") == []
+    finally:
+        await engine.close()
+
+
+def prompt_texts(row: dict[str, Any]) -> list[str]:
+    return [m["content"] for m in row["prompt"]]
+
+
+@pytest.mark.parametrize("choice", ["a", "b"])
+async def test_later_rows_of_a_battle_thread_show_the_preferred_answer(
+    migrated_database_url: str, servers: dict[str, FakeTGI], choice: str
+) -> None:
+    """The thread as the model saw it: the battle's preferred answer, not the latest (B)."""
+    engine = await battle_engine(migrated_database_url, servers)
+    try:
+        a, b, a_text, b_text = await fight(engine, 6, "Koalas or wombats?")
+        assert await engine.judge(a, b, "U1", choice)
+        follow_up = await engine.handle_message(said("Why?", battle_thread(6)), ThreadView())
+        assert follow_up.answer_id is not None
+        await engine.handle_feedback(
+            FeedbackEvent(
+                "slack",
+                "U2",
+                1,
+                answer_id=follow_up.answer_id,
+                channel="CB",
+                platform_message_id=follow_up.message_ids[-1],
+            )
+        )
+        preferred = a_text if choice == "a" else b_text
+
+        for fmt, workers in [(Format.KTO, 1), (Format.SFT, 1), (Format.KTO, 2)]:
+            out = io.StringIO()
+            await export(engine.db, ExportOptions(fmt), out, workers=workers)
+            rows = [json.loads(line) for line in out.getvalue().splitlines()]
+
+            assert [prompt_texts(r) for r in rows] == [["Koalas or wombats?", preferred, "Why?"]]
     finally:
         await engine.close()
