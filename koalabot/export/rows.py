@@ -215,6 +215,7 @@ class RowBuilder:
                 corrections.append(answer)
             else:
                 by_question.setdefault(answer.parent_id, []).append(answer)
+        pairs: list[tuple[ThreadMessage, ThreadMessage]] = []
         for siblings in by_question.values():
             liked = [a for a in siblings if is_liked(a)]
             disliked = [a for a in siblings if is_disliked(a)]
@@ -222,17 +223,17 @@ class RowBuilder:
                 for _ in siblings:
                     self.summary.skip("no sibling answer with the opposite vote")
                 continue
-            for chosen in liked:
-                for rejected in disliked:
-                    row = self._pair(view, chosen, rejected)
-                    if row is not None:
-                        yield row
-        for correction in corrections:
-            row = self._pair(view, correction, self.selection.corrected[correction.id])
-            if row is not None:
-                yield row
+            pairs.extend((chosen, rejected) for chosen in liked for rejected in disliked)
+        pairs.extend((c, self.selection.corrected[c.id]) for c in corrections)
         battles = view.battles.pairs if view.battles is not None else ()
-        for chosen, rejected in battle_answers(view, battles, self.selection):  # export/battles
+        pairs.extend(battle_answers(view, battles, self.selection))  # export/battles
+        # Votes and a battle may pair the same two answers: one row (same thread, same texts).
+        written: set[tuple[int, int]] = set()
+        for chosen, rejected in pairs:
+            if (chosen.id, rejected.id) in written:
+                self.summary.skip("same pair from votes and a battle (dpo)")
+                continue
+            written.add((chosen.id, rejected.id))
             row = self._pair(view, chosen, rejected)
             if row is not None:
                 yield row

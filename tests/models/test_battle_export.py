@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from koalabot.engine.engine import Engine
-from koalabot.events import FeedbackEvent, ThreadKey
+from koalabot.events import AnswerResult, FeedbackEvent, ThreadKey
 from koalabot.export.options import ExportOptions, Format
 from koalabot.export.run import export
 from tests.engine.test_engine import ThreadView, said
@@ -85,6 +85,14 @@ async def test_a_battle_outside_the_model_filter_gives_no_row(
         await engine.close()
 
 
+async def thumb(engine: Engine, answer: AnswerResult, rating: int) -> None:
+    assert answer.answer_id is not None
+    vote = FeedbackEvent(
+        "slack", "U2", rating, answer.answer_id, "CB", platform_message_id=answer.message_ids[-1]
+    )
+    assert (await engine.handle_feedback(vote)).recorded
+
+
 def prompt_texts(row: dict[str, Any]) -> list[str]:
     return [m["content"] for m in row["prompt"]]
 
@@ -99,17 +107,7 @@ async def test_later_rows_of_a_battle_thread_show_the_preferred_answer(
         a, b, a_text, b_text = await fight(engine, 6, "Koalas or wombats?")
         assert await engine.judge(a, b, "U1", choice)
         follow_up = await engine.handle_message(said("Why?", battle_thread(6)), ThreadView())
-        assert follow_up.answer_id is not None
-        await engine.handle_feedback(
-            FeedbackEvent(
-                "slack",
-                "U2",
-                1,
-                answer_id=follow_up.answer_id,
-                channel="CB",
-                platform_message_id=follow_up.message_ids[-1],
-            )
-        )
+        await thumb(engine, follow_up, 1)
         preferred = a_text if choice == "a" else b_text
 
         for fmt, workers in [(Format.KTO, 1), (Format.SFT, 1), (Format.KTO, 2)]:
@@ -118,5 +116,24 @@ async def test_later_rows_of_a_battle_thread_show_the_preferred_answer(
             rows = [json.loads(line) for line in out.getvalue().splitlines()]
 
             assert [prompt_texts(r) for r in rows] == [["Koalas or wombats?", preferred, "Why?"]]
+    finally:
+        await engine.close()
+
+
+async def test_a_pair_both_judged_and_thumbed_gives_one_dpo_row(
+    migrated_database_url: str, servers: dict[str, FakeTGI]
+) -> None:
+    engine = await battle_engine(migrated_database_url, servers)
+    try:
+        a, b = sides(await engine.handle_message(said("Which?", battle_thread(7)), ThreadView()))
+        assert await engine.judge(a.answer_id or 0, b.answer_id or 0, "U1", "a")
+        await thumb(engine, a, 1)
+        await thumb(engine, b, -1)
+
+        rows = await dpo_rows(engine)
+
+        assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [
+            (a.text, b.text)
+        ]
     finally:
         await engine.close()
