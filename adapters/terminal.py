@@ -26,7 +26,7 @@ from typing import Any, TextIO, TypeVar
 
 from koalabot.engine.engine import Engine
 from koalabot.engine.streaming import CURSOR, PLACEHOLDER
-from koalabot.events import AnswerResult, ChatMessage, FeedbackEvent, ThreadKey
+from koalabot.events import AnswerResult, ChatMessage, FeedbackEvent, Said, ThreadKey
 
 PLATFORM = "terminal"
 HELP = (
@@ -236,12 +236,19 @@ class TerminalChat:
         if not turns:
             self._print("[this thread is empty]")
         for turn in turns:
-            who = "you" if turn.role == "user" else "koala (retry)" if turn.retry else "koala"
-            self._print(f"{who}: {turn.content}")
+            self._print(f"{_speaker(turn)}: {turn.content}")
 
     def _print(self, text: str) -> None:
         self.out.write(text + "\n")
         self.out.flush()
+
+
+def _speaker(turn: Said) -> str:
+    if turn.role == "user":
+        return "you"
+    if turn.side:
+        return f"koala (answer {turn.side})"
+    return "koala (retry)" if turn.retry else "koala"
 
 
 def _new_thread() -> str:

@@ -102,6 +102,8 @@ class Said:
     content: str
     #: An answer to a message that had an answer before (a retry, or 🔄 on a finished one).
     retry: bool = False
+    #: "A" or "B": one of the two answers of a side-by-side battle (then not a retry).
+    side: str = ""
 
 
 class ReplySink(Protocol):

@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from koalabot.backend import Backend, Completion, GenerationParams, GenerationStream
@@ -43,8 +43,9 @@ from koalabot.errors import BackendError, KoalabotError, PromptTooLongError, Sto
 from koalabot.events import AnswerResult, ReplySink, ThreadKey
 from koalabot.metrics import Metrics
 from koalabot.prompt.budget import Limits
-from koalabot.prompt.history import LATEST, AnswerChoice, HistoryPrompter, ThreadPage, ThreadPrompt
+from koalabot.prompt.history import HistoryPrompter, ThreadPage, ThreadPrompt
 from koalabot.prompt.templates import Template
+from koalabot.store.battles import judged_out
 from koalabot.store.repository import GenerationRecord, Repository
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,6 @@ class Answerer:
         #: Shown under a thread's first answer (the operator's notice; "" for none).
         self.first_notice = first_notice
         self._limits: dict[str, Limits] = {}
-        #: Which of a message's answers a thread's prompt takes (engine/battle.py sets it).
-        self.choosing: Callable[[int, ThreadKey], Awaitable[AnswerChoice]] | None = None
 
     async def answer(
         self,
@@ -173,7 +172,8 @@ class Answerer:
         a.asking = asyncio.create_task(self._ask(a), name="ask-model")
         try:
             # Sent to the store before the task's first read: the row keeps its place.
-            start = await self.repo.start_answer(a.conversation_id, a.parent_id)
+            side = a.label or None
+            start = await self.repo.start_answer(a.conversation_id, a.parent_id, side=side)
             a.answer_id, a.first = start.answer_id, start.first
             await a.streamer.start()
             await asyncio.gather(self._shown_at(a), a.streamer.sink.thinking(True))
@@ -190,7 +190,7 @@ class Answerer:
 
     async def _ask(self, a: _Attempt) -> tuple[GenerationStream, str | None]:
         """Build the prompt, send it, and wait for the model's first piece."""
-        built = await self.prompt(a.conversation_id, a.parent_id, model=a.model, where=a.where)
+        built = await self.prompt(a.conversation_id, a.parent_id, model=a.model)
         a.prompt, a.dropped, a.prompt_tokens = built.prompt, built.dropped, built.tokens
         stream = self.models.backend(a.model).stream(a.prompt, self.params)
         self.metrics.backend_in_flight.inc()
@@ -378,16 +378,13 @@ class Answerer:
         upto_id: int,
         tail: ThreadPage | None = None,
         model: str = "",
-        where: ThreadKey | None = None,
     ) -> ThreadPrompt:
         """The prompt for answering message ``upto_id`` by ``model`` (``tail``: the thread's
-        newest page, when read already; ``where``: its thread, for a battle's choice)."""
+        newest page, when read already)."""
         limits = await self._get_limits(model)
-        choice = LATEST
-        if self.choosing is not None and where is not None:
-            choice = await self.choosing(conversation_id, where)
+        lost = functools.partial(judged_out, self.repo.db, conversation_id)  # battles
         return await self.history.build(
-            conversation_id, upto_id, limits, self.params.max_new_tokens, tail, choice
+            conversation_id, upto_id, limits, self.params.max_new_tokens, tail, lost
         )
 
     async def _get_limits(self, model: str) -> Limits:

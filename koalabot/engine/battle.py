@@ -4,9 +4,11 @@ A battle thread (a battle channel's, or a share of the others: `ModelSet.battle`
 message twice, with the two models the message's key draws in random A/B order. Both answers
 are stored as siblings with their model and take 👍/👎 like any answer; B's carries the one
 choice (A better, B better, tie, both bad) where the sink can show it. The thread continues
-with A until the people who chose prefer B by majority: the prompt takes each message's first
-answer not judged out (`AnswerChoice`). The trade-off: a 🔄 in a battle thread is stored and
-voted on, but the thread keeps remembering the battle's answer, not the retry.
+with A until the people who chose prefer B by majority. Each answer is stored with its side, so
+the thread's memory (prompt/history.py), `/history` and the export know a battle from the store
+alone, judged or not, whatever the battle settings say later. The trade-off: a 🔄 in a battle
+thread is stored and voted on, but the thread keeps remembering the battle's answer, not the
+retry.
 
 A and B are sequential rather than concurrent: one turn of the thread at a time keeps the
 per-thread lock's meaning (one answer streaming per thread), and B's words come a model's
@@ -25,8 +27,6 @@ from koalabot.engine.notices import BATTLE_UNKNOWN, NOT_THIS_ANSWER, chose, too_
 from koalabot.engine.votes import shows_answer
 from koalabot.errors import AccessDeniedError, RateLimitedError, StoreError
 from koalabot.events import AnswerResult, Clicked, ReplySink, ThreadKey
-from koalabot.prompt.history import LATEST, AnswerChoice
-from koalabot.store.battles import judged_out
 from koalabot.store.judgements import CHOICES, record_judgement
 from koalabot.store.repository import Repository
 
@@ -45,9 +45,6 @@ class BattleRule:
         """The (A, B) models answering stored message ``message_id``, None outside battles."""
         return self.models.battle(where, str(message_id), list(self.channels), self.share)
 
-    def fights(self, where: ThreadKey) -> bool:
-        return self.sides(where, 0) is not None
-
 
 class Battles:
     """Answers a stored message once, or twice in a battle thread; knows which answer counts."""
@@ -60,14 +57,6 @@ class Battles:
         self.repo = repo
         self.db = repo.db
         self.policy = policy
-        answerer.choosing = self.choice
-
-    async def choice(self, conversation_id: int, where: ThreadKey) -> AnswerChoice:
-        """Which answers the thread's prompt takes: the latest, or in a battle thread each
-        message's first answer that did not lose its battle."""
-        if not self.rule.fights(where):
-            return LATEST
-        return AnswerChoice(await judged_out(self.db, conversation_id), first=True)
 
     async def answer(
         self,
@@ -96,9 +85,9 @@ class Battles:
 
     async def judge(self, a_id: int, b_id: int, user: str, choice: str) -> bool:
         """Store a person's latest choice (a, b, tie, both_bad); False when the two ids are not
-        two answers to one message."""
+        the A and B answers of one battle."""
         a, b = await self.repo.answer(a_id), await self.repo.answer(b_id)
-        if a is None or b is None or a_id == b_id or a.role != "assistant":
+        if a is None or b is None or (a.side, b.side) != ("A", "B"):
             return False
         if a.parent_id is None or a.parent_id != b.parent_id or choice not in CHOICES:
             return False

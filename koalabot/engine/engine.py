@@ -269,7 +269,7 @@ class Engine:
 
     async def transcript(self, where: ThreadKey, limit: int = 200) -> list[Said]:
         """The newest ``limit`` messages of a thread as the bot remembers them (for /history),
-        answers that retried an earlier one marked."""
+        answers that retried an earlier one, and a battle's two answers, marked."""
         conversation_id = await self.repo.conversation_id(where)
         if conversation_id is None:
             return []
@@ -280,7 +280,9 @@ class Engine:
             if m.role == "user":
                 lines.append(Said("user", m.text))
                 continue
-            if m.status == "ok":
+            if m.status == "ok" and m.side is not None:
+                lines.append(Said("assistant", m.text, side=m.side))
+            elif m.status == "ok":
                 lines.append(Said("assistant", m.text, retry=m.parent_id in answered))
             answered.add(m.parent_id)
         return lines

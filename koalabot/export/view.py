@@ -2,7 +2,7 @@
 
 `ThreadView` indexes one conversation so that each rated answer's thread is cheap to rebuild: the
 conversation's user messages in order, each followed by the answer the thread continued with
-when the rated answer was written (the one shown last, or for a judged battle the first that did
+when the rated answer was written (the one shown last, or after a battle its first side that did
 not lose, as the bot's memory has it), ending with the user message the rated answer answers.
 `Selection` applies the filters, votes, opt-outs and review decisions (`koalabot review`): an
 excluded answer never becomes a row, one excluded as unsafe or private is shown in no thread, and
@@ -36,6 +36,7 @@ class ThreadView:
     """One conversation, indexed so each rated answer's thread is cheap to rebuild."""
 
     __slots__ = (
+        "battled",
         "battles",
         "first_opted_out",
         "position",
@@ -60,6 +61,8 @@ class ThreadView:
         self.shown: dict[int, list[ThreadMessage]] = {}
         #: The first message of an opted-out user: every thread reaching it is left out.
         self.first_opted_out: int | None = None
+        #: Whether the thread holds a side-by-side battle's answers.
+        self.battled = False
         #: Answers excluded on the review page as unsafe or private: no thread may show them.
         self.withheld: set[int] = set()
         #: Answers with votes (or votes left out because the voter opted out), in order.
@@ -83,21 +86,23 @@ class ThreadView:
                     shown[m.parent_id] = [m]
                 if m.review == _EXCLUDE and m.review_reason in WITHHELD_REASONS:
                     self.withheld.add(m.id)
+                if m.side is not None:
+                    self.battled = True
             if m.role == "assistant" and (m.up or m.down or m.ignored):
                 voted.append(m)
 
     def context(self, parent_id: int, before_id: int) -> list[ThreadMessage]:
         """User messages up to ``parent_id`` (which must be in this thread), each followed by
         the answer to it the thread continued with before ``before_id``."""
-        questions, shown, battles = self.questions, self.shown, self.battles
+        questions, shown, battled = self.questions, self.shown, self.battled
+        lost = self.battles.lost if self.battles is not None else frozenset[int]()
         end = self.position[parent_id]
         turns: list[ThreadMessage] = []
         for question in questions[:end]:
             turns.append(question)
             answers = shown.get(question.id, ())
-            if battles is not None and any(a.id in battles.fought for a in answers):
-                answer = _preferred(answers, before_id, battles.lost)
-            else:
+            answer = _preferred(answers, before_id, lost) if battled else None
+            if answer is None:
                 answer = next((a for a in reversed(answers) if a.id < before_id), None)
             if answer is not None:
                 turns.append(answer)
@@ -116,8 +121,11 @@ class ThreadView:
 def _preferred(
     answers: Collection[ThreadMessage], before_id: int, lost: Collection[int]
 ) -> ThreadMessage | None:
-    """A battle's answer the thread continued with: the first that did not lose (A on a tie)."""
-    return next((a for a in answers if a.id < before_id and a.id not in lost), None)
+    """A battle's answer the thread continued with: its first side that did not lose (A before
+    any choice and on a tie); None after no battle."""
+    return next(
+        (a for a in answers if a.side is not None and a.id < before_id and a.id not in lost), None
+    )
 
 
 #: A rated answer that may become a row, with its thread.

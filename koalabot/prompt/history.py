@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -52,6 +52,8 @@ class StoredTurn(Protocol):
     def parent_id(self) -> int | None: ...  # the user message an answer answers
     @property
     def status(self) -> str: ...  # only "ok" answers are shown to the model again
+    @property
+    def side(self) -> str | None: ...  # "A" or "B": an answer of a side-by-side battle
 
 
 class ThreadPage(Protocol):
@@ -74,17 +76,9 @@ class ThreadReader(Protocol):
     ) -> ThreadPage: ...
 
 
-@dataclass(frozen=True)
-class AnswerChoice:
-    """Which of a message's answers the thread continues with: the latest (a 🔄 replaces the
-    answer before it) or, in a battle thread, the first (the battle's A), never one of
-    ``passed_over`` (the answers that lost their battle)."""
-
-    passed_over: frozenset[int] = frozenset()
-    first: bool = False
-
-
-LATEST = AnswerChoice()
+#: The answers of a thread that lost their side-by-side battle (asked only of a thread that
+#: holds a battle: most never do, and then no one asks).
+LostAnswers = Callable[[], Awaitable[frozenset[int]]]
 
 
 @dataclass(frozen=True)
@@ -127,11 +121,12 @@ class HistoryPrompter:
         limits: Limits,
         max_new_tokens: int,
         first: ThreadPage | None = None,
-        choice: AnswerChoice = LATEST,
+        lost: LostAnswers | None = None,
     ) -> ThreadPrompt:
         """The prompt for answering message ``upto_id``, from as much of the thread as fits.
 
-        ``first`` is the thread's newest page when the caller has read it already.
+        ``first`` is the thread's newest page when the caller has read it already; ``lost``
+        says which battle answers people passed over.
         """
         budget = limits.prompt_budget(max_new_tokens)
         loaded: list[StoredTurn] = []
@@ -155,7 +150,10 @@ class HistoryPrompter:
             read += len(messages)
             limit = _next_page(budget - tokens, tokens, read)
         self._remember_span(conversation_id, span or read)
-        chosen = _turns(loaded, upto_id, seen, choice)
+        passed_over = frozenset[int]()
+        if lost is not None and any(m.side is not None for m in loaded):
+            passed_over = await lost()
+        chosen = _turns(loaded, upto_id, seen, passed_over)
         unseen = older if tokens > budget else 0
         fitted = await fit(
             [c.turn for c in chosen],
@@ -243,18 +241,24 @@ def _visible(
 
 
 def _turns(
-    newest_first: list[StoredTurn], upto_id: int, seen: dict[int, _Seen], choice: AnswerChoice
+    newest_first: list[StoredTurn], upto_id: int, seen: dict[int, _Seen], lost: frozenset[int]
 ) -> list[_Seen]:
-    """Chronological turns: each user message followed by its chosen successful answer."""
+    """Chronological turns: each user message followed by the successful answer its thread
+    continues with: after a battle, its first side that did not lose (A, or B once people
+    preferred it), else the latest (a 🔄 replaces the answer before it)."""
     answers: dict[int, StoredTurn] = {}
+    sides: dict[int, StoredTurn] = {}
     users: list[StoredTurn] = []
     for message in newest_first:
         if message.role == "user":
             users.append(message)
-        elif message.parent_id is None or message.id in choice.passed_over:
+        elif message.parent_id is None or message.id in lost:
             continue
-        elif choice.first or message.parent_id not in answers:
-            answers[message.parent_id] = message  # newest first: the last seen is the first
+        elif message.side is not None:
+            sides[message.parent_id] = message  # newest first: the last seen is the first
+        elif message.parent_id not in answers:
+            answers[message.parent_id] = message
+    answers |= sides
     chosen: list[_Seen] = []
     for user in reversed(users):
         chosen.append(seen[user.id])
@@ -266,9 +270,8 @@ def _turns(
 
 __all__ = [
     "HISTORY_PAGE",
-    "LATEST",
-    "AnswerChoice",
     "HistoryPrompter",
+    "LostAnswers",
     "StoredTurn",
     "ThreadPage",
     "ThreadPrompt",

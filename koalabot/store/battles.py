@@ -64,10 +64,8 @@ class ThreadBattles:
 
     #: (chosen id, rejected id) per battle with a majority, no opted-out person's choice counted.
     pairs: tuple[tuple[int, int], ...]
-    #: Every answer of a judged battle: its question's thread continues with the first answer
-    #: that did not lose (as `AnswerChoice` in prompt/history.py).
-    fought: frozenset[int]
-    #: The answers that lost, as the thread's memory has them (`judged_out`: every choice).
+    #: The answers that lost, as the thread's memory has them (`judged_out`: every choice); its
+    #: question's thread continues with the other side (as prompt/history.py's `_turns`).
     lost: frozenset[int]
 
 
@@ -98,7 +96,6 @@ def _battles(
     records = [r for _, r in judged]
     return ThreadBattles(
         pairs=tuple(battle_pairs(counted)),
-        fought=frozenset(i for r in records for i in (r.a_id, r.b_id)),
         lost=frozenset(rejected for _, rejected in battle_pairs(records)),
     )
 

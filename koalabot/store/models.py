@@ -88,6 +88,8 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     #: The model that made an answer (a KOALABOT_MODELS name, else the server's model id).
     model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: "A" or "B" for the two answers of a side-by-side battle, else None.
+    side: Mapped[str | None] = mapped_column(String(1), nullable=True)
 
 
 class MessageRef(Base):

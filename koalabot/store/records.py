@@ -21,6 +21,7 @@ class StoredMessage(NamedTuple):
     text: str
     parent_id: int | None
     status: str
+    side: str | None = None  # "A" or "B": an answer of a side-by-side battle
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class AnswerInfo:
     role: str
     where: ThreadKey
     model: str | None = None  # the model that made it
+    side: str | None = None  # "A" or "B": an answer of a side-by-side battle
 
 
 @dataclass(frozen=True)

@@ -199,15 +199,18 @@ class Repository:
         platform_message_id: str | None = None,
         *,
         tail: int = 0,
+        side: str | None = None,
     ) -> AnswerStart:
         """Create the answer row (status `streaming`) before the first token is asked for, with
-        its placeholder's platform message id (so a restart after a crash can find it), and read
-        the newest ``tail`` messages of the thread, which the prompt needs next.
+        its placeholder's platform message id (so a restart after a crash can find it) and its
+        ``side`` in a battle, and read the newest ``tail`` messages of the thread, which the
+        prompt needs next.
 
         One transaction, as this runs for every message.
         """
         answer = sql.message_row(conversation_id, "assistant", "", utcnow(), status="streaming")
         answer |= {"parent_id": parent_id, "platform_message_id": platform_message_id}
+        answer["side"] = side
 
         def work(conn: Connection) -> AnswerStart:
             new_id = self._add_message(conn, answer)
@@ -361,7 +364,8 @@ class Repository:
         row = await self._run(lambda conn: conn.execute(query).first())
         if row is None:
             return None
-        return AnswerInfo(int(row[0]), int(row[1]), row[2], row[3], ThreadKey(*row[4:8]), row[8])
+        where = ThreadKey(*row[4:8])
+        return AnswerInfo(int(row[0]), int(row[1]), row[2], row[3], where, row[8], row[9])
 
     async def generation(self, answer_id: int) -> GenerationRecord | None:
         """How an answer was produced, as stored with it."""

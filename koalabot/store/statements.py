@@ -47,6 +47,7 @@ MESSAGE_KEYS = (
     "status",
     "parent_id",
     "created_at",
+    "side",
 )
 
 
@@ -76,7 +77,7 @@ def message_row(
     """A messages row: ``rest`` gives author, platform_message_id, status and parent_id where
     they differ from a user message's (no parent, ``ok``)."""
     row = {"conversation_id": conversation_id, "role": role, "author": None, "text": text}
-    row |= {"platform_message_id": None, "status": "ok", "parent_id": None}
+    row |= {"platform_message_id": None, "status": "ok", "parent_id": None, "side": None}
     return row | {"created_at": created_at} | rest
 
 
@@ -194,11 +195,12 @@ def unanswered(delivery_ids: Sequence[str]) -> Select[int, int]:
 
 
 def answer_with_thread(answer_id: int) -> Select[Any]:
-    """A message's id, conversation, parent and role, its thread's four keys, its model."""
+    """A message's id, conversation, parent and role, its thread's four keys, its model and
+    its side in a battle."""
     m, c = Message, Conversation
     return (
         select(m.id, m.conversation_id, m.parent_id, m.role)
-        .add_columns(c.platform, c.workspace, c.channel, c.thread, m.model)
+        .add_columns(c.platform, c.workspace, c.channel, c.thread, m.model, m.side)
         .join(c, c.id == m.conversation_id)
         .where(m.id == answer_id)
     )
@@ -262,7 +264,7 @@ class Statements:
             .where(m.conversation_id == bindparam("conversation"), m.id < bindparam("before"))
         )
         self.newer = (
-            select(m.id, m.role, m.text, m.parent_id, m.status)
+            select(m.id, m.role, m.text, m.parent_id, m.status, m.side)
             .where(m.conversation_id == bindparam("conversation"), m.id > bindparam("after"))
             .order_by(m.id.desc())
         )
@@ -274,7 +276,7 @@ class Statements:
         if key not in self._pages:
             m = table(Message).c
             query = (
-                select(m.id, m.role, m.text, m.parent_id, m.status)
+                select(m.id, m.role, m.text, m.parent_id, m.status, m.side)
                 .where(m.conversation_id == bindparam("conversation"))
                 .order_by(m.id.desc())
                 .limit(limit)

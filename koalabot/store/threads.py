@@ -99,6 +99,8 @@ class ThreadMessage(NamedTuple):
     #: Each vote on it, opted-out voters' too, as `koalabot.store.ballots.ballots` reads them
     #: (None: no votes, or none read: a SQLite file's reader looks them up, `Thread.ballots_of`).
     ballots: str | None = None
+    #: "A" or "B": one of the two answers of a side-by-side battle.
+    side: str | None = None
 
     @property
     def net(self) -> int:
@@ -161,6 +163,7 @@ def _thread_query(scope: ThreadScope, dialect: str, ranged: bool = False) -> Sel
         r.reason,
         r.correction,
         case((answer, ballots), else_=null()),
+        m.side,
     )
     if dialect == "sqlite":
         # Conversations in the outer loop, each checked once for a vote; SQLite would otherwise

@@ -97,18 +97,21 @@ def prompt_texts(row: dict[str, Any]) -> list[str]:
     return [m["content"] for m in row["prompt"]]
 
 
-@pytest.mark.parametrize("choice", ["a", "b"])
+@pytest.mark.parametrize("choice", ["a", "b", None])
 async def test_later_rows_of_a_battle_thread_show_the_preferred_answer(
-    migrated_database_url: str, servers: dict[str, FakeTGI], choice: str
+    migrated_database_url: str, servers: dict[str, FakeTGI], choice: str | None
 ) -> None:
-    """The thread as the model saw it: the battle's preferred answer, not the latest (B)."""
+    """The thread as the model saw it: the battle's preferred answer (A before any choice), not
+    the latest (B)."""
     engine = await battle_engine(migrated_database_url, servers)
     try:
         a, b, a_text, b_text = await fight(engine, 6, "Koalas or wombats?")
-        assert await engine.judge(a, b, "U1", choice)
+        if choice is not None:
+            assert await engine.judge(a, b, "U1", choice)
         follow_up = await engine.handle_message(said("Why?", battle_thread(6)), ThreadView())
         await thumb(engine, follow_up, 1)
-        preferred = a_text if choice == "a" else b_text
+        preferred = b_text if choice == "b" else a_text
+        assert all(preferred in f.prompts[-1] for f in servers.values())  # what the models saw
 
         for fmt, workers in [(Format.KTO, 1), (Format.SFT, 1), (Format.KTO, 2)]:
             out = io.StringIO()

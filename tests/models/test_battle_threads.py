@@ -92,6 +92,50 @@ async def test_the_thread_continues_with_the_preferred_answer_only(
         await engine.close()
 
 
+@pytest.mark.parametrize("choice", ["a", "b", None])
+async def test_a_battle_is_remembered_as_stored_after_the_operator_turns_battles_off(
+    migrated_database_url: str, servers: dict[str, FakeTGI], choice: str | None
+) -> None:
+    """Which answer a battle's thread goes on with is the store's to say, not the settings'."""
+    engine = await battle_engine(migrated_database_url, servers)
+    try:
+        a, b = sides(await engine.handle_message(said("First?", BATTLE), ThreadView()))
+        if choice is not None:
+            assert await engine.judge(a.answer_id or 0, b.answer_id or 0, "U1", choice)
+    finally:
+        await engine.close()
+    engine = await _engine(migrated_database_url, servers)  # no battle channels any more
+    try:
+        second = await engine.handle_message(said("Second?", BATTLE), ThreadView())
+        assert second.status == "ok" and second.rival is None
+
+        winner, loser = (b, a) if choice == "b" else (a, b)
+        prompt = next(f.prompts[-1] for f in servers.values() if "Second?" in f.prompts[-1])
+        assert winner.text in prompt and loser.text not in prompt
+    finally:
+        await engine.close()
+
+
+async def test_history_names_a_battle_s_answers_a_and_b(
+    migrated_database_url: str, servers: dict[str, FakeTGI]
+) -> None:
+    engine = await battle_engine(migrated_database_url, servers, battle_share=1.0)
+    try:
+        out = io.StringIO()
+        chat = TerminalChat(engine, io.StringIO(), out, user="ada")
+        await chat.start(interactive=False)
+        await chat.handle_line("Which is better?")
+        await chat.handle_line("/history")
+
+        history = out.getvalue().rsplit("you: Which is better?", 1)[1].splitlines()
+        assert [line.split(":", 1)[0] for line in history if line] == [
+            "koala (answer A)",
+            "koala (answer B)",
+        ]
+    finally:
+        await engine.close()
+
+
 async def test_a_thread_outside_battles_answers_once(
     migrated_database_url: str, servers: dict[str, FakeTGI]
 ) -> None:

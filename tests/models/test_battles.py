@@ -8,12 +8,15 @@ import pytest
 
 from koalabot.backend.assign import WeightedModel
 from koalabot.backend.models import ModelSet
-from koalabot.engine.engine import Engine
 from koalabot.events import Clicked, ThreadKey
 from koalabot.export.battles import battle_pairs
 from koalabot.store.judgements import JudgementRecord, judgements_on
-from tests.engine.test_engine import ThreadView, make_settings, said
+from tests.engine.test_engine import ThreadView, said
 from tests.fakes.tgi import FakeTGI
+from tests.models.test_battle_threads import BATTLE, battle_engine
+from tests.models.test_engine_models import servers
+
+__all__ = ["servers"]  # the two model servers, as a fixture
 
 TWO = [WeightedModel("koala", 1.0), WeightedModel("candidate", 1.0)]
 
@@ -58,22 +61,24 @@ def test_a_pair_becomes_a_preference_by_majority_and_ties_say_nothing() -> None:
     assert battle_pairs(judged) == [(1, 2), (4, 3)]
 
 
-async def test_a_person_s_latest_choice_counts_and_only_between_two_answers_to_one_message(
-    migrated_database_url: str, fake_tgi: FakeTGI
+async def test_a_person_s_latest_choice_counts_and_only_between_a_battle_s_a_and_b(
+    migrated_database_url: str, servers: dict[str, FakeTGI]
 ) -> None:
-    engine = await Engine.open(make_settings(migrated_database_url, fake_tgi))
+    engine = await battle_engine(migrated_database_url, servers)
     try:
-        first = await engine.handle_message(said("Hello?"), ThreadView())
-        assert first.answer_id is not None
-        clicked = Clicked("C1", first.message_ids[-1])  # the 🔄 under the first answer
-        other = await engine.regenerate(first.answer_id, "U1", ThreadView(), clicked)
-        assert other.answer_id is not None
-        a, b = first.answer_id, other.answer_id
+        fought = await engine.handle_message(said("Hello?", BATTLE), ThreadView())
+        assert fought.rival is not None
+        a, b = fought.answer_id or 0, fought.rival.answer_id or 0
+        clicked = Clicked("CB", fought.message_ids[-1])  # the 🔄 under answer A
+        retried = await engine.regenerate(a, "U1", ThreadView(), clicked)
+        assert retried.answer_id is not None
 
         assert await engine.judge(a, b, "U1", "a")
         assert await engine.judge(a, b, "U1", "b")  # changed their mind
         assert await engine.judge(a, b, "U2", "tie")
-        assert not await engine.judge(a, first.user_message_id or 0, "U1", "a")  # not an answer
+        assert not await engine.judge(a, fought.user_message_id or 0, "U1", "a")  # a question
+        assert not await engine.judge(a, retried.answer_id, "U1", "a")  # A and its 🔄: no battle
+        assert not await engine.judge(b, a, "U1", "a")  # B is never A
         assert not await engine.judge(a, b, "U1", "maybe")
 
         stored = await judgements_on(engine.db, [a])

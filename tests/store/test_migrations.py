@@ -31,7 +31,8 @@ from koalabot.store.models import Base
 
 T = TypeVar("T")
 
-HEAD = "0006_answer_models"
+HEAD = "0007_battle_sides"
+MODELS = "0006_answer_models"
 IDS = "0005_ids_never_reused"
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -68,6 +69,7 @@ COLUMNS = {
         "parent_id",
         "created_at",
         "model",
+        "side",
     ],
     "judgements": ["id", "a_id", "b_id", "user", "choice", "created_at", "updated_at"],
     "optouts": ["user_key", "created_at"],
@@ -296,7 +298,8 @@ def test_alembic_command_line_uses_the_same_env(sqlite_url: str, tmp_path: Path)
     assert "Running upgrade 0002 -> 0003, feedback indexed by answer and rating" in done.stderr
     assert "Running upgrade 0003 -> 0004, settings kept with the database" in done.stderr
     assert f"Running upgrade 0004 -> {IDS}, row ids never reused on SQLite" in done.stderr
-    assert f"Running upgrade {IDS} -> {HEAD}, which model answered" in done.stderr
+    assert f"Running upgrade {IDS} -> {MODELS}, which model answered" in done.stderr
+    assert f"Running upgrade {MODELS} -> {HEAD}, which side of a battle" in done.stderr
     assert asyncio.run(current_revision(sqlite_url)) == head_revision()
 
 
@@ -320,7 +323,8 @@ def test_koalabot_db_upgrade_and_current(
     assert "applied migration 0003 (feedback indexed by answer and rating)" in out
     assert "applied migration 0004 (settings kept with the database)" in out
     assert f"applied migration {IDS} (row ids never reused on SQLite)" in out
-    assert f"applied migration {HEAD} (which model answered, and battle judgements)" in out
+    assert f"applied migration {MODELS} (which model answered, and battle judgements)" in out
+    assert f"applied migration {HEAD} (which side of a battle an answer was)" in out
     assert out.endswith(f"{shown} upgraded from (none) to {HEAD} (head).\n")
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
@@ -331,7 +335,8 @@ def test_koalabot_db_upgrade_and_current(
 
     assert main(["db", "downgrade", "base", "--yes", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
-    assert f"reverted migration {HEAD} (which model answered, and battle judgements)" in out
+    assert f"reverted migration {HEAD} (which side of a battle an answer was)" in out
+    assert f"reverted migration {MODELS} (which model answered, and battle judgements)" in out
     assert f"reverted migration {IDS} (row ids never reused on SQLite)" in out
     assert "reverted migration 0004 (settings kept with the database)" in out
     assert "reverted migration 0003 (feedback indexed by answer and rating)" in out
@@ -530,3 +535,44 @@ async def test_downgrade_to_0004_gives_back_the_0004_schema_and_rows(database_ur
     await downgrade(database_url, "0004")
 
     assert (await _on(database_url, _schema), await _on(database_url, _rows)) == before
+
+
+# --- battle sides ---------------------------------------------------------------------------
+
+
+def _judged_battle(conn: Connection) -> None:
+    """A question with two answers and a choice between them (as 0006 stored a battle), and a
+    question answered twice without one (a 🔄: no battle)."""
+    _fill(conn)
+    conn.exec_driver_sql(
+        "INSERT INTO messages (conversation_id, role, author, text, status, parent_id,"
+        " created_at) VALUES (1, 'assistant', NULL, 'answer b', 'ok', 1, '2026-01-01'),"
+        " (2, 'assistant', NULL, 'first', 'ok', 3, '2026-01-01'),"
+        " (2, 'assistant', NULL, 'retried', 'ok', 3, '2026-01-01')"
+    )
+    conn.exec_driver_sql(
+        'INSERT INTO judgements (a_id, b_id, "user", choice, created_at, updated_at)'
+        " VALUES (2, 4, 'UBOB', 'b', '2026-01-01', '2026-01-01')"
+    )
+    conn.commit()
+
+
+def _sides(conn: Connection) -> dict[str, str | None]:
+    rows = conn.exec_driver_sql("SELECT text, side FROM messages WHERE role = 'assistant'")
+    return dict(rows.all())
+
+
+async def test_upgrade_marks_the_two_answers_of_each_judged_battle_a_and_b(
+    database_url: str,
+) -> None:
+    await upgrade(database_url, MODELS)
+    await _on(database_url, _judged_battle)
+
+    await upgrade(database_url, HEAD)
+
+    assert await _on(database_url, _sides) == {
+        "an answer": "A",
+        "answer b": "B",
+        "first": None,
+        "retried": None,
+    }
