@@ -65,7 +65,9 @@ class ModelSet:
 
     @property
     def default(self) -> Backend:
-        """The first model's backend: it counts the tokens of the thread's history."""
+        """The first model's backend, also asked for a name not in the set. It counts tokens
+        only for the prompts of its own model: each model's prompt is fitted with its own
+        backend's counts (engine/answer.py)."""
         return next(iter(self.backends.values()))
 
     def backend(self, name: str) -> Backend:

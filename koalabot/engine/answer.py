@@ -13,6 +13,11 @@ A failure of the prompt or the model is raised only when the stream is read, aft
 so every failure path finds the row and the placeholder as before. Start, stream and finish are
 separate steps; what a failure must know to record and show what there was lives in one
 `_Attempt`, so each failure path is the same few lines whatever step it came from.
+
+A prompt is fitted with the tokens of the model that answers: the prompter given counts with
+``backend``, and each other named model gets a prompter of its own at its first answer, kept for
+the process (its memory of counts is its tokenizer's: a few megabytes at most per model). Models
+are not assumed to share a tokenizer, even when they serve the same model id.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from koalabot.engine.turns import Turns
 from koalabot.errors import BackendError, KoalabotError, PromptTooLongError, StoreError
 from koalabot.events import AnswerResult, ReplySink, ThreadKey
 from koalabot.metrics import Metrics
-from koalabot.prompt.budget import Limits
+from koalabot.prompt.budget import CachedCounter, Limits
 from koalabot.prompt.history import HistoryPrompter, ThreadPage, ThreadPrompt
 from koalabot.prompt.templates import Template
 from koalabot.store.battles import judged_out
@@ -104,6 +109,7 @@ class Answerer:
         self.models = models or ModelSet.single(backend)
         #: Name the model under each answer (KOALABOT_SHOW_MODEL); blind otherwise.
         self.show_model = show_model
+        #: The prompter of the models served by ``backend`` (it counts with its tokenizer).
         self.history = history
         self.template = template
         self.params = params
@@ -112,6 +118,7 @@ class Answerer:
         #: Shown under a thread's first answer (the operator's notice; "" for none).
         self.first_notice = first_notice
         self._limits: dict[str, Limits] = {}
+        self._histories: dict[str, HistoryPrompter] = {}  # models other than ``backend``'s
 
     async def answer(
         self,
@@ -383,9 +390,19 @@ class Answerer:
         newest page, when read already)."""
         limits = await self._get_limits(model)
         lost = functools.partial(judged_out, self.repo.db, conversation_id)  # battles
-        return await self.history.build(
+        return await self._history(model).build(
             conversation_id, upto_id, limits, self.params.max_new_tokens, tail, lost
         )
+
+    def _history(self, model: str) -> HistoryPrompter:
+        """The prompter that counts with ``model``'s tokenizer (made at its first answer)."""
+        backend = self.models.backend(model)
+        if backend is self.backend:
+            return self.history
+        if model not in self._histories:
+            counter = CachedCounter(backend)
+            self._histories[model] = HistoryPrompter(self.repo, counter, self.template)
+        return self._histories[model]
 
     async def _get_limits(self, model: str) -> Limits:
         """The model's budget, from its server's /info once."""

@@ -86,6 +86,9 @@ EOS = "</s>"
 # A word takes the space before it, as LLaMA's "▁word" pieces do; digits and other symbols are
 # one token each; `</s>` and `<s>` are special.
 _TOKEN = re.compile(r"</s>|<s>| ?[A-Za-z]+| ?\d| ?(?!</?s>)[^\sA-Za-z\d]|\s")
+# With `per_character`: a tokenizer with a far smaller vocabulary, every character a token
+# (about five times as many tokens for English as the default's one per word).
+_CHARACTER = re.compile(r"</s>|<s>|.", flags=re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -104,16 +107,17 @@ class Token:
 
 
 @functools.lru_cache(maxsize=1024)
-def tokenize(text: str) -> tuple[Token, ...]:
+def tokenize(text: str, per_character: bool = False) -> tuple[Token, ...]:
     """Deterministic tokens of `text`, without the BOS TGI adds."""
+    pattern = _CHARACTER if per_character else _TOKEN
     return tuple(
-        Token(_token_id(m.group()), m.group(), m.start(), m.end()) for m in _TOKEN.finditer(text)
+        Token(_token_id(m.group()), m.group(), m.start(), m.end()) for m in pattern.finditer(text)
     )
 
 
-def count_input_tokens(text: str) -> int:
+def count_input_tokens(text: str, per_character: bool = False) -> int:
     """Tokens TGI counts for `inputs`: the BOS plus the text's tokens."""
-    return 1 + len(tokenize(text))
+    return 1 + len(tokenize(text, per_character))
 
 
 def _token_id(text: str) -> int:
@@ -188,6 +192,7 @@ class FakeTGI:
         max_total_tokens: int = 2048,
         info_style: Literal["v2", "v1"] = "v2",
         tokenizer: bool = True,
+        per_character: bool = False,
         max_concurrent_requests: int = 128,
         max_stop_sequences: int = 4,
         pipeline_tag: str | None = None,
@@ -210,6 +215,9 @@ class FakeTGI:
         self.healthy = True
         #: /tokenize works (False: 404 "No fast tokenizer available").
         self.tokenizer = tokenizer
+        #: Prompts are tokenized a character a token (/tokenize and the length checks; the
+        #: reply still streams a word a token), as another model's tokenizer may count.
+        self.per_character = per_character
         self.model_id = model_id
         self.max_input_tokens = max_input_tokens
         self.max_total_tokens = max_total_tokens
@@ -338,7 +346,8 @@ class FakeTGI:
             return _axum_data_error("inputs", "a string")
         tokens = [{"id": BOS_ID, "text": "", "start": 0, "stop": 0}]
         tokens += [
-            {"id": t.id, "text": t.text, "start": t.start, "stop": t.stop} for t in tokenize(inputs)
+            {"id": t.id, "text": t.text, "start": t.start, "stop": t.stop}
+            for t in tokenize(inputs, self.per_character)
         ]
         return web.json_response(tokens)
 
@@ -481,7 +490,7 @@ class FakeTGI:
     def _validate_input(
         self, inputs: str, truncate: int | None, max_new_tokens: int | None
     ) -> tuple[int, int]:
-        length = count_input_tokens(inputs)
+        length = count_input_tokens(inputs, self.per_character)
         if truncate is not None:
             length = min(length, truncate)
         if max_new_tokens is None:

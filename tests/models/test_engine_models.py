@@ -1,5 +1,6 @@
 """Several named models in the engine: each thread sticks to one, 🔄 asks the same one unless
-cross-model retries are on, and the platform never learns which one answered unless shown."""
+cross-model retries are on, each prompt fits its model's window as that model's tokenizer counts
+it, and the platform never learns which one answered unless shown."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from koalabot.cli import main
 from koalabot.engine.engine import Engine
 from koalabot.events import AnswerResult, Clicked, FeedbackEvent, ThreadKey
 from tests.engine.test_engine import ThreadView, make_settings, said
-from tests.fakes.tgi import FakeTGI
+from tests.fakes.tgi import FakeTGI, count_input_tokens
 
 
 @pytest.fixture
@@ -40,6 +41,30 @@ async def _engine(url: str, servers: dict[str, FakeTGI], **extra: Any) -> Engine
 
 
 SERVER_SAYS = {"koala": "server one", "candidate": "server two"}
+
+#: What a person says, again and again: about 40 tokens for a model that counts one a word, 300
+#: for one that counts one a character.
+WORDY = "Tell me again why koalas sleep so long and what eucalyptus leaves give them " * 3
+
+
+@pytest.fixture(params=["words", "characters"], ids=["coarse-first", "fine-first"])
+async def unequal(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, FakeTGI]]:
+    """Two model servers with the same window whose tokenizers count the same prompt very
+    differently: "koala" one token a word, "candidate" one a character; the first named (whose
+    tokenizer the engine used to count every thread with) is either."""
+    fakes = {
+        "koala": FakeTGI(reply=" Answer from server one."),
+        "candidate": FakeTGI(reply=" Answer from server two.", per_character=True),
+    }
+    if request.param == "characters":
+        fakes = dict(reversed(fakes.items()))
+    for fake in fakes.values():
+        await fake.start()
+    try:
+        yield fakes
+    finally:
+        for fake in fakes.values():
+            await fake.stop()
 
 
 def _clicked(result: AnswerResult) -> Clicked:
@@ -71,6 +96,33 @@ async def test_each_thread_sticks_to_one_model_and_the_answer_names_it_in_the_st
         assert seen == {"koala", "candidate"}  # both models get threads
     finally:
         await engine.close()
+
+
+async def test_each_model_gets_the_history_its_own_tokenizer_fits_in_its_window(
+    migrated_database_url: str, unequal: dict[str, FakeTGI]
+) -> None:
+    engine = await _engine(migrated_database_url, unequal)
+    threads = {engine.models.for_thread(_thread(n)): _thread(n) for n in range(8)}
+    assert set(threads) == {"koala", "candidate"}
+    last: dict[str, AnswerResult] = {}
+    try:
+        for model, where in threads.items():
+            for n in range(12):
+                text, user = f"{n}: {WORDY}", f"U-{model}"  # the rate limit is per person
+                result = await engine.handle_message(said(text, where, user), ThreadView())
+                assert result.status == "ok", result.notice  # not "too long" for its window
+                last[model] = result
+    finally:
+        await engine.close()
+    # One token a word: the whole thread fits, its first message included.
+    assert last["koala"].dropped_turns == 0
+    assert "0: Tell me" in unequal["koala"].prompts[-1]
+    # One token a character: only the newest messages fit, as that server counts them.
+    assert last["candidate"].dropped_turns > 0
+    prompt = unequal["candidate"].prompts[-1]
+    room = engine.settings.max_new_tokens
+    assert count_input_tokens(prompt, per_character=True) + room <= 2048
+    assert "11: Tell me" in prompt
 
 
 @pytest.mark.parametrize("cross", [False, True])
