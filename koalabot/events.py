@@ -6,6 +6,7 @@ Adapters turn platform events into these; the engine never sees a platform SDK o
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -18,6 +19,13 @@ class ThreadKey:
     workspace: str  # Slack team id, Discord guild id, "" for DMs and the terminal
     channel: str
     thread: str  # Slack thread_ts or root ts; Discord thread/DM channel id; terminal thread n
+    #: The channel a platform thread was opened from, where that is not ``channel`` (a Discord
+    #: thread is a channel of its own): stored with the thread, not part of its key.
+    parent: str = field(default="", compare=False)
+
+    def within(self, channels: Collection[str]) -> bool:
+        """Whether the thread is in one of ``channels``, itself or by its parent channel."""
+        return self.channel in channels or (self.parent != "" and self.parent in channels)
 
 
 @dataclass(frozen=True)

@@ -180,9 +180,9 @@ class DiscordAdapter:
 
     async def _in_guild(self, message: discord.Message, guild_id: int, bot_id: int) -> None:
         channel = message.channel
-        here = thread_key(guild_id, channel.id, channel.id)
         mentioned = any(user.id == bot_id for user in message.mentions)
         if isinstance(channel, discord.Thread | discord.PartialMessageable):
+            here = thread_key(guild_id, channel.id, channel.id, await self._parent_of(channel))
             if mentioned or await self.engine.knows_thread(here):
                 await self._answer(message, here)
             return
@@ -193,7 +193,22 @@ class DiscordAdapter:
             key = thread_key(guild_id, channel.id, message.id)
             await self._answer(message, key, reply=True)
         else:
-            await self._answer(message, thread_key(guild_id, thread_id, thread_id))
+            await self._answer(message, thread_key(guild_id, thread_id, thread_id, channel.id))
+
+    async def _parent_of(self, thread: discord.Thread | discord.PartialMessageable) -> int | None:
+        """The channel a thread was opened from, for the channel settings; a thread not in
+        discord.py's cache is asked for (GET /channels/{id}) only when such a setting is on."""
+        if isinstance(thread, discord.Thread):
+            return thread.parent_id
+        if not (self.settings.allowed_channels or self.settings.battle_channels):
+            return None
+        assert self.client is not None
+        try:
+            fetched = await self.client.fetch_channel(thread.id)
+        except discord.HTTPException as exc:
+            log.warning("could not look up channel %s: %s", thread.id, exc)
+            return None
+        return getattr(fetched, "parent_id", None)
 
     async def _open_thread(self, message: discord.Message, bot_id: int) -> int | None:
         if not isinstance(message.channel, discord.TextChannel):

@@ -44,9 +44,12 @@ def thread_name(text: str) -> str:
     return first or "Koala"
 
 
-def thread_key(guild_id: int | None, channel_id: int, thread: int | str) -> ThreadKey:
-    """Where a Discord conversation lives (guild "" for DMs)."""
-    return ThreadKey(PLATFORM, str(guild_id or ""), str(channel_id), str(thread))
+def thread_key(
+    guild_id: int | None, channel_id: int, thread: int | str, parent: int | None = None
+) -> ThreadKey:
+    """Where a Discord conversation lives (guild "" for DMs; ``parent``: the channel a thread
+    was opened from, which channel settings match too)."""
+    return ThreadKey(PLATFORM, str(guild_id or ""), str(channel_id), str(thread), str(parent or ""))
 
 
 def guild_of(message: discord.Message) -> int | None:

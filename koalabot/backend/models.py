@@ -94,7 +94,7 @@ class ModelSet:
         drawn with ``share``), fixed by the message's key; None otherwise or with one model."""
         if len([m for m in self.weights if m.weight > 0]) < 2:
             return None
-        if where.channel not in channels and not is_battle(where, share):
+        if not where.within(channels) and not is_battle(where, share):
             return None
         return battle_sides(self.weights, where, message_key)
 

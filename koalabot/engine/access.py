@@ -42,7 +42,7 @@ class AccessPolicy:
             raise AccessDeniedError()
         if self.users and not user_ids & self.users:
             raise AccessDeniedError()
-        if self.channels and where.channel not in self.channels:
+        if self.channels and not where.within(self.channels):
             raise AccessDeniedError()
         if self.workspaces and where.workspace and where.workspace not in self.workspaces:
             raise AccessDeniedError()

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 SCRIPT_LOCATION = "koalabot_migrations:"
 #: The newest revision in koalabot_migrations (a test holds the two together). A database already
 #: at it opens without loading Alembic, which would add about half a second to every command.
-SCHEMA_HEAD = "0007_battle_sides"
+SCHEMA_HEAD = "0008_thread_parents"
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 _BACKENDS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}

@@ -60,6 +60,8 @@ class Conversation(Base):
     channel: Mapped[str] = mapped_column(String(64))
     thread: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: The channel the thread was opened from, where that is not ``channel`` (Discord).
+    parent: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Message(Base):

@@ -132,7 +132,7 @@ class Repository:
             if recent:
                 recent.keep_conversation(where, found)
             return found
-        values = sql.thread_keys(where) | {"created_at": utcnow()}
+        values = sql.thread_keys(where) | {"created_at": utcnow(), "parent": where.parent or None}
         conn.execute(self._sql.add_conversation, values)
         found = self._find_conversation(conn, where)
         assert found is not None
@@ -364,7 +364,7 @@ class Repository:
         row = await self._run(lambda conn: conn.execute(query).first())
         if row is None:
             return None
-        where = ThreadKey(*row[4:8])
+        where = sql.stored_key(row[4], row[5], row[6], row[7], row[10])
         return AnswerInfo(int(row[0]), int(row[1]), row[2], row[3], where, row[8], row[9])
 
     async def generation(self, answer_id: int) -> GenerationRecord | None:
@@ -423,7 +423,7 @@ class Repository:
             await conn.commit()
         finally:
             await unlock_on(conn, conversation_id)
-        return [Orphan(int(r[0]), ThreadKey(*r[2:6]), r[1]) for r in rows]
+        return [Orphan(int(r[0]), sql.stored_key(*r[2:7]), r[1]) for r in rows]
 
     # --- feedback ----------------------------------------------------------------------------
 

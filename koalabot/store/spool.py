@@ -318,7 +318,7 @@ class _Body(TypedDict):
 def _encode(message: ChatMessage) -> _Body:
     where = message.where
     return {
-        "where": [where.platform, where.workspace, where.channel, where.thread],
+        "where": [where.platform, where.workspace, where.channel, where.thread, where.parent],
         "user": message.user,
         "text": message.text,
         "message_id": message.message_id,
@@ -328,9 +328,8 @@ def _encode(message: ChatMessage) -> _Body:
 
 
 def _decode(body: _Body) -> ChatMessage:
-    platform, workspace, channel, thread = body["where"]
     return ChatMessage(
-        ThreadKey(platform, workspace, channel, thread),
+        ThreadKey(*body["where"]),  # spools written before 0008 hold no parent
         body["user"],
         body["text"],
         body["message_id"],

@@ -61,6 +61,13 @@ def upsert(dialect: str, model: Any) -> Any:
     return pg_insert(model) if dialect == "postgresql" else sqlite_insert(model)
 
 
+def stored_key(
+    platform: str, workspace: str, channel: str, thread: str, parent: str | None
+) -> ThreadKey:
+    """A thread's key as read back from the conversations table."""
+    return ThreadKey(platform, workspace, channel, thread, parent or "")
+
+
 def thread_keys(where: ThreadKey) -> dict[str, str]:
     """A thread's four keys as the conversations table names them."""
     return {
@@ -195,23 +202,24 @@ def unanswered(delivery_ids: Sequence[str]) -> Select[int, int]:
 
 
 def answer_with_thread(answer_id: int) -> Select[Any]:
-    """A message's id, conversation, parent and role, its thread's four keys, its model and
-    its side in a battle."""
+    """A message's id, conversation, parent and role, its thread's four keys, its model, its
+    side in a battle and its thread's parent channel."""
     m, c = Message, Conversation
     return (
         select(m.id, m.conversation_id, m.parent_id, m.role)
-        .add_columns(c.platform, c.workspace, c.channel, c.thread, m.model, m.side)
+        .add_columns(c.platform, c.workspace, c.channel, c.thread, m.model, m.side, c.parent)
         .join(c, c.id == m.conversation_id)
         .where(m.id == answer_id)
     )
 
 
 def streaming_in(conversation_id: int) -> Select[Any]:
-    """A thread's answers still `streaming`: id, placeholder, then the thread's four keys."""
+    """A thread's answers still `streaming`: id, placeholder, then the thread's four keys and
+    its parent channel."""
     m, c = Message, Conversation
     return (
         select(m.id, m.platform_message_id)
-        .add_columns(c.platform, c.workspace, c.channel, c.thread)
+        .add_columns(c.platform, c.workspace, c.channel, c.thread, c.parent)
         .join(c, c.id == m.conversation_id)
         .where(m.conversation_id == conversation_id, m.status == "streaming")
     )

@@ -51,7 +51,7 @@ def _query(since: datetime, before: datetime) -> Select[tuple[object, ...]]:
     m, reply, c, handled = Message, aliased(Message), Conversation, aliased(ProcessedEvent)
     declined = and_(handled.message_id == m.id, handled.key.startswith(DECLINED))
     return (
-        select(m.conversation_id, m.id, c.platform, c.workspace, c.channel, c.thread)
+        select(m.conversation_id, m.id, c.platform, c.workspace, c.channel, c.thread, c.parent)
         .add_columns(m.author, m.text, m.platform_message_id, m.created_at)
         .join(c, c.id == m.conversation_id)
         .where(
@@ -70,7 +70,7 @@ def _record(row: tuple[object, ...]) -> Waiting:
     return Waiting(
         int(str(conversation_id)),
         int(str(message_id)),
-        ThreadKey(*(str(part) for part in key)),
+        ThreadKey(*(str(part or "") for part in key)),
         str(author or ""),
         str(text),
         str(platform_message_id or ""),

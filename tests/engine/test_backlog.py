@@ -64,6 +64,23 @@ def test_the_spool_keeps_messages_in_order_across_processes_and_drops_redeliveri
     again.close()
 
 
+def test_a_kept_thread_message_keeps_the_channel_its_thread_was_opened_from(
+    tmp_path: Path,
+) -> None:
+    """A Discord thread's parent channel survives the spool: KOALABOT_ALLOWED_CHANNELS and
+    KOALABOT_BATTLE_CHANNELS still reach the message when it is answered later."""
+    in_thread = ThreadKey("discord", "G1", "T9", "T9", parent="C1")
+    first = Spool(tmp_path / "spool.db", limit=10)
+    first.add(ChatMessage(in_thread, "U1", "Hello?", "m1", ("m1",)), datetime.now(UTC))
+    first.close()
+
+    again = Spool(tmp_path / "spool.db", limit=10)
+    (kept,) = again.pending()
+    again.close()
+
+    assert kept.message.where.parent == "C1" and kept.message.where.within(["C1"])
+
+
 def test_the_spool_keeps_votes_in_the_order_they_were_cast(tmp_path: Path) -> None:
     path = tmp_path / "spool.db"
     first = Spool(path, limit=10)

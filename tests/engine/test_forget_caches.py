@@ -73,11 +73,12 @@ class WordCounter:
 
 def ids_that_come_back(sqlite_url: str) -> None:
     """A SQLite store whose tables are as 0004 made them (no AUTOINCREMENT), with the columns
-    later migrations add to messages, labelled current."""
+    later migrations add, labelled current."""
     asyncio.run(upgrade(sqlite_url, "0004"))
     with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
         conn.execute("ALTER TABLE messages ADD COLUMN model VARCHAR(255)")
         conn.execute("ALTER TABLE messages ADD COLUMN side VARCHAR(1)")
+        conn.execute("ALTER TABLE conversations ADD COLUMN parent VARCHAR(64)")
         conn.execute("UPDATE alembic_version SET version_num = ?", (head_revision(),))
 
 

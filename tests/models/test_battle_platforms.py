@@ -151,11 +151,19 @@ async def discord_battle(bot: DiscordBot, thread_id: int, nth: int = 1) -> list[
     return pair
 
 
-@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize(
+    ("database_url", "by"),
+    [("sqlite", "share"), ("postgres", "share"), ("sqlite", "channel")],
+    indirect=["database_url"],
+)
 async def test_a_discord_battle_is_chosen_under_b_and_the_thread_goes_on_with_the_choice(
-    fake_discord: FakeDiscord, servers: dict[str, FakeTGI], database_url: str
+    fake_discord: FakeDiscord, servers: dict[str, FakeTGI], database_url: str, by: str
 ) -> None:
-    overrides = {"models": models_setting(servers), "battle_share": 1.0}
+    """Every thread a battle (KOALABOT_BATTLE_SHARE=1), or the threads the bot opens from a
+    battle channel (KOALABOT_BATTLE_CHANNELS names #general, the thread's parent)."""
+    general = str(fake_discord.channel_id)
+    battles = {"battle_share": 1.0} if by == "share" else {"battle_channels": general}
+    overrides = {"models": models_setting(servers), **battles}
     async with discord_bot_with(fake_discord, servers["koala"], database_url, overrides) as bot:
         alice = fake_discord.add_user("alice")
         question = await fake_discord.say(

@@ -31,14 +31,15 @@ from koalabot.store.models import Base
 
 T = TypeVar("T")
 
-HEAD = "0007_battle_sides"
+HEAD = "0008_thread_parents"
+SIDES = "0007_battle_sides"
 MODELS = "0006_answer_models"
 IDS = "0005_ids_never_reused"
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 COLUMNS = {
     "alembic_version": ["version_num"],
-    "conversations": ["id", "platform", "workspace", "channel", "thread", "created_at"],
+    "conversations": ["id", "platform", "workspace", "channel", "thread", "created_at", "parent"],
     "feedback": ["id", "message_id", "user", "rating", "reason", "created_at", "updated_at"],
     "generations": [
         "id",
@@ -299,7 +300,8 @@ def test_alembic_command_line_uses_the_same_env(sqlite_url: str, tmp_path: Path)
     assert "Running upgrade 0003 -> 0004, settings kept with the database" in done.stderr
     assert f"Running upgrade 0004 -> {IDS}, row ids never reused on SQLite" in done.stderr
     assert f"Running upgrade {IDS} -> {MODELS}, which model answered" in done.stderr
-    assert f"Running upgrade {MODELS} -> {HEAD}, which side of a battle" in done.stderr
+    assert f"Running upgrade {MODELS} -> {SIDES}, which side of a battle" in done.stderr
+    assert f"Running upgrade {SIDES} -> {HEAD}, the channel a thread was" in done.stderr
     assert asyncio.run(current_revision(sqlite_url)) == head_revision()
 
 
@@ -324,7 +326,8 @@ def test_koalabot_db_upgrade_and_current(
     assert "applied migration 0004 (settings kept with the database)" in out
     assert f"applied migration {IDS} (row ids never reused on SQLite)" in out
     assert f"applied migration {MODELS} (which model answered, and battle judgements)" in out
-    assert f"applied migration {HEAD} (which side of a battle an answer was)" in out
+    assert f"applied migration {SIDES} (which side of a battle an answer was)" in out
+    assert f"applied migration {HEAD} (the channel a thread was opened from)" in out
     assert out.endswith(f"{shown} upgraded from (none) to {HEAD} (head).\n")
 
     assert main(["db", "upgrade", "--database-url", database_url]) == 0
@@ -335,7 +338,8 @@ def test_koalabot_db_upgrade_and_current(
 
     assert main(["db", "downgrade", "base", "--yes", "--database-url", database_url]) == 0
     out = capsys.readouterr().out
-    assert f"reverted migration {HEAD} (which side of a battle an answer was)" in out
+    assert f"reverted migration {HEAD} (the channel a thread was opened from)" in out
+    assert f"reverted migration {SIDES} (which side of a battle an answer was)" in out
     assert f"reverted migration {MODELS} (which model answered, and battle judgements)" in out
     assert f"reverted migration {IDS} (row ids never reused on SQLite)" in out
     assert "reverted migration 0004 (settings kept with the database)" in out
@@ -568,7 +572,7 @@ async def test_upgrade_marks_the_two_answers_of_each_judged_battle_a_and_b(
     await upgrade(database_url, MODELS)
     await _on(database_url, _judged_battle)
 
-    await upgrade(database_url, HEAD)
+    await upgrade(database_url, SIDES)
 
     assert await _on(database_url, _sides) == {
         "an answer": "A",
