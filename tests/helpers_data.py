@@ -42,6 +42,7 @@ class Seed:
         channel: str = "C1",
         workspace: str = "T1",
         at: datetime | None = None,
+        parent: str | None = None,
     ) -> ThreadBuilder:
         conv = await self.insert(
             Conversation,
@@ -50,6 +51,7 @@ class Seed:
             channel=channel,
             thread=f"{1700000000 + next(_threads)}.000100",
             created_at=self.tick(at),
+            parent=parent,
         )
         return ThreadBuilder(self, conv, platform)
 

@@ -154,7 +154,7 @@ class HistoryPrompter:
         if lost is not None and any(m.side is not None for m in loaded):
             passed_over = await lost()
         chosen = _turns(loaded, upto_id, seen, passed_over)
-        unseen = older if tokens > budget else 0
+        unseen = older + _cut_off(loaded) if tokens > budget else 0
         fitted = await fit(
             [c.turn for c in chosen],
             self.template,
@@ -238,6 +238,20 @@ def _visible(
         positions.append(position)
         visible.append(m)
     return positions, visible
+
+
+def _cut_off(newest_first: Sequence[StoredTurn]) -> int:
+    """Answers read whose question was not (the last page ended between them): left out like
+    the messages never read, one per question."""
+    questions = {m.id for m in newest_first if m.role == "user"}
+    oldest = min(questions, default=math.inf)
+    return len(
+        {
+            m.parent_id
+            for m in newest_first
+            if m.parent_id is not None and m.parent_id not in questions and m.parent_id < oldest
+        }
+    )
 
 
 def _turns(

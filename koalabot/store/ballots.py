@@ -21,6 +21,7 @@ from sqlalchemy import (
     func,
     literal,
     null,
+    or_,
     select,
     type_coerce,
 )
@@ -62,8 +63,8 @@ def conversation_filters(c: Any, scope: ThreadScope) -> list[ColumnElement[bool]
     filters: list[ColumnElement[bool]] = []
     if scope.platform is not None:
         filters.append(c.platform == scope.platform)
-    if scope.channel is not None:
-        filters.append(c.channel == scope.channel)
+    if scope.channel is not None:  # a Discord thread is in the channel it was opened from
+        filters.append(or_(c.channel == scope.channel, c.parent == scope.channel))
     if scope.until is not None:
         filters.append(c.created_at < scope.until)
     return filters

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, select
+from sqlalchemy import ColumnElement, Select, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -94,8 +94,8 @@ def _listing(filters: Filters) -> Select[*tuple[Any, ...]]:
     where: list[ColumnElement[bool]] = [m.role == "assistant", net.is_not(None)]
     if filters.platform:
         where.append(c.platform == filters.platform)
-    if filters.channel:
-        where.append(c.channel == filters.channel)
+    if filters.channel:  # a Discord thread is in the channel it was opened from
+        where.append(or_(c.channel == filters.channel, c.parent == filters.channel))
     if filters.model:
         where.append(g.model_id == filters.model)
     if filters.since is not None:

@@ -563,7 +563,8 @@ async def test_filters_select_the_rated_answers(db: Database) -> None:
     new = await slack.answer("new answer", model="koala-7b", at=START + timedelta(days=10))
     await slack.votes(old, {"U2": 1})
     await slack.votes(new, {"U2": 1, "U3": 1})
-    other = await seed.thread(platform="discord", channel="D9", at=START + timedelta(days=11))
+    later = START + timedelta(days=11)
+    other = await seed.thread(platform="discord", channel="D9", at=later, parent="D0GENERAL")
     await other.ask("discord question")
     failed = await other.answer("cut off", status="failed")
     await other.vote(failed, "222", -1)
@@ -578,6 +579,7 @@ async def test_filters_select_the_rated_answers(db: Database) -> None:
     assert await ids(until=START + timedelta(days=1)) == [old]
     assert await ids(platform="discord", include_failed=True) == [failed]
     assert await ids(channel="C1", include_failed=True) == [old, new]
+    assert await ids(channel="D0GENERAL", include_failed=True) == [failed]  # a thread's parent
     assert await ids(model="koala-7b") == [new]
     assert await ids(model=MODEL) == [old]
     assert await ids(min_votes=2) == [new]
