@@ -158,6 +158,16 @@ class BattleOffer(Protocol):
 
 
 @runtime_checkable
+class SideBySide(Protocol):
+    """A sink that can make another for a second answer in the same thread, so that a battle's
+    B streams beside A (Slack, Discord; the terminal shows one answer after the other)."""
+
+    def beside(self) -> ReplySink:
+        """A fresh sink posting in the same thread as this one."""
+        ...
+
+
+@runtime_checkable
 class RetryOffer(Protocol):
     """A sink that can show a 🔄 button under a failure notice (Slack, Discord)."""
 

@@ -40,8 +40,16 @@ class DiscordReplySink:
     ) -> None:
         self.channel = channel
         self.edit_interval = edit_interval
+        self._question = reply_to
         self._reply_to = reply_to
         self._typing: _Typing | None = None
+
+    def beside(self) -> DiscordReplySink:
+        """A sink for another answer in this conversation (a battle's B), replying to the same
+        message when answering in a channel."""
+        return DiscordReplySink(
+            self.channel, edit_interval=self.edit_interval, reply_to=self._question
+        )
 
     async def post(self, text: str) -> str:
         """A new message; the first one replies to ``reply_to`` when answering in a channel."""

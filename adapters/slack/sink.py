@@ -80,6 +80,16 @@ class SlackReplySink:
         #: In an Assistant thread the "thinking" status is shown with assistant.threads.setStatus.
         self.assistant = assistant
 
+    def beside(self) -> SlackReplySink:
+        """A sink for another answer in this thread (a battle's B)."""
+        return SlackReplySink(
+            self.client,
+            self.channel,
+            self.thread_ts,
+            edit_interval=self.edit_interval,
+            assistant=self.assistant,
+        )
+
     async def post(self, text: str) -> str:
         """A new message in the thread; its ``ts`` is the message id."""
         response = await self.client.chat_postMessage(

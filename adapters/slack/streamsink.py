@@ -104,6 +104,15 @@ class SlackStreamingSink:
         self._mine: set[str] = set()  # every message of this answer
         self._closing: dict[str, asyncio.Task[None]] = {}  # complete streams, stopping soon
 
+    def beside(self) -> SlackStreamingSink:
+        """A sink for another answer in this thread (a battle's B): streams of its own."""
+        return SlackStreamingSink(
+            self.edits.beside(),
+            self.choice,
+            recipient_team_id=self._team,
+            recipient_user_id=self._user,
+        )
+
     async def post(self, text: str) -> str:
         """Start the next message of the answer (a stream, unless Slack refuses)."""
         for ts in list(self._streams):  # the previous part is complete

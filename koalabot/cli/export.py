@@ -94,7 +94,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--platform", choices=PLATFORMS, help="only this platform (slack, discord, terminal)"
     )
-    parser.add_argument("--channel", help="only this channel id (and the Discord threads opened from it)")
+    parser.add_argument(
+        "--channel", help="only this channel id (and the Discord threads opened from it)"
+    )
     parser.add_argument(
         "--model",
         help="only answers of this model (its KOALABOT_MODELS name, else the server's model id)",

@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from koalabot.backend import Backend, Completion, GenerationParams, GenerationStream
@@ -45,7 +46,7 @@ from koalabot.engine.notices import (
 from koalabot.engine.streaming import ReplyStreamer
 from koalabot.engine.turns import Turns
 from koalabot.errors import BackendError, KoalabotError, PromptTooLongError, StoreError
-from koalabot.events import AnswerResult, ReplySink, ThreadKey
+from koalabot.events import AnswerResult, ReplySink, SideBySide, ThreadKey
 from koalabot.metrics import Metrics
 from koalabot.prompt.budget import CachedCounter, Limits
 from koalabot.prompt.history import HistoryPrompter, ThreadPage, ThreadPrompt
@@ -129,20 +130,80 @@ class Answerer:
         *,
         in_order: bool = False,
         model: str | None = None,
-        label: str = "",
-        rival: int | None = None,
     ) -> AnswerResult:
         """Answer stored message ``parent_id`` in its thread, once it is its turn (by
-        ``model``, else by the model the thread is assigned; ``label`` and ``rival``: a
-        battle's side and, for B, answer A's id)."""
-        generating = False
+        ``model``, else by the model the thread is assigned)."""
         chosen = self.models.for_thread(where) if model is None else model
+
+        async def one() -> AnswerResult:
+            attempt = _Attempt(ReplyStreamer(sink), conversation_id, parent_id, where)
+            attempt.model = chosen
+            return await self._generate(attempt)
+
+        return await self._in_turn(conversation_id, parent_id, sink, in_order, one)
+
+    async def answer_pair(
+        self,
+        conversation_id: int,
+        parent_id: int,
+        where: ThreadKey,
+        sink: ReplySink,
+        models: tuple[str, str],
+        *,
+        in_order: bool = False,
+    ) -> AnswerResult:
+        """A battle: answers A and B by ``models``, in one turn of the thread (the next message
+        waits for both); A's result, with B's as its ``rival``. Where the sink can make another
+        (`SideBySide`), B's message is posted under A's and both stream at once; else B after A.
+        """
+
+        def attempt(to: ReplySink, side: int) -> _Attempt:
+            made = _Attempt(ReplyStreamer(to), conversation_id, parent_id, where)
+            made.model, made.label = models[side], "AB"[side]
+            return made
+
+        async def pair() -> AnswerResult:
+            a = attempt(sink, 0)
+            if not isinstance(sink, SideBySide):
+                return await self._one_then_other(a, attempt(sink, 1))
+            return await self._side_by_side(a, attempt(sink.beside(), 1))
+
+        return await self._in_turn(conversation_id, parent_id, sink, in_order, pair)
+
+    async def _one_then_other(self, a: _Attempt, b: _Attempt) -> AnswerResult:
+        first = await self._generate(a)
+        if first.status != "ok" or first.answer_id is None:
+            return first
+        b.rival = first.answer_id
+        return dataclasses.replace(first, rival=await self._generate(b))
+
+    async def _side_by_side(self, a: _Attempt, b: _Attempt) -> AnswerResult:
+        """A's row and message first (A shows above B), then B's, then both stream."""
+        failed = await self._begin(a)
+        if failed is not None:
+            return failed
+        b.rival = a.answer_id
+        failed = await self._begin(b)
+        b.first = False  # the thread's first-answer notice goes under A only
+        if failed is not None:
+            return dataclasses.replace(await self._complete(a), rival=failed)
+        done_a, done_b = await asyncio.gather(self._complete(a), self._complete(b))
+        return dataclasses.replace(done_a, rival=done_b)
+
+    async def _in_turn(
+        self,
+        conversation_id: int,
+        parent_id: int,
+        sink: ReplySink,
+        in_order: bool,
+        work: Callable[[], Awaitable[AnswerResult]],
+    ) -> AnswerResult:
+        """Run ``work`` once it is the thread's turn; a store failure told in the thread."""
+        generating = False
         try:
             async with self.turns.turn(conversation_id, parent_id, in_order):
                 generating = True
-                attempt = _Attempt(ReplyStreamer(sink), conversation_id, parent_id, where)
-                attempt.model, attempt.label, attempt.rival = chosen, label, rival
-                return await self._generate(attempt)
+                return await work()
         except StoreError as exc:
             log.exception("store failed while answering")
             return await refuse(sink, "failed", exc.user_message, parent_id)
@@ -155,10 +216,45 @@ class Answerer:
             raise
 
     async def _generate(self, a: _Attempt) -> AnswerResult:
+        failed = await self._begin(a)
+        return failed if failed is not None else await self._complete(a)
+
+    async def _begin(self, a: _Attempt) -> AnswerResult | None:
+        """The start: None once the answer's row and message exist, else how it failed."""
+
+        async def start() -> None:
+            await self._start(a)
+
+        failed = await self._guarded(a, start)
+        if failed is not None:
+            await self._not_thinking(a)
+        return failed
+
+    async def _complete(self, a: _Attempt) -> AnswerResult:
+        """Stream and finish a started answer; its result, whatever happened."""
+
+        async def rest() -> AnswerResult:
+            assert a.answer_id is not None
+            return await self._finish(a, a.answer_id, await self._stream(a))
+
         try:
-            answer_id = await self._start(a)
-            completion = await self._stream(a)
-            return await self._finish(a, answer_id, completion)
+            result = await self._guarded(a, rest)
+        finally:
+            await self._not_thinking(a)
+        assert result is not None
+        return result
+
+    @staticmethod
+    async def _not_thinking(a: _Attempt) -> None:
+        with contextlib.suppress(Exception):
+            await a.streamer.sink.thinking(False)
+
+    async def _guarded(
+        self, a: _Attempt, step: Callable[[], Awaitable[AnswerResult | None]]
+    ) -> AnswerResult | None:
+        """Run a step of ``a``; a failure recorded and shown as the answer's result."""
+        try:
+            return await step()
         except asyncio.CancelledError:
             await self._interrupted(a)
             raise
@@ -167,9 +263,6 @@ class Answerer:
         except Exception:
             log.exception("answer %s failed unexpectedly", a.answer_id)
             return await self._failed(a, "failed", a.text, UNEXPECTED)
-        finally:
-            with contextlib.suppress(Exception):
-                await a.streamer.sink.thinking(False)
 
     # --- the three steps ----------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Side-by-side battles: two models answer one message, labelled A and B, one after the other.
+"""Side-by-side battles: two models answer one message, labelled A and B, side by side.
 
 A battle thread (a battle channel's, or a share of the others: `ModelSet.battle`) answers each
 message twice, with the two models the message's key draws in random A/B order. Both answers
@@ -10,9 +10,11 @@ alone, judged or not, whatever the battle settings say later. The trade-off: a ð
 thread is stored and voted on, but the thread keeps remembering the battle's answer, not the
 retry.
 
-A and B are sequential rather than concurrent: one turn of the thread at a time keeps the
-per-thread lock's meaning (one answer streaming per thread), and B's words come a model's
-answer later than they could.
+A and B are one turn of the thread (`Answerer.answer_pair`): the thread's next message waits
+for both. Where the platform can show two answers at once (Slack, Discord) B's message is posted
+under A's and both stream together, so B's words come as soon as A's; the terminal prints one
+after the other. The price: two streams edit one thread at once, twice the platform calls for
+that moment (their rate limits are waited out by slack_sdk and discord.py as usual).
 """
 
 from __future__ import annotations
@@ -73,15 +75,9 @@ class Battles:
             return await self.answerer.answer(
                 conversation_id, parent_id, where, sink, in_order=in_order
             )
-        a = await self.answerer.answer(
-            conversation_id, parent_id, where, sink, in_order=in_order, model=sides[0], label="A"
+        return await self.answerer.answer_pair(
+            conversation_id, parent_id, where, sink, sides, in_order=in_order
         )
-        if a.status != "ok" or a.answer_id is None:
-            return a
-        b = await self.answerer.answer(
-            conversation_id, parent_id, where, sink, model=sides[1], label="B", rival=a.answer_id
-        )
-        return dataclasses.replace(a, rival=b)
 
     async def judge(self, a_id: int, b_id: int, user: str, choice: str) -> bool:
         """Store a person's latest choice (a, b, tie, both_bad); False when the two ids are not

@@ -109,6 +109,42 @@ async def test_a_slack_battle_is_chosen_under_b_and_the_thread_goes_on_with_the_
     await slack.settle()
 
 
+def slow_answers(servers: dict[str, FakeTGI]) -> None:
+    """Each model streams a 24-word answer, a word every 30 ms (about 0.7 s)."""
+    for name, fake in servers.items():
+        fake.token_delay = 0.03
+        fake.replies.append(SERVER_SAYS[name] + " " + " ".join(f"w{n}" for n in range(20)))
+
+
+def side_by_side(timeline: list[tuple[float, str, str]], a: str, b: str) -> bool:
+    """Whether B's first words showed before A's last text (A's label comes with its end)."""
+    b_words = min(t for t, message, text in timeline if message == b and "w0" in text)
+    a_done = min(t for t, message, text in timeline if message == a and "*Answer A*" in text)
+    return b_words < a_done
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("streaming", ["on", "off"])
+async def test_a_slack_battle_streams_a_and_b_side_by_side(
+    start_slack_bot: StartSlackBot, servers: dict[str, FakeTGI], streaming: str
+) -> None:
+    slow_answers(servers)
+    bot = await start_slack_bot(
+        "http",
+        models=models_setting(servers),
+        battle_channels="C0GENERAL",
+        slack_streaming=streaming,
+    )
+    slack = bot.slack
+    root = await slack.user_posts(mention(slack, "what do koalas eat?"))
+    a, b = await battle_in(slack, root)
+
+    assert float(a.ts) < float(b.ts)  # A shows above B
+    timeline = [(t, ts, text) for t, _, ts, text in slack.timeline]
+    assert side_by_side(timeline, a.ts, b.ts)
+    await slack.settle()
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_slack_choice_forged_onto_another_message_changes_nothing(
     start_slack_bot: StartSlackBot, servers: dict[str, FakeTGI]
@@ -192,3 +228,22 @@ async def test_a_discord_battle_is_chosen_under_b_and_the_thread_goes_on_with_th
             assert "And how much?" in fake.prompts[-1]
             assert SERVER_SAYS[winner] in fake.prompts[-1]
             assert SERVER_SAYS[loser] not in fake.prompts[-1]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_discord_battle_streams_a_and_b_side_by_side(
+    fake_discord: FakeDiscord, servers: dict[str, FakeTGI], database_url: str
+) -> None:
+    slow_answers(servers)
+    overrides = {"models": models_setting(servers), "battle_share": 1.0}
+    async with discord_bot_with(fake_discord, servers["koala"], database_url, overrides) as bot:
+        alice = fake_discord.add_user("alice")
+        question = await fake_discord.say(
+            alice, fake_discord.channel_id, "What do koalas eat?", mention_bot=True
+        )
+        thread = await fake_discord.wait_for(lambda: fake_discord.thread_for(question.id))
+        a, b = await discord_battle(bot, thread.id)
+
+        assert a.id < b.id  # A shows above B
+        timeline = [(t, str(message), text) for t, message, text in fake_discord.timeline]
+        assert side_by_side(timeline, str(a.id), str(b.id))

@@ -3,6 +3,7 @@ both stored with their model; the thread remembers A until people prefer B."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,25 @@ class BattleView(ThreadView):
     async def offer_choice(self, message_id: str, text: str, a_id: int, b_id: int) -> None:
         await self.finish(message_id, text, b_id)
         self.choices[message_id] = (a_id, b_id)
+
+
+@dataclass
+class WatchedView(BattleView):
+    """A battle's thread that says when the bot first posts in it."""
+
+    posted: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def post(self, text: str) -> str:
+        self.posted.set()
+        return await super().post(text)
+
+
+@dataclass
+class SideBySideView(WatchedView):
+    """A thread that shows two answers at once (as Slack and Discord do)."""
+
+    def beside(self) -> SideBySideView:
+        return self  # one list of messages: posts, edits and finishes carry their ids
 
 
 BATTLE = ThreadKey("slack", "T1", "CB", "1700000100.000100")
@@ -131,6 +151,34 @@ async def test_history_names_a_battle_s_answers_a_and_b(
         assert [line.split(":", 1)[0] for line in history if line] == [
             "koala (answer A)",
             "koala (answer B)",
+        ]
+    finally:
+        await engine.close()
+
+
+@pytest.mark.parametrize("view_type", [WatchedView, SideBySideView])
+async def test_a_message_sent_during_a_battle_is_answered_after_both_of_its_answers(
+    migrated_database_url: str, servers: dict[str, FakeTGI], view_type: type[WatchedView]
+) -> None:
+    """A battle is one turn of its thread: the next message never slips in between A and B."""
+    for fake in servers.values():
+        fake.replies.extend(["Some words to stream slowly here."] * 2)
+        fake.token_delay = 0.02
+    engine = await battle_engine(migrated_database_url, servers)
+    try:
+        view = view_type()
+        first = asyncio.create_task(engine.handle_message(said("First?", BATTLE), view))
+        await view.posted.wait()  # A has started
+        second = await engine.handle_message(said("Second?", BATTLE), view)
+        first_a, first_b = sides(await first)
+        second_a, second_b = sides(second)
+
+        posted = list(view.messages)  # in the order they were posted
+        assert [posted.index(r.message_ids[0]) for r in (first_a, first_b, second_a, second_b)] == [
+            0,
+            1,
+            2,
+            3,
         ]
     finally:
         await engine.close()
