@@ -14,10 +14,7 @@ so every failure path finds the row and the placeholder as before. Start, stream
 separate steps; what a failure must know to record and show what there was lives in one
 `_Attempt`, so each failure path is the same few lines whatever step it came from.
 
-A prompt is fitted with the tokens of the model that answers: the prompter given counts with
-``backend``, and each other named model gets a prompter of its own at its first answer, kept for
-the process (its memory of counts is its tokenizer's: a few megabytes at most per model). Models
-are not assumed to share a tokenizer, even when they serve the same model id.
+The prompt is the model's own (`prompts`): fitted to its window, counted with its tokenizer.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -43,15 +39,14 @@ from koalabot.engine.notices import (
     retry_notice,
     shown_answer,
 )
+from koalabot.engine.prompts import ModelPrompts
 from koalabot.engine.streaming import ReplyStreamer
 from koalabot.engine.turns import Turns
 from koalabot.errors import BackendError, KoalabotError, PromptTooLongError, StoreError
 from koalabot.events import AnswerResult, ReplySink, SideBySide, ThreadKey
 from koalabot.metrics import Metrics
-from koalabot.prompt.budget import CachedCounter, Limits
 from koalabot.prompt.history import HistoryPrompter, ThreadPage, ThreadPrompt
 from koalabot.prompt.templates import Template
-from koalabot.store.battles import judged_out
 from koalabot.store.repository import GenerationRecord, Repository
 
 log = logging.getLogger(__name__)
@@ -110,16 +105,14 @@ class Answerer:
         self.models = models or ModelSet.single(backend)
         #: Name the model under each answer (KOALABOT_SHOW_MODEL); blind otherwise.
         self.show_model = show_model
-        #: The prompter of the models served by ``backend`` (it counts with its tokenizer).
-        self.history = history
+        #: Each model's prompt, counted with its own tokenizer.
+        self.prompts = ModelPrompts(repo, history, self.models, template, params.max_new_tokens)
         self.template = template
         self.params = params
         self.turns = turns
         self.metrics = metrics
         #: Shown under a thread's first answer (the operator's notice; "" for none).
         self.first_notice = first_notice
-        self._limits: dict[str, Limits] = {}
-        self._histories: dict[str, HistoryPrompter] = {}  # models other than ``backend``'s
 
     async def answer(
         self,
@@ -183,7 +176,13 @@ class Answerer:
         if failed is not None:
             return failed
         b.rival = a.answer_id
-        failed = await self._begin(b)
+        try:
+            failed = await self._begin(b)
+        except asyncio.CancelledError:  # stopped between the two starts: A stops too
+            assert a.asking is not None
+            await self._abandon(a.asking)
+            await self._interrupted(a)
+            raise
         b.first = False  # the thread's first-answer notice goes under A only
         if failed is not None:
             return dataclasses.replace(await self._complete(a), rival=failed)
@@ -481,27 +480,7 @@ class Answerer:
     ) -> ThreadPrompt:
         """The prompt for answering message ``upto_id`` by ``model`` (``tail``: the thread's
         newest page, when read already)."""
-        limits = await self._get_limits(model)
-        lost = functools.partial(judged_out, self.repo.db, conversation_id)  # battles
-        return await self._history(model).build(
-            conversation_id, upto_id, limits, self.params.max_new_tokens, tail, lost
-        )
-
-    def _history(self, model: str) -> HistoryPrompter:
-        """The prompter that counts with ``model``'s tokenizer (made at its first answer)."""
-        backend = self.models.backend(model)
-        if backend is self.backend:
-            return self.history
-        if model not in self._histories:
-            counter = CachedCounter(backend)
-            self._histories[model] = HistoryPrompter(self.repo, counter, self.template)
-        return self._histories[model]
-
-    async def _get_limits(self, model: str) -> Limits:
-        """The model's budget, from its server's /info once."""
-        if model not in self._limits:
-            self._limits[model] = Limits.from_info(await self.models.backend(model).info())
-        return self._limits[model]
+        return await self.prompts.build(conversation_id, upto_id, tail, model)
 
 
 __all__ = ["Answerer"]
