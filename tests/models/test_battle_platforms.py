@@ -18,7 +18,7 @@ from koalabot.store.judgements import judgements_on
 from koalabot_adapters.discord.app import DiscordAdapter
 from koalabot_adapters.slack.buttons import ACTION_CHOICE
 from tests.adapters.slack.test_app import mention
-from tests.fakes.discord import FakeDiscord, FakeMessage
+from tests.fakes.discord import FakeChannel, FakeDiscord, FakeMessage, FakeUser
 from tests.fakes.slack import FakeSlack, Message
 from tests.fakes.tgi import FakeTGI
 from tests.fixtures.discord import GUILD_READY_TIMEOUT, DiscordBot, discord_settings_for
@@ -169,6 +169,16 @@ async def test_a_slack_choice_forged_onto_another_message_changes_nothing(
     await slack.settle()
 
 
+async def discord_asks(
+    bot: DiscordBot, person: FakeUser, text: str
+) -> tuple[FakeChannel, list[FakeMessage]]:
+    """``person`` mentions the bot in #general: the thread it opens and the battle there."""
+    fake = bot.discord
+    question = await fake.say(person, fake.channel_id, text, mention_bot=True)
+    thread = await fake.wait_for(lambda: fake.thread_for(question.id))
+    return thread, await discord_battle(bot, thread.id)
+
+
 def discord_choice(message: FakeMessage, choice: str) -> str:
     return next(c for c in message.custom_ids if c.startswith(f"kb:battle:{choice}:"))
 
@@ -202,11 +212,7 @@ async def test_a_discord_battle_is_chosen_under_b_and_the_thread_goes_on_with_th
     overrides = {"models": models_setting(servers), **battles}
     async with discord_bot_with(fake_discord, servers["koala"], database_url, overrides) as bot:
         alice = fake_discord.add_user("alice")
-        question = await fake_discord.say(
-            alice, fake_discord.channel_id, "What do koalas eat?", mention_bot=True
-        )
-        thread = await fake_discord.wait_for(lambda: fake_discord.thread_for(question.id))
-        a, b = await discord_battle(bot, thread.id)
+        thread, (a, b) = await discord_asks(bot, alice, "What do koalas eat?")
 
         assert "*Answer A*" in a.content and "*Answer B*" in b.content
         assert {model_of(a.content), model_of(b.content)} == {"koala", "candidate"}
@@ -238,11 +244,7 @@ async def test_a_discord_battle_streams_a_and_b_side_by_side(
     overrides = {"models": models_setting(servers), "battle_share": 1.0}
     async with discord_bot_with(fake_discord, servers["koala"], database_url, overrides) as bot:
         alice = fake_discord.add_user("alice")
-        question = await fake_discord.say(
-            alice, fake_discord.channel_id, "What do koalas eat?", mention_bot=True
-        )
-        thread = await fake_discord.wait_for(lambda: fake_discord.thread_for(question.id))
-        a, b = await discord_battle(bot, thread.id)
+        _, (a, b) = await discord_asks(bot, alice, "What do koalas eat?")
 
         assert a.id < b.id  # A shows above B
         timeline = [(t, str(message), text) for t, message, text in fake_discord.timeline]

@@ -64,6 +64,14 @@ def sides(result: AnswerResult) -> tuple[AnswerResult, AnswerResult]:
     return result, result.rival
 
 
+async def terminal(engine: Engine) -> tuple[TerminalChat, io.StringIO]:
+    """`koalabot chat` on ``engine``, and what it prints."""
+    out = io.StringIO()
+    chat = TerminalChat(engine, io.StringIO(), out, user="ada")
+    await chat.start(interactive=False)
+    return chat, out
+
+
 def model_of(text: str) -> str:
     return next(name for name, reply in SAYS.items() if reply in text)
 
@@ -141,9 +149,7 @@ async def test_history_names_a_battle_s_answers_a_and_b(
 ) -> None:
     engine = await battle_engine(migrated_database_url, servers, battle_share=1.0)
     try:
-        out = io.StringIO()
-        chat = TerminalChat(engine, io.StringIO(), out, user="ada")
-        await chat.start(interactive=False)
+        chat, out = await terminal(engine)
         await chat.handle_line("Which is better?")
         await chat.handle_line("/history")
 
@@ -201,9 +207,7 @@ async def test_the_terminal_shows_a_then_b_and_takes_the_choice_by_command(
 ) -> None:
     engine = await battle_engine(migrated_database_url, servers, battle_share=1.0)
     try:
-        out = io.StringIO()
-        chat = TerminalChat(engine, io.StringIO(), out, user="ada")
-        await chat.start(interactive=False)
+        chat, out = await terminal(engine)
         for line in ("Which is better?", "/b"):
             await chat.handle_line(line)
         assert chat.battle is not None

@@ -5,6 +5,7 @@ it, and the platform never learns which one answered unless shown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,10 +27,17 @@ async def servers() -> AsyncIterator[dict[str, FakeTGI]]:
         "koala": FakeTGI(reply=" Answer from server one.", model_id="org/koala-13b"),
         "candidate": FakeTGI(reply=" Answer from server two.", model_id="org/candidate-7b"),
     }
+    async with serving(fakes):
+        yield fakes
+
+
+@contextlib.asynccontextmanager
+async def serving(fakes: dict[str, FakeTGI]) -> AsyncIterator[None]:
+    """The model servers listening, stopped after."""
     for fake in fakes.values():
         await fake.start()
     try:
-        yield fakes
+        yield
     finally:
         for fake in fakes.values():
             await fake.stop()
@@ -58,13 +66,8 @@ async def unequal(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Fak
     }
     if request.param == "characters":
         fakes = dict(reversed(fakes.items()))
-    for fake in fakes.values():
-        await fake.start()
-    try:
+    async with serving(fakes):
         yield fakes
-    finally:
-        for fake in fakes.values():
-            await fake.stop()
 
 
 def _clicked(result: AnswerResult) -> Clicked:
