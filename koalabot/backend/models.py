@@ -25,10 +25,22 @@ from koalabot.backend.assign import (
     unit,
 )
 from koalabot.backend.client import Backend
+from koalabot.errors import ConfigError
 from koalabot.events import ThreadKey
 
 if TYPE_CHECKING:
     from koalabot.config import Settings
+
+
+def model_settings(settings: Settings, name: str) -> Settings:
+    """The settings of the one server ``name`` names in KOALABOT_MODELS (ConfigError if none)."""
+    entry = settings.models.get(name)
+    if entry is None:
+        known = ", ".join(settings.models) or "none set"
+        raise ConfigError(f"--model: no model {name!r} in KOALABOT_MODELS ({known})")
+    return settings.model_copy(
+        update={"model_url": entry.url, "model_api": entry.api, "model": entry.model}
+    )
 
 
 class ModelSet:
@@ -49,12 +61,7 @@ class ModelSet:
         if not settings.models:
             return cls.single(Backend.from_settings(settings))
         backends = {
-            name: Backend.from_settings(
-                settings.model_copy(
-                    update={"model_url": entry.url, "model_api": entry.api, "model": entry.model}
-                )
-            )
-            for name, entry in settings.models.items()
+            name: Backend.from_settings(model_settings(settings, name)) for name in settings.models
         }
         return cls(backends, [WeightedModel(n, w) for n, w in settings.weighted_models])
 

@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="drop the oldest turns to fit the TGI server's budget (asks its /info, /tokenize)",
     )
+    parser.add_argument(
+        "--model",
+        metavar="NAME",
+        help="with --fit: fit for this KOALABOT_MODELS model (its server's window and tokenizer)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -48,7 +53,7 @@ def handle(args: argparse.Namespace) -> int:
         quiet = logging.NullHandler()
         logging.getLogger("koalabot").addHandler(quiet)
         try:
-            fitted = asyncio.run(_fit(turns, settings))
+            fitted = asyncio.run(_fit(turns, settings, args.model))
         finally:
             logging.getLogger("koalabot").removeHandler(quiet)
         prompt = fitted.prompt
@@ -85,10 +90,13 @@ def read_turns(file: str) -> list[Turn]:
         raise InvalidConversationError(f"{name}: {exc}") from None
 
 
-async def _fit(turns: list[Turn], settings: Settings) -> Fitted:
+async def _fit(turns: list[Turn], settings: Settings, model: str | None) -> Fitted:
     # Imported here: rendering alone needs no HTTP stack and works without a server.
     from koalabot.backend import Backend
+    from koalabot.backend.models import model_settings
 
+    if model is not None:
+        settings = model_settings(settings, model)
     template = TEMPLATES[settings.template]
     async with Backend.from_settings(settings) as backend:
         try:

@@ -193,3 +193,35 @@ async def test_fit_without_a_server_is_a_one_line_error(tmp_path: Path) -> None:
     assert out == b""
     assert err.decode().startswith("koalabot: error: ")
     assert err.decode().count("\n") == 1
+
+
+async def test_fit_for_a_named_model_asks_that_model_s_server(tmp_path: Path) -> None:
+    """`--model NAME` fits to that KOALABOT_MODELS model's window, as its server counts."""
+    thread = [{"role": "user", "content": f"Tell me about koala number {i}."} for i in range(40)]
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(thread), encoding="utf-8")
+    async with FakeTGI() as koala, FakeTGI(per_character=True) as candidate:
+        candidate.max_input_tokens, candidate.max_total_tokens = 400, 500
+        models = f"koala={koala.url},candidate={candidate.url}"
+        code, out, err = await koalabot_async(
+            "prompt",
+            str(path),
+            "--fit",
+            "--model",
+            "candidate",
+            "--max-new-tokens",
+            "100",
+            env=environment(KOALABOT_MODELS=models),
+        )
+        unknown = await koalabot_async(
+            "prompt", str(path), "--fit", "--model", "nope", env=environment(KOALABOT_MODELS=models)
+        )
+
+    assert code == 0, err
+    assert count_input_tokens(out.decode(), per_character=True) <= 400
+    assert "left out the" in err.decode() and not koala.requests
+    assert {r.path for r in candidate.requests} == {"/info", "/tokenize"}
+    assert unknown[0] == 2
+    assert unknown[2].decode() == (
+        "koalabot: error: --model: no model 'nope' in KOALABOT_MODELS (koala, candidate)\n"
+    )
