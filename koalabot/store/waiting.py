@@ -27,7 +27,7 @@ from koalabot.events import ThreadKey
 from koalabot.store.database import Database
 from koalabot.store.locks import try_lock_on, unlock_on
 from koalabot.store.models import Conversation, Message, ProcessedEvent, utcnow
-from koalabot.store.statements import DECLINED
+from koalabot.store.statements import DECLINED, stored_key
 from koalabot.store.times import as_utc
 
 #: How far back a start looks for messages left without an answer.
@@ -67,10 +67,11 @@ def _query(since: datetime, before: datetime) -> Select[tuple[object, ...]]:
 
 def _record(row: tuple[object, ...]) -> Waiting:
     conversation_id, message_id, *key, author, text, platform_message_id, created_at = row
+    platform, workspace, channel, thread, parent = (str(part or "") for part in key)
     return Waiting(
         int(str(conversation_id)),
         int(str(message_id)),
-        ThreadKey(*(str(part or "") for part in key)),
+        stored_key(platform, workspace, channel, thread, parent),
         str(author or ""),
         str(text),
         str(platform_message_id or ""),

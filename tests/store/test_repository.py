@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
@@ -14,6 +15,7 @@ from koalabot.store import records
 from koalabot.store import repository as facade
 from koalabot.store.database import Database, open_database
 from koalabot.store.repository import GenerationRecord, Repository
+from koalabot.store.waiting import find_unanswered
 
 WHERE = ThreadKey("slack", "T1", "C1", "100.1")
 RECORD = GenerationRecord(
@@ -115,6 +117,26 @@ async def test_an_answer_left_streaming_by_a_crash_is_recovered_once(repo: Repos
     assert await repo.recover_interrupted() == []
     [latest, _] = await repo.history(conversation)
     assert latest.status == "interrupted"
+
+
+async def test_a_thread_s_parent_channel_comes_back_from_every_read_of_it(
+    repo: Repository, db: Database
+) -> None:
+    """A Discord thread's parent channel is stored with it: the answer's, the crash's and the
+    waiting message's thread keys read back from the store all carry it (channel settings
+    reach clicks and answers after a restart)."""
+    thread = ThreadKey("discord", "G1", "T9", "T9", parent="C1")
+    stored = await repo.add_user_message(thread, "U1", "hi", "m1", ["m1"])
+    assert stored is not None
+    conversation, question = stored
+    waiting = await find_unanswered(db, timedelta(0))
+    answer = (await repo.start_answer(conversation, question, "2.0")).answer_id
+    info = await repo.answer(answer)
+    [orphan] = await repo.recover_interrupted()
+
+    assert [w.where.parent for w in waiting] == ["C1"]
+    assert info is not None and info.where.parent == "C1" and info.where == thread
+    assert orphan.where.parent == "C1"
 
 
 async def test_a_thread_lock_makes_another_replica_wait_on_postgresql(db: Database) -> None:
